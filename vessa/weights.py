@@ -1,0 +1,331 @@
+"""Known checkpoints (name, URL, SHA-256), the user's checkpoint cache, and `vessa weights`.
+
+Three kinds of entries share one registry:
+- downloadable: the official SAM 2.1 checkpoints (`url` set), fetched into the cache;
+- shipped: checkpoints inside the package's `vessa/data/` (`packaged_file` set);
+- added: the user's own checkpoints, copied into the cache by `vessa weights add FILE`
+  and recorded in `<cache>/weights/registry.json`.
+Every entry has a SHA-256, checked after each download and whenever a checkpoint is resolved.
+The cache is `platformdirs.user_cache_dir("vessa")`, or `$VESSA_CACHE_DIR` if set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import shutil
+import zipfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from vessa.download import cache_dir, download, sha256_file
+from vessa.errors import CheckpointError, ChecksumError
+
+
+@dataclass(frozen=True)
+class KnownWeights:
+    """One registered checkpoint.
+
+    kind: "sam2" (an official SAM 2.1 checkpoint, `{"model": state_dict}`) or "vessa" (a
+    checkpoint written by vessa.train). size: bytes, when known. url: where to download it
+    from; packaged_file: its file name inside `vessa/data/`; neither: added from a local file.
+    """
+
+    name: str
+    url: str | None
+    sha256: str
+    kind: str
+    description: str
+    size: int | None = None
+    packaged_file: str | None = None
+
+
+def _sam21(variant: str, label: str, sha256: str, size: int) -> KnownWeights:
+    name = f"sam2.1_hiera_{variant}"
+    url = f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/{name}.pt"
+    return KnownWeights(name, url, sha256, "sam2", f"official SAM 2.1 Hiera-{label} (Meta, Apache-2.0)", size)
+
+
+# SHA-256 and sizes as published in the Git LFS pointers of Hugging Face's facebook/sam2.1-hiera-*
+# repositories (tiny, small) and of several independent mirrors of the 092824 files that agree
+# with each other (base_plus, large); a wrong value would show as a ChecksumError on fetch.
+OFFICIAL = (
+    _sam21("tiny", "T", "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", 156008466),
+    _sam21("small", "S", "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38", 184416285),
+    _sam21("base_plus", "B+", "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5", 323606802),
+    _sam21("large", "L", "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 898083611),
+)
+
+# Checkpoints shipped in vessa/data/ (KnownWeights with packaged_file set); none yet.
+SHIPPED: tuple[KnownWeights, ...] = ()
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+class WeightsRegistry:
+    """The built-in, shipped and user-added checkpoints, and where their files are.
+
+    cache: the cache folder (default: `vessa.download.cache_dir()`); builtin: the entries that
+    are not user-added; data_dir: the folder holding shipped checkpoints (default `vessa/data`).
+    """
+
+    def __init__(
+        self,
+        cache: Path | None = None,
+        builtin: tuple[KnownWeights, ...] = OFFICIAL + SHIPPED,
+        data_dir: Path | None = None,
+    ):
+        self.folder = Path(cache or cache_dir()) / "weights"
+        self.registry_file = self.folder / "registry.json"
+        self.builtin = {entry.name: entry for entry in builtin}
+        self.data_dir = Path(data_dir) if data_dir else Path(str(resources.files("vessa") / "data"))
+
+    # ---- entries -------------------------------------------------------------------------
+    def user_entries(self) -> dict[str, KnownWeights]:
+        """The checkpoints recorded in the user registry file, by name."""
+        if not self.registry_file.exists():
+            return {}
+        try:
+            records = json.loads(self.registry_file.read_text())["weights"]
+            return {record["name"]: KnownWeights(**record) for record in records}
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{self.registry_file}: corrupt weights registry ({error})") from None
+
+    def entries(self) -> dict[str, KnownWeights]:
+        """Every known checkpoint by name: built-in first, then user-added."""
+        return {**self.builtin, **self.user_entries()}
+
+    def get(self, name: str) -> KnownWeights:
+        """The entry called `name`; CheckpointError listing the known names otherwise."""
+        entries = self.entries()
+        if name not in entries:
+            raise CheckpointError(f"unknown checkpoint {name!r} (known: {', '.join(entries)})")
+        return entries[name]
+
+    def find_sha256(self, digest: str) -> KnownWeights | None:
+        """The entry whose SHA-256 is `digest`, if any."""
+        return next((entry for entry in self.entries().values() if entry.sha256 == digest), None)
+
+    def register(self, entry: KnownWeights) -> None:
+        """Record `entry` in the user registry (replacing a user entry of the same name)."""
+        from vessa.io.atomic import atomic_path
+
+        self._require_user_name(entry.name)
+        entries = self.user_entries()
+        entries[entry.name] = entry
+        records = [dataclasses.asdict(item) for item in entries.values()]
+        with atomic_path(self.registry_file) as tmp:
+            tmp.write_text(json.dumps({"weights": records}, indent=2) + "\n")
+
+    def _require_user_name(self, name: str) -> None:
+        if not NAME_PATTERN.fullmatch(name):
+            raise CheckpointError(f"{name!r}: a checkpoint name uses letters, digits and . _ + - only")
+        if name in self.builtin:
+            raise CheckpointError(f"{name!r} is a built-in checkpoint name; choose another name")
+
+    # ---- files ---------------------------------------------------------------------------
+    def location(self, entry: KnownWeights) -> Path:
+        """Where the file of `entry` is (or will be, once fetched)."""
+        if entry.packaged_file:
+            return self.data_dir / entry.packaged_file
+        return self.folder / f"{entry.name}.pt"
+
+    def is_available(self, entry: KnownWeights) -> bool:
+        """Whether the file of `entry` is on disk (cached or shipped)."""
+        return self.location(entry).is_file()
+
+    def require_available(self, entry: KnownWeights) -> Path:
+        """The file of `entry`; CheckpointError saying how to get it if it is not on disk."""
+        path = self.location(entry)
+        if not path.is_file():
+            raise CheckpointError(
+                f"checkpoint {entry.name!r} is not cached; run: vessa weights fetch {entry.name}"
+            )
+        return path
+
+    def check(self, entry: KnownWeights) -> Path:
+        """The file of `entry` after checking its SHA-256; ChecksumError if it differs."""
+        path = self.require_available(entry)
+        actual = sha256_file(path)
+        if actual != entry.sha256:
+            raise ChecksumError(
+                f"{path}: SHA-256 {actual[:12]}… differs from {entry.sha256[:12]}… registered for "
+                f"{entry.name!r} (corrupt or modified file)"
+            )
+        return path
+
+    def fetch(self, name: str, progress: bool = True) -> Path:
+        """The verified file of checkpoint `name`, downloading it first if needed.
+
+        A cached file whose SHA-256 no longer matches is downloaded again.
+        """
+        entry = self.get(name)
+        path = self.location(entry)
+        if path.is_file() and sha256_file(path) == entry.sha256:
+            return path
+        if entry.url is None:
+            source = "shipped with VESSA" if entry.packaged_file else "added from a local file"
+            state = "corrupt" if path.is_file() else "missing"
+            raise CheckpointError(f"checkpoint {name!r} ({source}) is {state}: {path}")
+        return download(entry.url, path, sha256=entry.sha256, progress=progress)
+
+    def add_file(
+        self, file: str | Path, name: str | None = None, kind: str = "vessa", description: str = ""
+    ) -> KnownWeights:
+        """Copy a local checkpoint file into the cache and register it under `name` (default: file stem)."""
+        from vessa.io.atomic import atomic_path
+
+        file = Path(file)
+        name = name or file.stem
+        if not file.is_file():
+            raise CheckpointError(f"{file}: no such checkpoint file")
+        self._require_user_name(name)
+        _require_torch_checkpoint(file)
+        digest = sha256_file(file)
+        entry = KnownWeights(
+            name, None, digest, kind, description or f"added from {file.name}", file.stat().st_size
+        )
+        with atomic_path(self.location(entry)) as tmp:
+            shutil.copyfile(file, tmp)
+            if sha256_file(tmp) != digest:
+                raise ChecksumError(f"{file}: changed while it was copied into the cache")
+        self.register(entry)
+        return entry
+
+
+def _require_torch_checkpoint(path: Path) -> None:
+    """Raise CheckpointError unless `path` is a torch.save file (a zip archive with data.pkl)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if any(member.endswith("/data.pkl") for member in archive.namelist()):
+                return
+    except zipfile.BadZipFile:
+        pass
+    raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.save zip file)")
+
+
+def resolve_weights(name_or_path: str | Path, progress: bool = True) -> Path:
+    """The file of a checkpoint given by path or registry name.
+
+    An existing file is returned as it is; a registry name is fetched if not cached and its
+    SHA-256 is checked. Anything else raises CheckpointError.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    registry = WeightsRegistry()
+    _require_name(registry, str(name_or_path))
+    return registry.fetch(str(name_or_path), progress=progress)
+
+
+def _require_name(registry: WeightsRegistry, target: str) -> None:
+    names = registry.entries()
+    if target not in names:
+        raise CheckpointError(
+            f"{target}: no such file, and not a known checkpoint (known: {', '.join(names)})"
+        )
+
+
+# ---- command line ----------------------------------------------------------------------------
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add `vessa weights list|fetch|verify|add|path`."""
+    parser = subparsers.add_parser("weights", help="list, download, verify and add model checkpoints")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="known checkpoints and whether they are cached").set_defaults(func=_list)
+    fetch = actions.add_parser("fetch", help="download a checkpoint into the cache and check it")
+    fetch.add_argument("name")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fetch.set_defaults(func=_fetch)
+    verify = actions.add_parser(
+        "verify", help="recompute SHA-256 of a name, a file, or every cached checkpoint"
+    )
+    verify.add_argument("target", nargs="?", metavar="NAME|FILE")
+    verify.set_defaults(func=_verify)
+    add = actions.add_parser("add", help="copy a local checkpoint into the cache and register it")
+    add.add_argument("file", type=Path)
+    add.add_argument("--name", help="registry name (default: the file name without suffix)")
+    add.add_argument("--kind", default="vessa", choices=("vessa", "sam2"), help="checkpoint format")
+    add.add_argument("--description", default="")
+    add.set_defaults(func=_add)
+    path = actions.add_parser("path", help="print the file of a cached checkpoint")
+    path.add_argument("name")
+    path.set_defaults(func=_path)
+
+
+def _list(args: argparse.Namespace) -> int:
+    registry = WeightsRegistry()
+    rows = [("NAME", "KIND", "CACHED", "SIZE", "SHA256", "DESCRIPTION")]
+    rows += [
+        (
+            e.name,
+            e.kind,
+            "yes" if registry.is_available(e) else "no",
+            _size(e.size),
+            e.sha256[:12],
+            e.description,
+        )
+        for e in registry.entries().values()
+    ]
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    print(WeightsRegistry().fetch(args.name, progress=not args.no_progress))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    registry = WeightsRegistry()
+    if args.target is None:
+        cached = [entry for entry in registry.entries().values() if registry.is_available(entry)]
+        failed = []
+        for entry in cached:
+            try:
+                print(f"{entry.name}: ok {registry.check(entry)}")
+            except ChecksumError as error:
+                print(f"{entry.name}: FAILED {error}")
+                failed.append(entry.name)
+        if failed:
+            raise ChecksumError(
+                f"{len(failed)} of {len(cached)} cached checkpoints failed: {', '.join(failed)}"
+            )
+        print(f"{len(cached)} cached checkpoints verified")
+    elif Path(args.target).is_file():
+        digest = sha256_file(args.target)
+        entry = registry.find_sha256(digest)
+        if entry is None:
+            raise CheckpointError(f"{args.target}: SHA-256 {digest} matches no known checkpoint")
+        print(f"{args.target}: ok, this is {entry.name} ({entry.kind})")
+    else:
+        _require_name(registry, args.target)
+        print(f"{args.target}: ok {registry.check(registry.get(args.target))}")
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    registry = WeightsRegistry()
+    entry = registry.add_file(args.file, name=args.name, kind=args.kind, description=args.description)
+    print(f"added {entry.name} ({entry.kind}, sha256 {entry.sha256}): {registry.location(entry)}")
+    return 0
+
+
+def _path(args: argparse.Namespace) -> int:
+    registry = WeightsRegistry()
+    print(registry.require_available(registry.get(args.name)))
+    return 0
