@@ -1,0 +1,80 @@
+"""Stage-1 episodes: shapes, determinism per step, masks follow their structure, bad cases."""
+
+import numpy as np
+import pytest
+import torch
+
+from vessa.errors import JobError
+from vessa.train.episodes import EpisodeCase, EpisodeConfig, EpisodeSampler, gmm_render, square_resize
+
+
+def toy_case() -> EpisodeCase:
+    image = np.random.default_rng(0).random((10, 40, 30)).astype(np.float32)
+    box = np.zeros(image.shape, bool)
+    box[2:8, 5:20, 5:15] = True
+    band = np.zeros(image.shape, bool)
+    band[:, 25:35, :] = True
+    return EpisodeCase("toy", image, {"box": box, "band": band})
+
+
+@pytest.fixture
+def sampler() -> EpisodeSampler:
+    config = EpisodeConfig(image_size=32, max_templates=3, elastic_magnitude=(0.0, 0.5))
+    return EpisodeSampler([toy_case()], config, seed=7)
+
+
+def test_batch_shapes_and_ranges(sampler):
+    batch = sampler.batch(step=3, batch_size=2)
+    k = batch["templates"].shape[1]
+    assert 1 <= k <= 3
+    assert batch["image"].shape == (2, 1, 32, 32)
+    assert batch["templates"].shape == batch["template_masks"].shape == (2, k, 1, 32, 32)
+    assert batch["image"].min() >= 0 and batch["image"].max() <= 1
+    assert set(torch.unique(batch["mask"]).tolist()) <= {0.0, 1.0}
+    assert all(text in {"box", "band"} for text in batch["text"])
+    # every template shows the structure (slices are drawn where it covers >= min_area)
+    assert (batch["template_masks"].sum(dim=(-1, -2, -3)) > 0).all()
+
+
+def test_same_step_same_batch_other_step_differs(sampler):
+    first, again, other = sampler.batch(5, 2), sampler.batch(5, 2), sampler.batch(6, 2)
+    for key in ("image", "mask", "templates", "template_masks"):
+        assert torch.equal(first[key], again[key])
+    assert first["text"] == again["text"]
+    assert not torch.equal(first["image"], other["image"])
+
+
+def test_mask_is_the_named_structure():
+    config = EpisodeConfig(image_size=40, max_templates=1, elastic_magnitude=(0.0, 0.0), z_jitter=0,
+                           synthetic_probability=0.0)
+    sampler = EpisodeSampler([toy_case()], config, seed=1, structures=["band"])
+    batch = sampler.batch(0, 1)
+    mask = batch["mask"][0, 0]
+    # the band covers rows 25..34 of 40 (the 40x30 slice is padded to 40x40): about a quarter
+    assert batch["text"] == ["band"]
+    assert 0.15 < mask.mean() < 0.35
+
+
+def test_structure_filter_and_errors():
+    with pytest.raises(JobError, match="no structure covers"):
+        EpisodeSampler([toy_case()], EpisodeConfig(min_area=10_000), structures=["box"])
+    bad = np.zeros((2, 3, 3), bool)
+    with pytest.raises(JobError, match="case x: a mask's shape"):
+        EpisodeCase("x", np.zeros((2, 4, 4)), {"a": bad})
+
+
+def test_square_resize_pads_centred():
+    out = square_resize(torch.ones(2, 4), 4, "nearest")
+    assert out.shape == (4, 4)
+    torch.testing.assert_close(out.sum(dim=1), torch.tensor([0.0, 4.0, 4.0, 0.0]))
+
+
+def test_gmm_render_draws_one_intensity_per_label():
+    labels = torch.zeros(32, 32, dtype=torch.long)
+    labels[:, 16:] = 1
+    images = [gmm_render(labels, np.random.default_rng(seed)) for seed in range(6)]
+    assert all(image.min() >= 0 and image.max() <= 1 for image in images)
+    gaps = [abs(float(image[:, :12].mean() - image[:, 20:].mean())) for image in images]
+    # each label gets its own random mean: the two halves differ, by a different amount per draw
+    assert sum(gap > 0.3 for gap in gaps) >= 4
+    assert max(gaps) - min(gaps) > 0.2

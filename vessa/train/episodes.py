@@ -1,0 +1,170 @@
+"""Stage-1 episodes: a target slice, K template slices of the same structure, and its name.
+
+Real label maps with one subject (Colin27 atlases) or few subjects (pyradiomics lesions) are
+turned into many "subjects" the SynthSeg/UniverSeg way (METHODS §1.4): every slice of an
+episode gets its own random elastic/affine deformation (MONAI `Rand2DElasticd`), and its
+intensities are either the real ones with a bias field, gamma and noise, or drawn anew per
+label (a random Gaussian mixture over the slice's label map, then blurred) so the model
+learns to match the template, not to remember one contrast.
+
+Episode `step` is a pure function of (seed, step): resuming a run reproduces its batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import Rand2DElasticd
+
+from vessa.errors import JobError
+from vessa.io import Segmentation, Volume
+
+
+@dataclass
+class EpisodeCase:
+    """A subject: intensities scaled to [0, 1] (k, j, i) and its structures' masks."""
+
+    case_id: str
+    image: np.ndarray
+    masks: dict[str, np.ndarray]
+    labelmap: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.image = np.asarray(self.image, np.float32)
+        self.labelmap = np.zeros(self.image.shape, np.int32)
+        for index, mask in enumerate(self.masks.values(), start=1):
+            if mask.shape != self.image.shape:
+                raise JobError(
+                    f"case {self.case_id}: a mask's shape {mask.shape} differs from {self.image.shape}"
+                )
+            self.labelmap[mask] = index
+
+    @classmethod
+    def from_volume(cls, case_id: str, image: Volume, segmentation: Segmentation,
+                    scale_to_unit: callable) -> EpisodeCase:
+        """A case from a volume (intensities mapped to [0, 1] by `scale_to_unit`) and its segments."""
+        image.require_same_grid(segmentation.geometry(), f"segmentation of case {case_id}")
+        return cls(case_id, scale_to_unit(image), {s.name: s.mask for s in segmentation.segments})
+
+
+@dataclass
+class EpisodeConfig:
+    """How episodes are drawn (sizes in pixels of the square model input)."""
+
+    image_size: int = 256
+    max_templates: int = 3
+    min_area: int = 20  # slices where the structure covers fewer voxels are not used
+    z_jitter: int = 3  # template slice = target slice +- this many slices
+    synthetic_probability: float = 0.5  # per slice: GMM intensities instead of real ones
+    elastic_magnitude: tuple[float, float] = (0.0, 3.0)
+
+
+class EpisodeSampler:
+    """Draws batches of stage-1 episodes from cases; `batch(step)` is deterministic."""
+
+    def __init__(self, cases: list[EpisodeCase], config: EpisodeConfig, seed: int = 0,
+                 structures: list[str] | None = None):
+        self.cases, self.config, self.seed = cases, config, seed
+        self.tasks: list[tuple[int, str, np.ndarray]] = []  # (case index, structure, usable slices)
+        for case_index, case in enumerate(cases):
+            for name, mask in case.masks.items():
+                if structures is not None and name not in structures:
+                    continue
+                slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).sum(1) >= config.min_area)
+                if len(slices):
+                    self.tasks.append((case_index, name, slices))
+        if not self.tasks:
+            raise JobError(
+                f"no structure covers >= {config.min_area} voxels on any slice of the training cases"
+            )
+        size = config.image_size
+        self.deform = Rand2DElasticd(
+            keys=["image", "labels", "mask"], spacing=(size // 8, size // 8),
+            magnitude_range=config.elastic_magnitude,
+            prob=1.0, rotate_range=0.25, scale_range=0.15, translate_range=size // 16,
+            mode=("bilinear", "nearest", "nearest"), padding_mode="zeros",
+        )
+
+    def batch(self, step: int, batch_size: int) -> dict:
+        """Episode batch `step`: images/masks as float tensors, K templates shared by the batch."""
+        rng = np.random.default_rng([self.seed, step])
+        k = int(rng.integers(1, self.config.max_templates + 1))
+        episodes = [self._episode(rng, k) for _ in range(batch_size)]
+        return {
+            "image": torch.stack([e[0][0] for e in episodes]),  # [B,1,S,S] in [0,1]
+            "mask": torch.stack([e[1][0] for e in episodes]),  # [B,1,S,S] in {0,1}
+            "templates": torch.stack([torch.stack(e[0][1:]) for e in episodes]),  # [B,K,1,S,S]
+            "template_masks": torch.stack([torch.stack(e[1][1:]) for e in episodes]),  # [B,K,1,S,S]
+            "text": [e[2] for e in episodes],
+        }
+
+    def _episode(self, rng: np.random.Generator, k: int):
+        case_index, name, slices = self.tasks[int(rng.integers(len(self.tasks)))]
+        case = self.cases[case_index]
+        target = int(rng.choice(slices))
+        chosen = [target]
+        for _ in range(k):
+            wanted = target + int(rng.integers(-self.config.z_jitter, self.config.z_jitter + 1))
+            chosen.append(int(slices[np.argmin(np.abs(slices - wanted))]))
+        images, masks = [], []
+        for z in chosen:
+            image, mask = self._subject_slice(case, name, z, rng)
+            images.append(image)
+            masks.append(mask)
+        return images, masks, name
+
+    def _subject_slice(self, case: EpisodeCase, name: str, z: int, rng: np.random.Generator):
+        """Slice z of a new random "subject": resized, deformed, re-rendered; ([1,S,S], [1,S,S])."""
+        size = self.config.image_size
+        data = {
+            "image": square_resize(torch.from_numpy(case.image[z]), size, "bilinear")[None],
+            "labels": square_resize(torch.from_numpy(case.labelmap[z]), size, "nearest")[None],
+            "mask": square_resize(torch.from_numpy(case.masks[name][z]), size, "nearest")[None],
+        }
+        self.deform.set_random_state(int(rng.integers(2**31)))
+        out = {key: torch.as_tensor(value)[0] for key, value in self.deform(data).items()}
+        if rng.random() < self.config.synthetic_probability:
+            image = gmm_render(out["labels"].round().long(), rng)
+        else:
+            image = real_render(out["image"], rng)
+        return image.clamp(0, 1)[None].float(), (out["mask"] > 0.5)[None].float()
+
+
+def square_resize(slice2d: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """Zero-pad a 2D slice to a square (centred) and resize it to `size` x `size`."""
+    rows, cols = slice2d.shape
+    side = max(rows, cols)
+    top, left = (side - rows) // 2, (side - cols) // 2
+    padded = F.pad(slice2d[None, None].float(), (left, side - cols - left, top, side - rows - top))
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    return F.interpolate(padded, size=(size, size), mode=mode, **kwargs)[0, 0]
+
+
+def gmm_render(labels: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """SynthSeg-style intensities: a random mean/std per label, then a random Gaussian blur."""
+    n = int(labels.max()) + 1
+    means = torch.from_numpy(rng.uniform(0, 1, n)).float()
+    stds = torch.from_numpy(rng.uniform(0.01, 0.1, n)).float()
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    image = means[labels] + stds[labels] * torch.randn(labels.shape, generator=generator)
+    sigma = float(rng.uniform(0.1, 1.5))
+    radius = max(1, int(3 * sigma))
+    kernel = torch.exp(-(torch.arange(-radius, radius + 1).float() ** 2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum())[None, None]
+    image = F.conv2d(image[None, None], kernel[..., None], padding=(radius, 0))
+    image = F.conv2d(image, kernel[:, :, None], padding=(0, radius))[0, 0]
+    return (image - image.min()) / (image.max() - image.min() + 1e-6)
+
+
+def real_render(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Real intensities with a smooth multiplicative bias field, a gamma change and noise."""
+    size = image.shape[-1]
+    coarse = torch.from_numpy(rng.normal(0, 0.15, (1, 1, 4, 4))).float()
+    bias = F.interpolate(coarse, size=image.shape, mode="bicubic", align_corners=True)[0, 0].exp()
+    gamma = float(np.exp(rng.normal(0, 0.3)))
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    noise = torch.randn((size, size), generator=generator) * float(rng.uniform(0, 0.05))
+    return (image.clamp(0, 1) * bias).clamp(0, 1) ** gamma + noise
