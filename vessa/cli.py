@@ -15,6 +15,9 @@ from vessa.errors import VessaError
 COMMAND_MODULES = (
     "vessa.samples",
     "vessa.weights",
+    "vessa.bank_cli",
+    "vessa.segment",
+    "vessa.evaluate",
 )
 
 

@@ -1,0 +1,106 @@
+"""`vessa evaluate`: Dice and 95th-percentile Hausdorff distance of segmentations (MONAI metrics)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance
+
+from vessa.errors import InputError
+from vessa.io import Segmentation, read_segmentation
+from vessa.io.atomic import atomic_path
+
+
+@dataclass
+class Score:
+    """One structure of one case: Dice, HD95 in mm (inf when one mask is empty), voxel counts."""
+
+    case: str
+    structure: str
+    dice: float
+    hd95_mm: float
+    predicted_voxels: int
+    reference_voxels: int
+
+
+def score_masks(predicted: np.ndarray, reference: np.ndarray, spacing_kji) -> tuple[float, float]:
+    """Dice and HD95 (mm) of two boolean (k, j, i) masks on the same grid."""
+    if predicted.shape != reference.shape:
+        raise InputError(f"mask shapes differ: {predicted.shape} vs {reference.shape}")
+    pred = torch.from_numpy(np.ascontiguousarray(predicted, bool))[None, None].float()
+    ref = torch.from_numpy(np.ascontiguousarray(reference, bool))[None, None].float()
+    dice = float(compute_dice(pred, ref, include_background=True, ignore_empty=False)[0, 0])
+    if not predicted.any() or not reference.any():
+        return dice, math.inf
+    hd = compute_hausdorff_distance(pred, ref, include_background=True, percentile=95,
+                                    spacing=[float(s) for s in spacing_kji])
+    return dice, float(hd[0, 0])
+
+
+def score_segmentations(case: str, predicted: Segmentation, reference: Segmentation,
+                        structures: list[str] | None = None) -> list[Score]:
+    """Scores for each structure (default: every reference segment) of one case."""
+    grid = reference.geometry()
+    grid.require_same_grid(predicted.geometry(), f"{case}: predicted segmentation")
+    scores = []
+    for name in structures or reference.names():
+        ref, pred = reference.get(name).mask, predicted.get(name).mask
+        dice, hd95 = score_masks(pred, ref, grid.spacing[::-1])
+        scores.append(Score(case, name, dice, hd95, int(pred.sum()), int(ref.sum())))
+    return scores
+
+
+def write_scores(scores: list[Score], csv_path: str | Path, plot_path: str | Path | None = None) -> None:
+    """Write scores as CSV (and a Dice bar plot per structure when `plot_path` is given)."""
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(asdict(scores[0])))
+        writer.writeheader()
+        writer.writerows(asdict(score) for score in scores)
+    if plot_path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        labels = [f"{s.case}\n{s.structure}" for s in scores]
+        figure, axis = plt.subplots(figsize=(max(4, len(scores) * 0.8), 3.5))
+        axis.bar(range(len(scores)), [s.dice for s in scores], color="#3b7dd8")
+        axis.set_xticks(range(len(scores)), labels, rotation=45, ha="right", fontsize=7)
+        axis.set_ylim(0, 1)
+        axis.set_ylabel("Dice")
+        figure.tight_layout()
+        with atomic_path(plot_path) as tmp:
+            figure.savefig(tmp, dpi=120, format="png")
+        plt.close(figure)
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register `vessa evaluate`."""
+    parser = subparsers.add_parser("evaluate", help="Dice / HD95 of predicted vs reference segmentations",
+                                   description=__doc__)
+    parser.add_argument("--pred", nargs="+", required=True, help="predicted segmentations")
+    parser.add_argument("--ref", nargs="+", required=True, help="reference segmentations (same order)")
+    parser.add_argument("--structure", action="append", help="structure(s) to score (default: all in ref)")
+    parser.add_argument("--csv", default="scores.csv")
+    parser.add_argument("--plot", help="PNG bar plot of Dice")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if len(args.pred) != len(args.ref):
+        raise InputError(f"{len(args.pred)} predictions but {len(args.ref)} references")
+    scores = []
+    for pred, ref in zip(args.pred, args.ref, strict=True):
+        scores += score_segmentations(Path(pred).name.split(".")[0], read_segmentation(pred),
+                                      read_segmentation(ref), args.structure)
+    write_scores(scores, args.csv, args.plot)
+    for score in scores:
+        print(f"{score.case:20s} {score.structure:24s} Dice {score.dice:.3f}  HD95 {score.hd95_mm:.1f} mm")
+    print(f"mean Dice {np.mean([s.dice for s in scores]):.3f} over {len(scores)}; written {args.csv}")
+    return 0
