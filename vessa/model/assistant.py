@@ -1,0 +1,278 @@
+"""TemplateAssistant: template- and text-guided sam2 segmentation of 2D slices (stage 1).
+
+Pipeline for B target slices, each with K template slices (image + mask):
+1. sam2 image encoder on targets and templates (`encoder.encode_images`).
+2. Template memory: sam2's memory encoder on each template's features + mask, exactly as
+   sam2 encodes a mask-conditioned video frame (`SAM2Base._encode_new_memory`).
+3. Memory attention: the target embedding attends to the K templates' memories (templates
+   play sam2's "conditioning frames": temporal encoding `maskmem_tpos_enc[-1]`; an optional
+   propagated neighbour-slice memory uses `maskmem_tpos_enc[-2]`, like the previous frame).
+4. Matching (raw target vs. template embeddings) -> similarity maps -> points, box and
+   dense mask prompt (`matching`, `prompts`).
+5. sam2 prompt encoder; two extra sparse tokens are appended: `prototype_proj(fg prototype)`
+   and `text_proj(text embedding)` (both zero-initialised, so with official SAM2.1 weights
+   and untrained new layers the model starts as plain SAM2 with generated prompts).
+6. sam2 mask decoder with high-res features, 3 masks + IoU + object score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vessa.model.config import ModelConfig
+from vessa.model.device import autocast
+from vessa.model.encoder import ImageFeatures, build_sam, encode_images
+from vessa.model.matching import MaskedFeatureMatcher
+from vessa.model.prompts import PromptGenerator, Prompts
+from vessa.model.text import TextEncoder
+
+
+@dataclass
+class TemplateMemory:
+    """Encoded template slices, leading dims [N] (or [B, K] after `gather`).
+
+    embedding [N, 256, h, w] raw encoder embedding (for matching), masks [N, 1, S, S] in
+    [0, 1], memory [N, 64, h, w] sam2 mask memory, memory_pos [1, 64, h, w].
+    """
+
+    embedding: torch.Tensor
+    masks: torch.Tensor
+    memory: torch.Tensor
+    memory_pos: torch.Tensor
+
+    def gather(self, index: torch.Tensor) -> TemplateMemory:
+        """Select templates per target: index [B, K] into N -> fields [B, K, ...]."""
+        return TemplateMemory(self.embedding[index], self.masks[index], self.memory[index], self.memory_pos)
+
+    def to(self, device: torch.device | str) -> TemplateMemory:
+        return TemplateMemory(
+            self.embedding.to(device), self.masks.to(device), self.memory.to(device), self.memory_pos.to(device)
+        )
+
+
+@dataclass
+class AssistantOutput:
+    """logits [B, 3, S, S] and low_res_logits [B, 3, S/4, S/4] (mask logits of the 3 candidate
+    masks), iou [B, 3] predicted IoU, object_score_logits [B, 1] (> 0: structure present),
+    best [B] index of the highest predicted IoU, similarity [B, 1, h, w], prompts used."""
+
+    logits: torch.Tensor
+    low_res_logits: torch.Tensor
+    iou: torch.Tensor
+    object_score_logits: torch.Tensor
+    best: torch.Tensor
+    similarity: torch.Tensor
+    prompts: Prompts
+
+    def _pick(self, values: torch.Tensor) -> torch.Tensor:
+        return values[torch.arange(values.shape[0], device=values.device), self.best]
+
+    def best_logits(self) -> torch.Tensor:
+        """Logits of the best mask [B, 1, S, S]."""
+        return self._pick(self.logits).unsqueeze(1)
+
+    def probabilities(self) -> torch.Tensor:
+        """Best-mask probabilities [B, 1, S, S], zero where the object score says absent."""
+        present = (self.object_score_logits > 0).to(self.logits.dtype).view(-1, 1, 1, 1)
+        return torch.sigmoid(self.best_logits()) * present
+
+    def confidence(self) -> torch.Tensor:
+        """Predicted IoU of the best mask times the object probability, [B]."""
+        return self._pick(self.iou).float() * torch.sigmoid(self.object_score_logits.float()).squeeze(1)
+
+
+class TemplateAssistant(nn.Module):
+    """Stage-1 VESSA model; see the module docstring. Build with a `ModelConfig`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.sam = build_sam(config.sam2_config, config.image_size)
+        self.text_encoder = TextEncoder(config.text)  # frozen, not a submodule: not in state_dict
+        width = self.sam.hidden_dim
+        self.matcher = MaskedFeatureMatcher(config.matching.top_k)
+        self.prompter = PromptGenerator(config.matching, config.image_size)
+        self.prototype_proj = nn.Linear(width, width)
+        self.text_proj = nn.Linear(self.text_encoder.dim, width)
+        for layer in (self.prototype_proj, self.text_proj):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.text_proj.weight.device
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by role, for per-group learning rates: encoder (Hiera + FPN), memory
+        (memory encoder/attention, temporal encoding), decoder (prompt encoder + mask
+        decoder), new (prototype/text token projections). sam2 parts this model never
+        uses (object pointers, no-memory embeddings) are left out."""
+        sam = self.sam
+        return {
+            "encoder": list(sam.image_encoder.parameters()),
+            "memory": [*sam.memory_encoder.parameters(), *sam.memory_attention.parameters(), sam.maskmem_tpos_enc]
+            + ([sam.no_obj_embed_spatial] if sam.no_obj_embed_spatial is not None else []),
+            "decoder": [*sam.sam_prompt_encoder.parameters(), *sam.sam_mask_decoder.parameters()],
+            "new": [*self.prototype_proj.parameters(), *self.text_proj.parameters()],
+        }
+
+    def encode(self, images: torch.Tensor) -> ImageFeatures:
+        """Normalised images [N, 3, S, S] -> `ImageFeatures`."""
+        return encode_images(self.sam, images)
+
+    def encode_templates(self, features: ImageFeatures, masks: torch.Tensor) -> TemplateMemory:
+        """Template features + masks [N, 1, S, S] (values in [0, 1]) -> `TemplateMemory`."""
+        masks = masks.to(features.embedding.dtype)
+        present = masks.flatten(1).amax(1, keepdim=True) > 0
+        mask_logits = torch.logit(masks.float().clamp(1e-4, 1 - 1e-4))  # sigmoid() gives the mask back
+        mem_feats, mem_pos = self._mask_memory(features, mask_logits, torch.where(present, 10.0, -10.0))
+        return TemplateMemory(features.embedding, masks, mem_feats, mem_pos)
+
+    def prediction_memory(self, features: ImageFeatures, output: AssistantOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """sam2 memory [B, 64, h, w] and its position encoding of a prediction (propagation)."""
+        return self._mask_memory(features, output.best_logits(), output.object_score_logits)
+
+    def _mask_memory(
+        self, features: ImageFeatures, mask_logits: torch.Tensor, object_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """sam2's memory of features + mask logits [B, 1, S, S] (object logits [B, 1])."""
+        h, w = features.embedding.shape[-2:]
+        memory, pos = self.sam._encode_new_memory(
+            current_vision_feats=[features.embedding.flatten(2).permute(2, 0, 1)],
+            feat_sizes=[(h, w)],
+            pred_masks_high_res=mask_logits,
+            object_score_logits=object_logits,
+            is_mask_from_pts=False,
+        )
+        return memory, pos[-1][:1]
+
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Frozen (cached) text embeddings [len(texts), D] on the model's device."""
+        return self.text_encoder.encode(texts).to(self.device)
+
+    def condition(
+        self,
+        target: ImageFeatures,
+        templates: TemplateMemory,
+        extra_memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Target embedding [B, 256, h, w] after sam2 memory attention to K template memories
+        (templates [B, K, ...]) and, optionally, one more memory ([B, 64, h, w], pos)."""
+        batch, channels, h, w = target.embedding.shape
+        count = templates.memory.shape[1]
+        tpos = self.sam.maskmem_tpos_enc  # [num_maskmem, 1, 1, 64]
+        memory = templates.memory.permute(1, 3, 4, 0, 2).reshape(count * h * w, batch, -1)
+        pos = (templates.memory_pos.flatten(2).permute(2, 0, 1) + tpos[-1]).repeat(count, 1, 1)
+        memories, positions = [memory], [pos.expand(-1, batch, -1)]
+        if extra_memory is not None:
+            extra, extra_pos = extra_memory
+            memories.append(extra.flatten(2).permute(2, 0, 1))
+            positions.append((extra_pos.flatten(2).permute(2, 0, 1) + tpos[-2]).expand(-1, batch, -1))
+        out = self.sam.memory_attention(
+            curr=target.embedding.flatten(2).permute(2, 0, 1),
+            curr_pos=target.pos.flatten(2).permute(2, 0, 1).expand(-1, batch, -1),
+            memory=torch.cat(memories),
+            memory_pos=torch.cat(positions),
+            num_obj_ptr_tokens=0,
+        )
+        return out.permute(1, 2, 0).reshape(batch, channels, h, w)
+
+    def decode(
+        self,
+        target: ImageFeatures,
+        templates: TemplateMemory,
+        text_embedding: torch.Tensor,
+        mask_prompt: torch.Tensor | None = None,
+        extra_points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        extra_memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> AssistantOutput:
+        """Segment B encoded targets given their templates [B, K, ...] (see `forward`)."""
+        match = self.matcher(target.embedding, templates.embedding, templates.masks)
+        prompts = self.prompter(match.similarity, match.bg_similarity)
+        mask_input = prompts.mask_logits
+        if mask_prompt is not None:
+            mask_input = F.interpolate(
+                mask_prompt.float(),
+                size=mask_input.shape[-2:],
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
+        coords, labels = prompts.point_coords, prompts.point_labels
+        if extra_points is not None:
+            coords = torch.cat([coords, extra_points[0].to(coords)], dim=1)
+            labels = torch.cat([labels, extra_points[1].to(labels)], dim=1)
+        conditioned = self.condition(target, templates, extra_memory)
+        sparse, dense = self.sam.sam_prompt_encoder(points=(coords, labels), boxes=prompts.boxes, masks=mask_input)
+        tokens = torch.stack([self.prototype_proj(match.prototype), self.text_proj(text_embedding)], dim=1)
+        sparse = torch.cat([sparse, tokens.to(sparse.dtype)], dim=1)
+        low_res, iou, _, object_logits = self.sam.sam_mask_decoder(
+            image_embeddings=conditioned,
+            image_pe=self.sam.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+            repeat_image=False,
+            high_res_features=[target.s0, target.s1],
+        )
+        low_res = low_res.float()
+        logits = F.interpolate(low_res, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
+        return AssistantOutput(
+            logits=logits,
+            low_res_logits=low_res,
+            iou=iou.float(),
+            object_score_logits=object_logits.float(),
+            best=iou.argmax(dim=-1),
+            similarity=match.similarity,
+            prompts=prompts,
+        )
+
+    def forward(
+        self,
+        target_images: torch.Tensor,
+        template_images: torch.Tensor,
+        template_masks: torch.Tensor,
+        texts: list[str],
+        mask_prompt: torch.Tensor | None = None,
+        extra_points: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> AssistantOutput:
+        """Differentiable forward for training.
+
+        target_images   [B, 3, S, S] normalised (`intensity.normalize_for_sam`)
+        template_images [B, K, 3, S, S] normalised, K >= 1
+        template_masks  [B, K, 1, S, S] float/bool in [0, 1]
+        texts           B non-empty strings (segment name or description)
+        mask_prompt     optional [B, 1, H, W] mask logits (any H, W) replacing the
+                        similarity-derived dense prompt (feedback rehearsal, stage 2)
+        extra_points    optional (coords [B, P, 2] (x, y) pixels, labels [B, P]: 1 positive,
+                        0 negative, -1 ignore) appended to the generated points
+        Returns an `AssistantOutput` (logits [B, 3, S, S], iou [B, 3], object score, best).
+        """
+        batch, count = template_images.shape[:2]
+        size = self.image_size
+        if target_images.shape != (batch, 3, size, size):
+            raise ValueError(f"target_images: expected [{batch}, 3, {size}, {size}], got {list(target_images.shape)}")
+        if template_images.shape[2:] != (3, size, size) or template_masks.shape != (batch, count, 1, size, size):
+            raise ValueError(
+                f"templates: expected images [{batch}, K, 3, {size}, {size}] and masks [{batch}, K, 1, {size}, "
+                f"{size}], got {list(template_images.shape)} and {list(template_masks.shape)}"
+            )
+        if len(texts) != batch:
+            raise ValueError(f"texts: expected {batch} strings, got {len(texts)}")
+        features = self.encode(torch.cat([target_images, template_images.flatten(0, 1)]))
+        memory = self.encode_templates(features[batch:], template_masks.flatten(0, 1))
+        index = torch.arange(batch * count, device=target_images.device).view(batch, count)
+        return self.decode(features[:batch], memory.gather(index), self.embed_text(texts), mask_prompt, extra_points)
+
+    def predict(self, *args, **kwargs) -> AssistantOutput:
+        """`forward` under `torch.inference_mode` and autocast (bf16 on CUDA)."""
+        with torch.inference_mode(), autocast(self.device):
+            return self.forward(*args, **kwargs)
