@@ -1,0 +1,1 @@
+"""VESSATrain logic: cohort export, training jobs in a background process, progress and plots."""

@@ -1,0 +1,194 @@
+"""Run a job command in a background process: stdout lines become events, cancel ends its process tree.
+
+`SubprocessJobRunner` never blocks the caller: reader threads fill a queue that `poll()` empties
+(in Slicer from a QTimer on the GUI thread), and `cancel()` returns at once while a watchdog
+thread escalates from SIGTERM to kill. `TrainLogic` takes any `JobRunner`, so its tests can pass a
+fake one.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobExit:
+    """How a finished process ended: its exit code, whether a cancel was asked for, its last stderr lines."""
+
+    returncode: int
+    cancel_requested: bool
+    stderr_tail: str
+
+
+class JobRunner(Protocol):
+    """What `TrainLogic` needs from a process launcher."""
+
+    def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+              cwd: str | os.PathLike | None = None, stderr_log: str | os.PathLike | None = None) -> None:
+        """Launch `argv`; stderr lines are also appended to `stderr_log` if given."""
+
+    def poll(self) -> list[Event]:
+        """The events that arrived since the last call, in order; never blocks."""
+
+    def cancel(self) -> None:
+        """Ask the job to stop (returns at once); it is killed if it has not ended after the grace time."""
+
+    @property
+    def running(self) -> bool:
+        """True from `start` until `poll` has returned the last event of the process."""
+
+    @property
+    def exit(self) -> JobExit | None:
+        """Set by the `poll` call that returned the process's last event; None before."""
+
+
+_END = object()  # queued by the stdout reader after the process has exited
+
+
+class SubprocessJobRunner:
+    """A `JobRunner` on `subprocess.Popen` with reader threads, a queue and a psutil tree kill.
+
+    parse_line: turns one stdout line into an event, or None for any other output (ignored).
+    grace_s: how long `cancel` waits after SIGTERM before killing what is left of the tree.
+    stderr_lines: how many stderr lines `JobExit.stderr_tail` keeps.
+    """
+
+    def __init__(self, parse_line: Callable[[str], Event | None], grace_s: float = 2.0, stderr_lines: int = 40):
+        self.parse_line = parse_line
+        self.grace_s = grace_s
+        self._stderr: collections.deque[str] = collections.deque(maxlen=stderr_lines)
+        self._queue: queue.Queue = queue.Queue()
+        self._process: subprocess.Popen | None = None
+        self._threads: list[threading.Thread] = []
+        self._cancel_requested = False
+        self._exit: JobExit | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._exit is None
+
+    @property
+    def exit(self) -> JobExit | None:
+        return self._exit
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the launched command (None before `start`)."""
+        return None if self._process is None else self._process.pid
+
+    def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+              cwd: str | os.PathLike | None = None, stderr_log: str | os.PathLike | None = None) -> None:
+        if self.running:
+            raise RuntimeError("a job is already running in this runner")
+        self._stderr.clear()
+        self._queue = queue.Queue()
+        self._cancel_requested = False
+        self._exit = None
+        self._process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            # No console window per job on Windows.
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+        )
+        self._threads = [
+            threading.Thread(target=self._read_stderr, args=(self._process, stderr_log), daemon=True),
+            threading.Thread(target=self._read_stdout, args=(self._process, self._queue), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _read_stdout(self, process: subprocess.Popen, lines: queue.Queue) -> None:
+        for line in process.stdout:
+            event = self.parse_line(line)
+            if event is not None:
+                lines.put(event)
+        process.wait()
+        self._threads[0].join(timeout=5)  # the stderr tail is complete before the end is announced
+        lines.put(_END)
+
+    def _read_stderr(self, process: subprocess.Popen, log_path: str | os.PathLike | None) -> None:
+        log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115 (closed below)
+        try:
+            for line in process.stderr:
+                self._stderr.append(line.rstrip("\n"))
+                if log:
+                    log.write(line)
+                    log.flush()
+        finally:
+            if log:
+                log.close()
+
+    def poll(self) -> list[Event]:
+        events = []
+        while self._exit is None:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _END:
+                self._exit = JobExit(self._process.returncode, self._cancel_requested, "\n".join(self._stderr))
+            else:
+                events.append(item)
+        return events
+
+    def cancel(self) -> None:
+        if not self.running or self._cancel_requested:
+            return
+        self._cancel_requested = True
+        try:
+            root = psutil.Process(self._process.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGTERM)
+        threading.Thread(target=self._kill_after_grace, args=(tree,), daemon=True).start()
+
+    def _kill_after_grace(self, tree: list[psutil.Process]) -> None:
+        # Children that the job starts after the SIGTERM (e.g. data loader workers) are found again.
+        _, alive = psutil.wait_procs(tree, timeout=self.grace_s)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                tree += [child for child in process.children(recursive=True) if child not in tree]
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the process has ended and all its output is queued (for scripts and tests)."""
+        if self._process is None:
+            return True
+        self._threads[1].join(timeout)
+        return not self._threads[1].is_alive()
+
+
+def read_tail(path: str | os.PathLike, lines: int = 40) -> str:
+    """The last `lines` lines of a text file such as a runner's stderr log ("" if it cannot be read)."""
+    try:
+        with open(Path(path), encoding="utf-8", errors="replace") as log:
+            return "".join(collections.deque(log, maxlen=lines)).rstrip("\n")
+    except OSError:
+        return ""
