@@ -15,6 +15,7 @@ import queue
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,17 +166,25 @@ class SubprocessJobRunner:
         for process in tree:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(signal.SIGTERM)
-        threading.Thread(target=self._kill_after_grace, args=(tree,), daemon=True).start()
+        threading.Thread(target=self._kill_after_grace, args=(self._process, tree[1:]), daemon=True).start()
 
-    def _kill_after_grace(self, tree: list[psutil.Process]) -> None:
-        # Children that the job starts after the SIGTERM (e.g. data loader workers) are found again.
-        _, alive = psutil.wait_procs(tree, timeout=self.grace_s)
-        for process in alive:
+    def _kill_after_grace(self, process: subprocess.Popen, descendants: list[psutil.Process]) -> None:
+        # The launched process is waited for through Popen only: a psutil wait would reap it and
+        # leave Popen a returncode of 0.
+        deadline = time.monotonic() + self.grace_s
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=self.grace_s)
+        _, alive = psutil.wait_procs(descendants, timeout=max(0.0, deadline - time.monotonic()))
+        for survivor in alive:  # children started after the SIGTERM (e.g. data loader workers)
             with contextlib.suppress(psutil.NoSuchProcess):
-                tree += [child for child in process.children(recursive=True) if child not in tree]
-        for process in tree:
+                alive += [child for child in survivor.children(recursive=True) if child not in alive]
+        if process.poll() is None:
             with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
+                alive += [c for c in psutil.Process(process.pid).children(recursive=True) if c not in alive]
+            process.kill()
+        for survivor in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                survivor.kill()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the process has ended and all its output is queued (for scripts and tests)."""
