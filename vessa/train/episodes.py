@@ -76,6 +76,9 @@ class EpisodeSampler:
                 slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).sum(1) >= config.min_area)
                 if len(slices):
                     self.tasks.append((case_index, name, slices))
+        self.by_name: dict[str, list[int]] = {}
+        for index, (_, name, _) in enumerate(self.tasks):
+            self.by_name.setdefault(name, []).append(index)
         if not self.tasks:
             raise JobError(
                 f"no structure covers >= {config.min_area} voxels on any slice of the training cases"
@@ -102,16 +105,23 @@ class EpisodeSampler:
         }
 
     def _episode(self, rng: np.random.Generator, k: int):
-        case_index, name, slices = self.tasks[int(rng.integers(len(self.tasks)))]
-        case = self.cases[case_index]
+        task = int(rng.integers(len(self.tasks)))
+        case_index, name, slices = self.tasks[task]
         target = int(rng.choice(slices))
-        chosen = [target]
+        relative = (target - slices[0]) / max(1, slices[-1] - slices[0])
+        # Templates come from other subjects with this structure when there are any (with
+        # probability 0.8 each), else from the same subject under another deformation.
+        others = [t for t in self.by_name[name] if self.tasks[t][0] != case_index]
+        chosen = [(case_index, target)]
         for _ in range(k):
-            wanted = target + int(rng.integers(-self.config.z_jitter, self.config.z_jitter + 1))
-            chosen.append(int(slices[np.argmin(np.abs(slices - wanted))]))
+            source, _, source_slices = self.tasks[int(rng.choice(others)) if others and rng.random() < 0.8 else task]
+            # the template slice at the target's relative height within the structure
+            wanted = source_slices[0] + relative * (source_slices[-1] - source_slices[0])
+            wanted += int(rng.integers(-self.config.z_jitter, self.config.z_jitter + 1))
+            chosen.append((source, int(source_slices[np.argmin(np.abs(source_slices - wanted))])))
         images, masks = [], []
-        for z in chosen:
-            image, mask = self._subject_slice(case, name, z, rng)
+        for source, z in chosen:
+            image, mask = self._subject_slice(self.cases[source], name, z, rng)
             images.append(image)
             masks.append(mask)
         return images, masks, name
