@@ -157,10 +157,20 @@ def mricron_deb(folder: Path) -> tuple[Path, dict[str, np.ndarray]]:
     return archive, labels
 
 
-def without_network(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """Give set `name` a source that fails like a dead network if it is asked for its archive."""
-    offline = FileSource(Path("unreachable"), "0" * 64, offline=True)
+def without_network(monkeypatch: pytest.MonkeyPatch, name: str, like=None) -> None:
+    """Give set `name` a source for the same archive as `like` (default: its own source) that
+    fails like a dead network if it is asked to download."""
+    like = like or SAMPLE_SETS[name].source
+    offline = FileSource(Path(like.filename), like.sha256, offline=True)
     monkeypatch.setitem(SAMPLE_SETS, name, replace(SAMPLE_SETS[name], source=offline))
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This module's own VESSA_CACHE_DIR, so no test here can write into a user's cache."""
+    folder = tmp_path_factory.mktemp("samples-cache")
+    monkeypatch.setenv("VESSA_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture
@@ -178,9 +188,9 @@ def assert_same_geometry(volume: Volume, spacing, origin, direction) -> None:
 
 # --- fetch, conversion, cache -----------------------------------------------------------------
 
-def test_pyradiomics_cases_keep_data_geometry_and_are_named_lesion(radiomics_source, tmp_cache):
+def test_pyradiomics_cases_keep_data_geometry_and_are_named_lesion(radiomics_source, cache):
     folder = fetch("pyradiomics", source=radiomics_source)
-    assert folder == tmp_cache / "samples" / "pyradiomics" == sample_path("pyradiomics")
+    assert folder == cache / "samples" / "pyradiomics" == sample_path("pyradiomics")
     cases = load_manifest("pyradiomics")
     assert [c.case_id for c in cases] == list(PYRADIOMICS_GEOMETRY)
     assert [c.modality for c in cases] == ["MR", "MR", "MR", "CT", "CT"]
@@ -201,10 +211,10 @@ def test_pyradiomics_cases_keep_data_geometry_and_are_named_lesion(radiomics_sou
     provenance, _ = read_manifest(folder)
     assert provenance["sha256"] == radiomics_source.sha256
     assert provenance["archive"] == "pyradiomics-3.0.1.tar.gz"
-    assert (tmp_cache / "downloads" / "pyradiomics-3.0.1.tar.gz").is_file()
+    assert (cache / "downloads" / "pyradiomics-3.0.1.tar.gz").is_file()
 
 
-def test_second_fetch_uses_the_cache_without_downloading(radiomics_source, tmp_cache):
+def test_second_fetch_uses_the_cache_without_downloading(radiomics_source, cache):
     first = fetch("pyradiomics", source=radiomics_source)
     manifest = (first / MANIFEST_NAME).read_bytes()
     written = {path.name: path.stat().st_mtime_ns for path in first.iterdir()}
@@ -223,17 +233,29 @@ def test_second_fetch_uses_the_cache_without_downloading(radiomics_source, tmp_c
     assert (first / "lung2.seg.nrrd").is_file() and radiomics_source.calls == 1
 
 
-def test_wrong_sha256_is_refused_and_nothing_is_kept(radiomics_source, tmp_cache):
+def test_a_set_from_another_archive_is_converted_again(radiomics_source, tmp_path):
+    fetch("pyradiomics", source=radiomics_source)
+    other_archive = pyradiomics_archive(tmp_path / "other")
+    other = FileSource(other_archive, sha256(other_archive))
+    fetch("pyradiomics", source=other)
+    assert other.calls == 1
+    assert read_manifest(sample_path("pyradiomics"))[0]["sha256"] == other.sha256
+    data = tmp_path / "other" / "tree" / "pyradiomics-3.0.1" / "data"
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(data / "lung1_image.nrrd")))
+    np.testing.assert_array_equal(read_volume(sample_path("pyradiomics") / "lung1.nrrd").array, expected)
+
+
+def test_wrong_sha256_is_refused_and_nothing_is_kept(radiomics_source, cache):
     bad = FileSource(radiomics_source.archive, "0" * 64)
     with pytest.raises(ChecksumError, match=r"SHA-256 .* expected 0{64}.*retry: vessa samples fetch pyradiomics"):
         fetch("pyradiomics", source=bad)
-    assert not (tmp_cache / "downloads" / bad.filename).exists()
-    assert list((tmp_cache / "downloads").iterdir()) == []
+    assert not (cache / "downloads" / bad.filename).exists()
+    assert list((cache / "downloads").iterdir()) == []
     assert not sample_path("pyradiomics").exists()
 
 
-def test_corrupt_cached_archive_is_downloaded_again(radiomics_source, tmp_cache):
-    cached = tmp_cache / "downloads" / radiomics_source.filename
+def test_corrupt_cached_archive_is_downloaded_again(radiomics_source, cache):
+    cached = cache / "downloads" / radiomics_source.filename
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"truncated")
     fetch("pyradiomics", source=radiomics_source)
@@ -393,20 +415,20 @@ def test_registered_sources_pin_versions_and_hashes():
 
 # --- command line -----------------------------------------------------------------------------
 
-def test_cli_list_fetch_path(radiomics_source, tmp_cache, capsys, monkeypatch):
+def test_cli_list_fetch_path(radiomics_source, cache, capsys, monkeypatch):
     fetch("pyradiomics", source=radiomics_source)
     assert cli.main(["samples", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["pyradiomics", "cached,", "5", "cases"]
     assert lines[2].split()[:3] == ["stardist", "not", "fetched"]
     assert cli.main(["samples", "path", "pyradiomics"]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_cache / "samples" / "pyradiomics")
+    assert capsys.readouterr().out.strip() == str(cache / "samples" / "pyradiomics")
     assert cli.main(["samples", "path", "stardist"]) == 2
     assert "vessa samples fetch stardist" in capsys.readouterr().err
     # Already converted: the CLI fetch returns without any source being asked.
-    without_network(monkeypatch, "pyradiomics")
+    without_network(monkeypatch, "pyradiomics", like=radiomics_source)
     assert cli.main(["samples", "fetch", "pyradiomics"]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_cache / "samples" / "pyradiomics")
+    assert capsys.readouterr().out.strip() == str(cache / "samples" / "pyradiomics")
 
 
 # --- the real thing ---------------------------------------------------------------------------

@@ -91,10 +91,15 @@ def read_manifest(folder: Path) -> tuple[dict, list[SampleCase]]:
     return document, cases
 
 
-def is_complete(folder: Path) -> bool:
-    """Whether `folder` holds a readable manifest whose files all exist."""
+def is_complete(folder: Path, sha256: str | None = None) -> bool:
+    """Whether `folder` holds a readable manifest whose files all exist.
+
+    With `sha256`, the set must also have been converted from the archive with that SHA-256.
+    """
     try:
-        _, cases = read_manifest(folder)
+        provenance, cases = read_manifest(folder)
     except InputError:
+        return False
+    if sha256 is not None and provenance.get("sha256") != sha256:
         return False
     return all(file.is_file() for case in cases for file in case.files())

@@ -3,7 +3,8 @@
 Layout: `<cache>/downloads/<archive>` (kept, SHA-256 checked on use) and
 `<cache>/samples/<set>/` with `<case>.nrrd`, `<case>.seg.nrrd` and `samples.json`. `<cache>` is
 `vessa.download.cache_dir()` (`$VESSA_CACHE_DIR` or the per-user cache) unless given.
-A set whose manifest and files are all there is returned without touching the network.
+A set converted from the same archive (SHA-256 in its manifest), with all its files there,
+is returned without touching the network.
 """
 
 from __future__ import annotations
@@ -116,8 +117,9 @@ def load_manifest(name: str, cache: str | os.PathLike | None = None) -> list[Sam
 def fetch(name: str = "all", cache: str | os.PathLike | None = None, source: Source | None = None) -> Path:
     """Download, verify and convert set `name` (or "all") into the cache; return its folder.
 
-    `source` replaces the set's own source (tests). A set already converted is returned at
-    once; a verified archive in `<cache>/downloads` is converted without downloading.
+    `source` replaces the set's own source (tests). A set already converted from the source's
+    archive (same SHA-256) is returned at once; a verified archive in `<cache>/downloads` is
+    converted without downloading; anything else in the set's folder is replaced.
     """
     if name == "all":
         if source is not None:
@@ -126,11 +128,11 @@ def fetch(name: str = "all", cache: str | os.PathLike | None = None, source: Sou
             fetch(set_name, cache)
         return samples_root(cache)
     sample_set = get_set(name)
+    source = source or sample_set.source
     folder = sample_path(name, cache)
-    if is_complete(folder):
+    if is_complete(folder, source.sha256):
         log.info("%s: already in %s", name, folder)
         return folder
-    source = source or sample_set.source
     try:
         archive = obtain_archive(source, Path(cache or cache_dir()) / "downloads")
     except DownloadError as error:
@@ -158,7 +160,7 @@ def _convert(sample_set: SampleSet, source: Source, archive: Path, folder: Path)
             "not_extracted": sample_set.not_extracted,
         }
         write_manifest(staging, provenance, cases)
-        if folder.exists():  # an incomplete earlier conversion
+        if folder.exists():  # an incomplete conversion, or one from another archive
             shutil.rmtree(folder)
         os.replace(staging, folder)
     finally:
