@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "vessa.bank_cli",
     "vessa.segment",
     "vessa.evaluate",
+    "vessa.train.cli",
 )
 
 

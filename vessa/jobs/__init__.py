@@ -1,0 +1,20 @@
+"""Training/inference jobs: the job spec, the JSON-lines progress protocol, cancel and status.
+
+Nothing here imports torch or Slicer, so the Slicer module can parse progress and status
+with the same code the trainer writes them with.
+"""
+
+from vessa.jobs.cancel import EXIT_CANCELLED, CancelFlag, JobStatus, read_status
+from vessa.jobs.progress import EVENTS, ProgressWriter, parse_progress_line
+from vessa.jobs.spec import JobSpec
+
+__all__ = [
+    "EVENTS",
+    "EXIT_CANCELLED",
+    "CancelFlag",
+    "JobSpec",
+    "JobStatus",
+    "ProgressWriter",
+    "parse_progress_line",
+    "read_status",
+]

@@ -1,0 +1,62 @@
+"""`vessa train --spec JOB.json [--resume] [--stage 1|2]`: run a training job, JSON lines on stdout.
+
+Also runs under torchrun: `torchrun --nproc_per_node N -m vessa.cli train --spec JOB.json`.
+Exit codes: 0 finished (or time budget spent), 3 cancelled (SIGTERM/SIGINT), 2 job error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+STAGE_NAMES = {"1": "stage1", "2": "stage2", "stage1": "stage1", "stage2": "stage2"}
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register the `train` subcommand."""
+    parser = subparsers.add_parser(
+        "train", help="train a model from a job spec (progress as JSON lines on stdout)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spec", required=True, type=Path, help="job spec JSON (see docs/training.md)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest checkpoint in the spec's output_dir")
+    parser.add_argument("--stage", choices=sorted(STAGE_NAMES), help="override the spec's stage")
+    parser.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Load the spec, train (or resume), and report every outcome as a progress event and status.json."""
+    from vessa.errors import VessaError
+    from vessa.jobs import EXIT_CANCELLED, CancelFlag, JobSpec, JobStatus, ProgressWriter
+    from vessa.train.distributed import env_rank, init_distributed, shutdown
+    from vessa.train.trainer import resume_point, run_job
+
+    main_process = env_rank() == 0
+    progress = ProgressWriter(enabled=main_process)
+    try:
+        spec = JobSpec.from_json(args.spec)
+        if args.stage:
+            spec = spec.replace(stage=STAGE_NAMES[args.stage])
+    except VessaError as error:
+        progress.error(str(error))
+        raise
+    progress.stage, progress.total = spec.stage, spec.steps
+    status = JobStatus(spec.output_dir, enabled=main_process)
+    with CancelFlag() as cancel:
+        try:
+            resume_from = resume_point(spec.output_dir, args.resume)
+            runtime = init_distributed(spec.device)
+            result = run_job(spec, runtime, resume_from, progress, cancel, status)
+        except KeyboardInterrupt:
+            # A second signal: stop now, without a new checkpoint.
+            progress.cancelled(status.fields.get("step", 0), status.fields.get("last_checkpoint"))
+            status.update("cancelled", message="interrupted before a checkpoint could be saved")
+            raise
+        except Exception as error:
+            message = str(error) if isinstance(error, VessaError) else f"{type(error).__name__}: {error}"
+            progress.error(message)
+            status.update("failed", message=message)
+            raise
+        finally:
+            shutdown()
+    return EXIT_CANCELLED if result.cancelled else 0
