@@ -9,8 +9,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from vessa.errors import InputError
 from vessa.io import Segmentation, read_segmentation
@@ -31,6 +29,9 @@ class Score:
 
 def score_masks(predicted: np.ndarray, reference: np.ndarray, spacing_kji) -> tuple[float, float]:
     """Dice and HD95 (mm) of two boolean (k, j, i) masks on the same grid."""
+    import torch
+    from monai.metrics import compute_dice, compute_hausdorff_distance
+
     if predicted.shape != reference.shape:
         raise InputError(f"mask shapes differ: {predicted.shape} vs {reference.shape}")
     pred = torch.from_numpy(np.ascontiguousarray(predicted, bool))[None, None].float()

@@ -159,3 +159,12 @@ def test_gzip_corrupt_nifti_named(tmp_path):
     path.write_bytes(gzip.compress(b"not a nifti header at all"))
     with pytest.raises(InputError, match="bad.nii.gz: unreadable image"):
         read_volume(path)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    path = write_volume(Volume(np.zeros((2, 2, 2), np.uint8)), tmp_path / "perm.nrrd")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
