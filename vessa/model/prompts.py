@@ -2,9 +2,12 @@
 
 Given the matcher's similarity S and background similarity [B, 1, h, w] (one cell = one
 stride-16 embedding position), per image and without per-pixel Python loops:
-- S is min-max normalised to [0, 1] (a constant map, e.g. no template foreground, becomes
-  box_threshold everywhere: whole-image box, neutral mask prompt); the *region* is
-  {S >= box_threshold}.
+- S is rescaled per image so that its median (the background level, as long as the
+  structure covers less than half the slice) maps to 0 and its maximum to 1, clipped to
+  [0, 1]; a flat map (e.g. no template foreground) becomes box_threshold everywhere
+  (whole-image box, neutral mask prompt). The *region* is {rescaled S >= box_threshold}.
+  (Not 0.5 * max S: encoder features share a large common component, so raw cosines
+  are high everywhere.)
 - positive points: `n_pos` peaks of S inside the region by greedy non-maximum suppression
   (each pick suppresses a (2r+1)^2 window, r = nms_radius cells);
 - box: bounding box of the region's connected component that holds the highest peak
@@ -12,8 +15,8 @@ stride-16 embedding position), per image and without per-pixel Python loops:
   is the component of the best match, not necessarily the largest one;
 - negative points: `n_neg` peaks of the background similarity inside the box grown by r
   cells, outside the region (label -1 = padding when there is no such cell);
-- dense prompt: S upsampled to 4x the embedding grid (sam2's mask-input size) and mapped
-  piecewise linearly to logits: -scale at S=0, 0 at the threshold, +scale at S=1.
+- dense prompt: rescaled S upsampled to 4x the embedding grid (sam2's mask-input size) and
+  mapped piecewise linearly to logits: -scale at 0, 0 at the threshold, +scale at 1.
 Point and box coordinates are in input pixels (x, y), as sam2's prompt encoder expects:
 cell (row, col) -> centre ((col + 0.5) * stride - 0.5, (row + 0.5) * stride - 0.5).
 """
@@ -54,13 +57,13 @@ class PromptGenerator:
         cfg = self.config
         batch, _, h, w = similarity.shape
         stride = self.image_size / w
-        norm = _min_max(similarity.float(), cfg.box_threshold)
+        norm = _rescale(similarity.float(), cfg.box_threshold)
         region = norm >= cfg.box_threshold
         pos_idx, pos_ok = _nms_peaks(norm.masked_fill(~region, float("-inf")), cfg.n_pos, cfg.nms_radius)
         component = _component_at(region, pos_idx[:, 0])
         cell_box = _cell_box(component)
         coords = [_cell_centres(pos_idx, w, stride)]
-        labels = [pos_ok.int()]
+        labels = [torch.where(pos_ok, 1, -1).int()]
         if cfg.n_neg:
             near = _box_mask(_grow(cell_box, cfg.nms_radius, h, w), h, w) & ~region
             bg = bg_similarity.float().masked_fill(~near, float("-inf"))
@@ -90,11 +93,12 @@ class PromptGenerator:
         return torch.where(up >= thr, (up - thr) / (1 - thr), (up - thr) / thr) * scale
 
 
-def _min_max(x: torch.Tensor, constant_value: float) -> torch.Tensor:
-    """Per-image min-max scaling to [0, 1]; a constant map becomes `constant_value`."""
-    low = x.amin(dim=(-2, -1), keepdim=True)
+def _rescale(x: torch.Tensor, constant_value: float) -> torch.Tensor:
+    """Per image: median -> 0, max -> 1, clipped to [0, 1]; a flat map becomes `constant_value`."""
+    low = x.flatten(-2).median(dim=-1).values[..., None, None]
     spread = x.amax(dim=(-2, -1), keepdim=True) - low
-    return torch.where(spread > 1e-6, (x - low) / spread.clamp(min=1e-6), constant_value)
+    scaled = ((x - low) / spread.clamp(min=1e-6)).clamp(0.0, 1.0)
+    return torch.where(spread > 1e-6, scaled, constant_value)
 
 
 def _nms_peaks(score: torch.Tensor, count: int, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
