@@ -1,0 +1,98 @@
+"""SubprocessJobRunner with real child processes: event order, garbage, crashes, cancel of the whole tree."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from VESSATrainLib.job_runner import SubprocessJobRunner, read_tail
+
+from vessa.jobs import EXIT_CANCELLED, parse_progress_line
+
+CHILD = Path(__file__).with_name("job_child.py")
+
+
+def child(*args: str) -> list[str]:
+    return [sys.executable, str(CHILD), *args]
+
+
+def poll_until(runner: SubprocessJobRunner, done, timeout: float = 30.0) -> list[dict]:
+    """Poll like the widget's QTimer does until `done(events)` or the process has ended."""
+    events: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events += runner.poll()
+        if runner.exit is not None or done(events):
+            return events
+        time.sleep(0.01)
+    raise AssertionError(f"no result after {timeout} s; events so far: {events[-3:]}")
+
+
+def test_events_arrive_in_order_and_garbage_is_ignored():
+    runner = SubprocessJobRunner(parse_progress_line)
+    runner.start(child("events", "5"))
+    assert runner.running
+    events = poll_until(runner, lambda events: False)
+    assert [event["event"] for event in events] == ["started"] + ["progress"] * 5 + ["finished"]
+    assert [event["step"] for event in events if event["event"] == "progress"] == [1, 2, 3, 4, 5]
+    assert events[3]["loss"] == pytest.approx(1 / 3)
+    assert events[-1]["checkpoint"] == "final.pt"
+    assert runner.exit.returncode == 0 and not runner.exit.cancel_requested
+    assert not runner.running
+    assert runner.poll() == []
+
+
+def test_crash_is_reported_with_its_error(tmp_path):
+    log = tmp_path / "stderr.log"
+    runner = SubprocessJobRunner(parse_progress_line)
+    runner.start(child("crash"), stderr_log=log)
+    events = poll_until(runner, lambda events: False)
+    assert [event["event"] for event in events] == ["progress"]
+    assert runner.exit.returncode == 1
+    assert "RuntimeError: CUDA out of memory in the stand-in trainer" in runner.exit.stderr_tail
+    assert "Traceback" in runner.exit.stderr_tail
+    assert read_tail(log, lines=1) == "RuntimeError: CUDA out of memory in the stand-in trainer"
+
+
+def test_cancel_lets_the_job_save_and_exit_with_the_cancel_code(tmp_path):
+    runner = SubprocessJobRunner(parse_progress_line)
+    runner.start(child("loop", str(tmp_path)))
+    poll_until(runner, lambda events: any(event["event"] == "progress" for event in events))
+    asked = time.monotonic()
+    runner.cancel()
+    assert time.monotonic() - asked < 0.1  # cancel never blocks the GUI thread
+    events = poll_until(runner, lambda events: False, timeout=5)
+    assert time.monotonic() - asked < 2.0
+    assert runner.exit.returncode == EXIT_CANCELLED and runner.exit.cancel_requested
+    assert events[-1]["event"] == "cancelled"
+    saved = json.loads((tmp_path / "last.pt").read_text())
+    assert saved["step"] == events[-1]["step"] >= 1
+
+
+def test_cancel_kills_a_tree_that_ignores_sigterm_within_the_grace_time():
+    runner = SubprocessJobRunner(parse_progress_line, grace_s=0.5)
+    runner.start(child("stubborn"))
+    events = poll_until(runner, lambda events: bool(events))
+    grandchild = psutil.Process(int(events[0]["message"].split()[-1]))
+    asked = time.monotonic()
+    runner.cancel()
+    poll_until(runner, lambda events: False, timeout=5)
+    assert time.monotonic() - asked < 2.0
+    assert runner.exit.cancel_requested and runner.exit.returncode != 0
+    grandchild.wait(timeout=2)  # raises TimeoutExpired if it survived
+    assert not grandchild.is_running()
+
+
+def test_a_second_start_while_running_is_refused(tmp_path):
+    runner = SubprocessJobRunner(parse_progress_line)
+    runner.start(child("loop", str(tmp_path)))
+    try:
+        with pytest.raises(RuntimeError, match="already running"):
+            runner.start(child("events", "1"))
+    finally:
+        runner.cancel()
+        assert runner.wait(timeout=5)

@@ -1,0 +1,86 @@
+"""Training curves as Slicer plot nodes: a table and a line series per (stage, metric), one chart."""
+
+from __future__ import annotations
+
+import numpy as np
+import slicer
+
+from VESSATrainLib.progress_model import STAGE_TITLES
+
+# Line colours (r, g, b) by metric; other metrics cycle through EXTRA_COLORS.
+METRIC_COLORS = {"loss": (0.85, 0.33, 0.10), "dice": (0.0, 0.45, 0.74)}
+EXTRA_COLORS = ((0.47, 0.67, 0.19), (0.49, 0.18, 0.56), (0.93, 0.69, 0.13), (0.30, 0.75, 0.93))
+STAGE_LINE_STYLES = {"stage1": "solid", "stage2": "dash"}
+
+
+class PlotLogic:
+    """Keeps the plot nodes of the training curves in `scene` up to date.
+
+    `update(series)` takes `ProgressModel.series` ({stage: {metric: [(step, value), ...]}}) and
+    creates or refills the nodes; `clear()` removes every node it created. Only these nodes
+    are ever touched.
+    """
+
+    def __init__(self, scene=None, name: str = "VESSA training"):
+        self.scene = scene or slicer.mrmlScene
+        self.name = name
+        self.chart = None
+        self._tables: dict[tuple[str, str], object] = {}
+        self._series: dict[tuple[str, str], object] = {}
+        self._extra_metrics: list[str] = []
+
+    def update(self, series: dict[str, dict[str, list[tuple[int, float]]]]):
+        """Write every (stage, metric) curve into its table; returns the chart node."""
+        chart = self._chart()
+        for stage, metrics in series.items():
+            for metric, points in metrics.items():
+                if not points:
+                    continue
+                key = (stage, metric)
+                if key not in self._tables:
+                    self._add_series(chart, key)
+                slicer.util.updateTableFromArray(self._tables[key], np.asarray(points, dtype=np.float64),
+                                                 ["step", metric])
+        return chart
+
+    def clear(self) -> None:
+        """Remove the chart, series and tables from the scene."""
+        for node in [*self._series.values(), *self._tables.values(), self.chart]:
+            if node is not None and node.GetScene() is self.scene:
+                self.scene.RemoveNode(node)
+        self.chart = None
+        self._tables.clear()
+        self._series.clear()
+
+    def _chart(self):
+        if self.chart is None or self.chart.GetScene() is not self.scene:
+            self.chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", self.name)
+            self.chart.SetTitle(self.name)
+            self.chart.SetXAxisTitle("step")
+            self.chart.SetYAxisTitle("loss / Dice")
+            self.chart.SetLegendVisibility(True)
+        return self.chart
+
+    def _add_series(self, chart, key: tuple[str, str]) -> None:
+        stage, metric = key
+        label = f"{STAGE_TITLES.get(stage, stage)} {metric}"
+        table = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{self.name} {label}")
+        series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", label)
+        series.SetAndObserveTableNodeID(table.GetID())
+        series.SetXColumnName("step")
+        series.SetYColumnName(metric)
+        series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+        series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
+        series.SetLineStyle(series.GetLineStyleFromString(STAGE_LINE_STYLES.get(stage, "dot")))
+        series.SetColor(*self._color(metric))
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        self._tables[key] = table
+        self._series[key] = series
+
+    def _color(self, metric: str) -> tuple[float, float, float]:
+        """One colour per metric name, the same in every stage."""
+        if metric in METRIC_COLORS:
+            return METRIC_COLORS[metric]
+        if metric not in self._extra_metrics:
+            self._extra_metrics.append(metric)
+        return EXTRA_COLORS[self._extra_metrics.index(metric) % len(EXTRA_COLORS)]

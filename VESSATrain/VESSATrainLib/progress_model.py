@@ -1,0 +1,136 @@
+"""Progress events of one or more training stages -> overall fraction, ETA text, metric series, log lines."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# Fields of a progress event that are not metrics (see vessa.jobs.progress).
+PROTOCOL_FIELDS = frozenset({"event", "stage", "step", "total", "eta_s"})
+STAGE_TITLES = {"stage1": "stage 1", "stage2": "stage 2"}
+
+
+def format_duration(seconds: float) -> str:
+    """A short human duration: '45 s', '12 min', '2 h 05 min'."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class ProgressModel:
+    """What the panel shows about a job that runs `stages` one after the other.
+
+    `update(event)` takes the events of `vessa.jobs` (dicts) and returns a line for the log view.
+    `series[stage][metric]` holds (step, value) pairs of every numeric metric (loss, dice, ...).
+    """
+
+    def __init__(self, stages: Sequence[str], clock: Callable[[], float] = time.monotonic):
+        if not stages:
+            raise ValueError("a job has at least one stage")
+        self.stages = list(stages)
+        self.clock = clock
+        self.series: dict[str, dict[str, list[tuple[int, float]]]] = {stage: {} for stage in self.stages}
+        self.stage = self.stages[0]
+        self.step = 0
+        self.total: int | None = None
+        self.eta_s: float | None = None
+        self.done_stages: list[str] = []
+        self.checkpoints: dict[str, str] = {}  # stage -> its last checkpoint
+        self.error: str | None = None
+        self.started_at: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        """Overall progress in 0..1; every stage counts the same."""
+        done = len(self.done_stages)
+        if self.stage not in self.done_stages and self.total:
+            done += min(self.step / self.total, 1.0)
+        return min(done / len(self.stages), 1.0)
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the first `started` event (0 before it)."""
+        return 0.0 if self.started_at is None else self.clock() - self.started_at
+
+    def eta_text(self) -> str:
+        """'about 12 min left', with a note on the stages that follow; '' when unknown."""
+        if self.eta_s is None or self.stage in self.done_stages:
+            return ""
+        text = f"about {format_duration(self.eta_s)} left"
+        later = self.stages[self.stages.index(self.stage) + 1:]
+        if later:
+            text += f" in {self._title(self.stage)}, then {', '.join(map(self._title, later))}"
+        return text
+
+    def last_metrics(self, stage: str) -> dict[str, float]:
+        """The last value of every metric of `stage`."""
+        return {name: points[-1][1] for name, points in self.series.get(stage, {}).items() if points}
+
+    def update(self, event: dict[str, Any]) -> str:
+        """Take one progress event; return the line the log view shows for it."""
+        kind = event.get("event")
+        stage = event.get("stage") or self.stage
+        if stage not in self.series:
+            self.stages.append(stage)
+            self.series[stage] = {}
+        title = self._title(stage)
+        if kind in ("started", "progress"):
+            self._move_to(stage, event)
+        if kind == "started":
+            self.started_at = self.clock() if self.started_at is None else self.started_at
+            for name, points in self.series[stage].items():  # a resumed job repeats the steps after its checkpoint
+                self.series[stage][name] = [point for point in points if point[0] <= self.step]
+            return f"{title}: started at step {self.step}" + (f" of {self.total}" if self.total else "")
+        if kind == "progress":
+            metrics = self._record_metrics(stage, event)
+            self.eta_s = event.get("eta_s")
+            shown = ", ".join(f"{name} {value:.4g}" for name, value in metrics.items())
+            return f"{title} step {self.step}/{self.total or '?'}" + (f": {shown}" if shown else "")
+        if kind == "checkpoint":
+            self.checkpoints[stage] = str(event.get("path"))
+            return f"{title}: checkpoint {event.get('path')}"
+        if kind == "log":
+            return f"{title}: {event.get('message', '')}"
+        if kind == "finished":
+            if event.get("checkpoint"):
+                self.checkpoints[stage] = str(event["checkpoint"])
+            self.step = int(event.get("step", self.step))
+            if stage not in self.done_stages:
+                self.done_stages.append(stage)
+            return f"{title} finished at step {self.step}: {event.get('checkpoint') or 'no checkpoint'}"
+        if kind == "cancelled":
+            if event.get("checkpoint"):
+                self.checkpoints[stage] = str(event["checkpoint"])
+            return f"{title} cancelled at step {event.get('step', self.step)}; checkpoint kept: " \
+                   f"{event.get('checkpoint') or 'none'}"
+        if kind == "error":
+            self.error = str(event.get("message", "unknown error"))
+            return f"{title} error: {self.error}"
+        return f"{title}: {kind}"
+
+    def _move_to(self, stage: str, event: dict[str, Any]) -> None:
+        if stage != self.stage:
+            self.eta_s = None
+        self.stage = stage
+        self.step = int(event.get("step", self.step))
+        self.total = event.get("total", self.total)
+
+    def _record_metrics(self, stage: str, event: dict[str, Any]) -> dict[str, float]:
+        metrics = {}
+        for name, value in event.items():
+            if name in PROTOCOL_FIELDS or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if math.isfinite(value):
+                self.series[stage].setdefault(name, []).append((self.step, float(value)))
+                metrics[name] = float(value)
+        return metrics
+
+    @staticmethod
+    def _title(stage: str) -> str:
+        return STAGE_TITLES.get(stage, stage)
