@@ -91,7 +91,7 @@ class TemplateAssistant(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.sam = build_sam(config.sam2_config, config.image_size)
+        self.sam = build_sam(config.sam2_config, config.image_size, config.sam2_overrides)
         self.text_encoder = TextEncoder(config.text)  # frozen, not a submodule: not in state_dict
         width = self.sam.hidden_dim
         self.matcher = MaskedFeatureMatcher(config.matching.top_k)

@@ -17,6 +17,15 @@ SAM2_CONFIGS = {
     "base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
     "large": "configs/sam2.1/sam2.1_hiera_l.yaml",
 }
+# Smaller layouts of the official configs, as hydra overrides: for CPU training and for a
+# starter checkpoint small enough to ship (half-width Hiera-T trunk, 2 memory-attention layers).
+SAM2_PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "half_tiny": ("tiny", (
+        "++model.image_encoder.trunk.embed_dim=48",
+        "++model.image_encoder.neck.backbone_channel_list=[384,192,96,48]",
+        "++model.memory_attention.num_layers=2",
+    )),
+}
 TEXT_KINDS = ("minilm", "open_clip")
 
 
@@ -68,16 +77,25 @@ class ModelConfig:
     """Everything needed to rebuild a `TemplateAssistant` (weights excluded)."""
 
     sam2_config: str = SAM2_CONFIGS["tiny"]
+    sam2_overrides: list[str] = field(default_factory=list)  # hydra "++model.x=v" overrides
     image_size: int = 512
     text: TextConfig = field(default_factory=TextConfig)
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     max_templates: int = 3
 
     def __post_init__(self) -> None:
+        if self.sam2_config in SAM2_PRESETS:
+            base, overrides = SAM2_PRESETS[self.sam2_config]
+            self.sam2_config = base
+            self.sam2_overrides = [*overrides, *self.sam2_overrides]
+        self.sam2_overrides = list(self.sam2_overrides)
+        bad = [o for o in self.sam2_overrides if not (isinstance(o, str) and o.startswith("++model."))]
+        if bad:
+            raise ValueError(f"sam2_overrides={bad!r}: each must be a string '++model.<key>=<value>'")
         self.sam2_config = SAM2_CONFIGS.get(self.sam2_config, self.sam2_config)
         if self.sam2_config not in SAM2_CONFIGS.values():
             raise ValueError(
-                f"sam2_config={self.sam2_config!r}: expected one of {sorted(SAM2_CONFIGS)} "
+                f"sam2_config={self.sam2_config!r}: expected one of {sorted(SAM2_CONFIGS) + sorted(SAM2_PRESETS)} "
                 f"or {sorted(SAM2_CONFIGS.values())}"
             )
         if self.image_size < 128 or self.image_size % 64:

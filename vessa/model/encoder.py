@@ -15,6 +15,7 @@ Shapes for an input of side S (Hiera-T):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,14 +23,15 @@ from sam2.build_sam import build_sam2
 from sam2.modeling.sam2_base import SAM2Base
 
 
-def build_sam(config_name: str, image_size: int) -> SAM2Base:
-    """Randomly initialised sam2 model from its packaged config, in train mode, on CPU."""
+def build_sam(config_name: str, image_size: int, overrides: Sequence[str] = ()) -> SAM2Base:
+    """Randomly initialised sam2 model from its packaged config (plus hydra `overrides`), in
+    train mode, on CPU."""
     return build_sam2(
         config_name,
         ckpt_path=None,
         device="cpu",
         mode="train",
-        hydra_overrides_extra=[f"++model.image_size={image_size}"],
+        hydra_overrides_extra=[f"++model.image_size={image_size}", *overrides],
         apply_postprocessing=False,
     )
 

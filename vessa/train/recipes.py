@@ -1,0 +1,69 @@
+"""Named training recipes: a cohort made from the real sample data plus a fixed job spec.
+
+`starter` (stage 1): the recipe of our shipped starter checkpoint (METHODS §1.4). No public
+medical set or pretrained vision weights are reachable, so the model learns *how to match*
+from the label maps we have: Colin27 T1 with the AAL and JHU atlases and the stardist
+nuclei are the training cases (every slice of an episode re-deformed and re-rendered,
+`vessa.train.episodes`); the Brodmann areas are the validation family (model selection).
+Whole label families stay out of training for honest "unseen structure" numbers:
+Harvard-Oxford regions and the pyradiomics lesions (benchmarks/bench_quality.py), plus the
+AICHA atlas the sample fetcher keeps aside. Model: sam2.1 Hiera-T layout with half-width
+trunk (embed_dim 48) and 2 memory-attention layers at 256 px, so it trains on 2 CPU cores
+and ships in under 40 MB (float16 weights).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vessa.errors import JobError
+from vessa.io.atomic import atomic_path
+from vessa.jobs.spec import JobSpec
+
+STARTER_TRAIN = ("colin27_aal", "colin27_jhu", "nuclei2d", "nuclei3d")
+STARTER_VAL = ("colin27_brodmann",)
+STARTER_MODEL = "half_tiny"
+
+
+def _sample_cases(names: tuple[str, ...]) -> dict[str, object]:
+    from vessa.samples import fetch, load_manifest
+
+    cases = {}
+    for sample_set in ("colin27", "stardist"):
+        fetch(sample_set)
+        cases.update({case.case_id: case for case in load_manifest(sample_set)})
+    missing = [name for name in names if name not in cases]
+    if missing:
+        raise JobError(f"sample cases {missing} not found (have: {', '.join(sorted(cases))})")
+    return cases
+
+
+def starter_spec(output_dir: str | Path, steps: int = 4000, time_budget_s: float | None = None,
+                 device: str = "auto") -> Path:
+    """Write the starter recipe's cohort manifest and job spec into `output_dir`; return the spec path."""
+    output_dir = Path(output_dir).resolve()
+    cases = _sample_cases(STARTER_TRAIN + STARTER_VAL)
+    entries = []
+    for split, names in (("train", STARTER_TRAIN), ("val", STARTER_VAL)):
+        for name in names:
+            case = cases[name]
+            entries.append({"id": name, "image": str(case.image), "segmentation": str(case.segmentation),
+                            "modality": case.modality, "split": split})
+    structures = sorted({n for name in STARTER_TRAIN for n in cases[name].segment_names})
+    manifest = output_dir / "manifest.json"
+    with atomic_path(manifest) as tmp:
+        tmp.write_text(json.dumps({"version": 1, "structures": structures, "cases": entries}, indent=2))
+    spec = JobSpec(
+        stage="stage1", method="vessa", manifest=str(manifest), output_dir=str(output_dir / "job"),
+        structures=["*"], steps=steps, batch_size=4, lr=2e-4, weight_decay=0.05, schedule="cosine",
+        warmup_steps=min(100, steps // 10), grad_clip=1.0, checkpoint_every=100, keep_checkpoints=2,
+        log_every=10, seed=0, device=device, image_size=256, time_budget_s=time_budget_s,
+        recipe="starter", options={"sam2_config": STARTER_MODEL, "val_episodes": 24},
+    )
+    path = output_dir / "job.json"
+    spec.to_json(path)
+    return path
+
+
+RECIPES = {"starter": starter_spec}

@@ -1,0 +1,202 @@
+"""Stage-1 training (stage "stage1", method "vessa"): the template-guided assistant, episodically.
+
+Each step draws a batch of episodes (`vessa.train.episodes`): a target slice, K template
+slices of the same structure (other subjects or re-deformed copies) and the structure's
+name as text. The assistant is trained with sam2's multimask loss (`prompt_losses`). With
+probability `rehearsal_probability` a step is a feedback rehearsal: the dense prompt is a
+corrupted ground truth and up to 7 corrective clicks are added, so the model also learns to
+refine a student's mask (stage 2 feeds student masks back this way). One pass per step:
+the rehearsal replaces the template-derived prompt for that step instead of adding a second
+decoder pass (METHODS §1.2 adds a pass; one pass halves the CPU cost — a documented choice).
+
+Options (spec "options"; defaults in DEFAULT_OPTIONS): "sam2_config" (tiny|small|base_plus|
+large|half_tiny), "max_templates", "rehearsal_probability", "encoder_lr_scale" (x spec.lr for Hiera +
+FPN), "new_lr_scale" (x spec.lr for the matching/text token layers), "freeze_encoder",
+"synthetic_probability", "val_episodes". `init_checkpoint`: a VESSA or official SAM2.1 file.
+Cases: the manifest's labelled "train" cases; "val" cases give the validation episodes.
+Every segment of a case is a task unless `structures` names a subset ("*" = all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vessa.errors import JobError
+from vessa.io import read_segmentation, read_volume
+from vessa.jobs.spec import JobSpec
+from vessa.model.assistant import TemplateAssistant
+from vessa.model.checkpoint import load_assistant, read_checkpoint, save_checkpoint
+from vessa.model.config import SAM2_CONFIGS, SAM2_PRESETS, ModelConfig
+from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
+from vessa.train.cohort import CohortCase, read_manifest
+from vessa.train.distributed import Runtime
+from vessa.train.episodes import EpisodeCase, EpisodeConfig, EpisodeSampler
+from vessa.train.objective import TrainingSetup
+from vessa.train.prompt_losses import corrupt_masks, dice_score, error_clicks, multimask_loss
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "sam2_config": "tiny",
+    "max_templates": 3,
+    "rehearsal_probability": 0.5,
+    "encoder_lr_scale": 1.0,
+    "new_lr_scale": 10.0,
+    "freeze_encoder": False,
+    "synthetic_probability": 0.5,
+    "val_episodes": 16,
+}
+REHEARSAL_CLICKS = 7
+EXPORT_NAME = "vessa_stage1.pt"
+
+
+def stage1_options(spec: JobSpec) -> dict[str, Any]:
+    """The spec's options over the defaults; JobError naming an unknown or bad option."""
+    unknown = sorted(set(spec.options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise JobError(f"unknown option(s) {', '.join(unknown)} for stage1; options: {', '.join(DEFAULT_OPTIONS)}")
+    options = {**DEFAULT_OPTIONS, **spec.options}
+    variants = [*SAM2_CONFIGS, *SAM2_PRESETS]
+    if options["sam2_config"] not in variants:
+        raise JobError(f"option 'sam2_config' must be one of {', '.join(variants)}, got {options['sam2_config']!r}")
+    for name in ("rehearsal_probability", "synthetic_probability"):
+        if not isinstance(options[name], (int, float)) or not 0 <= options[name] <= 1:
+            raise JobError(f"option {name!r} must be a number in [0, 1], got {options[name]!r}")
+    for name in ("max_templates", "val_episodes"):
+        if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < 1:
+            raise JobError(f"option {name!r} must be an integer >= 1, got {options[name]!r}")
+    if spec.image_size % 64:
+        raise JobError(f"image_size {spec.image_size} must be a multiple of 64 for the sam2 encoder")
+    return options
+
+
+def episode_cases(cases: list[CohortCase], structures: list[str]) -> list[EpisodeCase]:
+    """Cases read from disk, intensities scaled to [0, 1] by the model's intensity policy."""
+    wanted = None if structures in ([], ["*"]) else set(structures)
+    out = []
+    for case in cases:
+        image = read_volume(case.image)
+        segmentation = read_segmentation(case.segmentation)
+        image.require_same_grid(segmentation.geometry(), f"segmentation of case {case.id}")
+        unit = to_unit_range(image.array, *intensity_range(image.array, case.modality))
+        masks = {s.name: s.mask for s in segmentation.segments if wanted is None or s.name in wanted}
+        if masks:
+            out.append(EpisodeCase(case.id, unit, masks))
+    return out
+
+
+def init_assistant(config: ModelConfig, checkpoint: str | None) -> TemplateAssistant:
+    """A new assistant, initialised from a VESSA or an official SAM2.1 checkpoint if given."""
+    if not checkpoint:
+        return TemplateAssistant(config)
+    content = read_checkpoint(checkpoint)
+    if "model" in content and "format" not in content:
+        from vessa.model.checkpoint import load_sam2_official
+
+        assistant = TemplateAssistant(config)
+        load_sam2_official(assistant, checkpoint)
+        return assistant
+    assistant = load_assistant(checkpoint)
+    layout = (config.sam2_config, config.sam2_overrides, config.image_size)
+    if (assistant.config.sam2_config, assistant.config.sam2_overrides, assistant.config.image_size) != layout:
+        raise JobError(f"{checkpoint}: model {assistant.config.sam2_config} {assistant.config.sam2_overrides} at "
+                       f"{assistant.config.image_size} px does not match the job's {layout}")
+    return assistant
+
+
+class StageOneObjective:
+    """sam2 multimask loss on template-guided episodes, with feedback rehearsal steps."""
+
+    def __init__(self, spec: JobSpec, runtime: Runtime, options: dict[str, Any], val: EpisodeSampler | None):
+        self.spec, self.options, self.device, self.val = spec, options, runtime.device, val
+        config = ModelConfig(sam2_config=options["sam2_config"], image_size=spec.image_size,
+                             max_templates=options["max_templates"])
+        self.assistant = init_assistant(config, spec.init_checkpoint).to(self.device)
+        if options["freeze_encoder"]:
+            self.assistant.sam.image_encoder.requires_grad_(False)
+
+    def models(self) -> dict[str, nn.Module]:
+        return {"assistant": self.assistant}
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        groups = self.assistant.parameter_groups()
+        scales = {"encoder": self.options["encoder_lr_scale"], "new": self.options["new_lr_scale"]}
+        return [{"params": [p for p in params if p.requires_grad], "lr_scale": scales.get(name, 1.0)}
+                for name, params in groups.items() if any(p.requires_grad for p in params)]
+
+    def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        target = normalize_for_sam(batch["image"].to(self.device))
+        batch_size, count = batch["templates"].shape[:2]
+        templates = normalize_for_sam(batch["templates"].to(self.device).flatten(0, 1))
+        templates = templates.view(batch_size, count, *templates.shape[1:])
+        return target, templates, batch["template_masks"].to(self.device), batch["mask"].to(self.device)
+
+    def training_step(self, batch: dict[str, Any], step: int,
+                      nets: Mapping[str, nn.Module]) -> tuple[torch.Tensor, dict[str, float]]:
+        target, templates, template_masks, truth = self._inputs(batch)
+        mask_prompt = extra_points = None
+        rehearsal = bool(torch.rand(()) < self.options["rehearsal_probability"])
+        if rehearsal:
+            corrupted = corrupt_masks(truth.cpu()).to(self.device)
+            extra_points = error_clicks(corrupted, truth, REHEARSAL_CLICKS)
+            mask_prompt = (corrupted * 2 - 1) * self.assistant.config.matching.mask_logit_scale
+        out = nets["assistant"](target, templates, template_masks, batch["text"], mask_prompt, extra_points)
+        loss, terms = multimask_loss(out.logits, out.iou, out.object_score_logits, truth)
+        with torch.no_grad():
+            dice = dice_score(out.probabilities().float(), truth)
+        return loss, {"dice": float(dice.mean()), "rehearsal": float(rehearsal), **terms}
+
+    def after_step(self, step: int) -> None:
+        """No per-step work (no teacher in stage 1)."""
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean Dice over fixed validation episodes (template-derived prompts only)."""
+        if self.val is None:
+            return {}
+        self.assistant.eval()
+        scores = []
+        for index in range(self.options["val_episodes"]):
+            batch = self.val.batch(index, 1)
+            target, templates, template_masks, truth = self._inputs(batch)
+            out = self.assistant.predict(target, templates, template_masks, batch["text"])
+            scores.append(dice_score(out.probabilities().float(), truth))
+        self.assistant.train()
+        return {"dice": float(torch.cat(scores).mean())}
+
+    def export(self, output_dir: Path, metadata: dict[str, Any]) -> Path:
+        """Write the inference checkpoint `vessa_stage1.pt` the segmenter and the effect load."""
+        return save_checkpoint(self.assistant, Path(output_dir) / EXPORT_NAME, metadata)
+
+    def state_dict(self) -> dict[str, Any]:
+        """No extra state beyond the assistant, which the trainer saves."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore (see `state_dict`)."""
+
+
+def build_stage1(spec: JobSpec, runtime: Runtime) -> TrainingSetup:
+    """The stage-1 objective and its endless, per-rank, step-indexed episode batches."""
+    options = stage1_options(spec)
+    cohort = read_manifest(spec.manifest)
+    config = EpisodeConfig(image_size=spec.image_size, max_templates=options["max_templates"],
+                           synthetic_probability=options["synthetic_probability"])
+    train_cases = episode_cases(cohort.select("train", labelled=True), spec.structures)
+    if not train_cases:
+        raise JobError(f"{cohort.path}: no labelled training case holds any of the structures {spec.structures}")
+    sampler = EpisodeSampler(train_cases, config, seed=spec.seed * 1000 + runtime.rank)
+    val_cases = episode_cases(cohort.select("val", labelled=True), ["*"])
+    val = EpisodeSampler(val_cases, EpisodeConfig(image_size=spec.image_size, max_templates=options["max_templates"]),
+                         seed=10_000 + spec.seed) if val_cases else None
+
+    def batches(start_step: int):
+        step = start_step
+        while True:
+            yield sampler.batch(step, spec.batch_size)
+            step += 1
+
+    return TrainingSetup(StageOneObjective(spec, runtime, options, val), batches)
