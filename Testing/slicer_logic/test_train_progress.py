@@ -99,3 +99,16 @@ def test_plot_nodes_follow_the_series(slicer_scene):
     plots.clear()
     assert slicer_scene.GetNumberOfNodes() == before - 7  # chart, 3 series, 3 tables
     assert plots.update({"stage1": {"loss": [(1, 1.0)]}}).GetNumberOfPlotSeriesNodes() == 1
+
+
+def test_a_time_budget_drives_fraction_and_eta():
+    clock = Clock()
+    model = ProgressModel(["stage2"], clock=clock)
+    model.time_budgets["stage2"] = 600.0
+    model.update({"event": "started", "stage": "stage2", "step": 0, "total": 1_000_000})
+    clock.now += 150
+    model.update({"event": "progress", "stage": "stage2", "step": 300, "total": 1_000_000, "eta_s": 500_000})
+    assert model.fraction == pytest.approx(0.25)
+    assert model.eta_text() == "about 8 min left"
+    clock.now += 500
+    assert model.fraction == 1.0 and model.eta_text() == "about 0 s left"

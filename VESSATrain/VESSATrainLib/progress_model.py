@@ -28,6 +28,8 @@ class ProgressModel:
 
     `update(event)` takes the events of `vessa.jobs` (dicts) and returns a line for the log view.
     `series[stage][metric]` holds (step, value) pairs of every numeric metric (loss, dice, ...).
+    `time_budgets[stage]`: seconds, if that stage ends on a time budget; progress and ETA then
+    follow the clock (the step count is only an upper bound).
     """
 
     def __init__(self, stages: Sequence[str], clock: Callable[[], float] = time.monotonic):
@@ -44,14 +46,23 @@ class ProgressModel:
         self.checkpoints: dict[str, str] = {}  # stage -> its last checkpoint
         self.error: str | None = None
         self.started_at: float | None = None
+        self.time_budgets: dict[str, float | None] = {}
+        self._stage_started: dict[str, float] = {}
 
     @property
     def fraction(self) -> float:
         """Overall progress in 0..1; every stage counts the same."""
         done = len(self.done_stages)
-        if self.stage not in self.done_stages and self.total:
-            done += min(self.step / self.total, 1.0)
+        if self.stage not in self.done_stages:
+            steps = self.step / self.total if self.total else 0.0
+            budget = self.time_budgets.get(self.stage)
+            clock = self._stage_elapsed() / budget if budget else 0.0
+            done += min(max(steps, clock), 1.0)
         return min(done / len(self.stages), 1.0)
+
+    def _stage_elapsed(self) -> float:
+        started = self._stage_started.get(self.stage)
+        return 0.0 if started is None else self.clock() - started
 
     @property
     def elapsed_s(self) -> float:
@@ -60,9 +71,13 @@ class ProgressModel:
 
     def eta_text(self) -> str:
         """'about 12 min left', with a note on the stages that follow; '' when unknown."""
-        if self.eta_s is None or self.stage in self.done_stages:
+        eta = self.eta_s
+        budget = self.time_budgets.get(self.stage)
+        if budget and self.stage in self._stage_started:
+            eta = min(eta if eta is not None else budget, max(budget - self._stage_elapsed(), 0.0))
+        if eta is None or self.stage in self.done_stages:
             return ""
-        text = f"about {format_duration(self.eta_s)} left"
+        text = f"about {format_duration(eta)} left"
         later = self.stages[self.stages.index(self.stage) + 1:]
         if later:
             text += f" in {self._title(self.stage)}, then {', '.join(map(self._title, later))}"
@@ -84,6 +99,7 @@ class ProgressModel:
             self._move_to(stage, event)
         if kind == "started":
             self.started_at = self.clock() if self.started_at is None else self.started_at
+            self._stage_started[stage] = self.clock()
             for name, points in self.series[stage].items():  # a resumed job repeats the steps after its checkpoint
                 self.series[stage][name] = [point for point in points if point[0] <= self.step]
             return f"{title}: started at step {self.step}" + (f" of {self.total}" if self.total else "")
