@@ -3,7 +3,8 @@
 Arrays are (k, j, i) on both sides. Nodes carry an IJK-to-RAS matrix, the core keeps LPS
 origin/spacing/direction; `vessa.io.Volume` converts between the two, so oblique axes and
 anisotropic spacing survive exactly. Geometry is the node's own IJK-to-RAS: parent transforms
-are not applied. VESSATrain imports this module too.
+are not applied, except between a segmentation and the volume its masks are taken on (as
+Slicer's own export does). VESSATrain imports this module too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import vtk
 from vessa.errors import InputError
 from vessa.io import Segment, Segmentation, Volume
 from vessa.io.segmentation import DESCRIPTION_TAG
+
+from .oriented_image import arrayFromOrientedImage, transformBetween
 
 _INT32 = np.iinfo(np.int32)
 
@@ -86,13 +89,9 @@ def segmentation_to_node(segmentation: Segmentation, reference_volume_node, name
     segmentation_node.CreateDefaultDisplayNodes()
     segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
     for segment in segmentation.segments:
-        segment_id = segmentation_node.GetSegmentation().AddEmptySegment(
-            "", segment.name, list(segment.color)
-        )
+        segment_id = segmentation_node.GetSegmentation().AddEmptySegment("", segment.name, list(segment.color))
         if segment.description:
-            segmentation_node.GetSegmentation().GetSegment(segment_id).SetTag(
-                DESCRIPTION_TAG, segment.description
-            )
+            segmentation_node.GetSegmentation().GetSegment(segment_id).SetTag(DESCRIPTION_TAG, segment.description)
         slicer.util.updateSegmentBinaryLabelmapFromArray(
             segment.mask.astype(np.uint8), segmentation_node, segment_id, reference_volume_node
         )
@@ -113,10 +112,33 @@ def node_to_segmentation(
                 f"segmentation {segmentation_node.GetName()!r} has no segment {segment_id!r}; "
                 f"ids: {', '.join(all_ids) or '(none)'}"
             )
-        mask = slicer.util.arrayFromSegmentBinaryLabelmap(
-            segmentation_node, segment_id, reference_volume_node
-        )
+        mask = segment_mask(segmentation_node, segment_id, reference_volume_node)
         description = vtk.reference("")
         segment.GetTag(DESCRIPTION_TAG, description)
-        segments.append(Segment(segment.GetName(), mask != 0, tuple(segment.GetColor()), str(description)))
+        segments.append(Segment(segment.GetName(), mask, tuple(segment.GetColor()), str(description)))
     return Segmentation.on_grid(node_geometry(reference_volume_node), segments)
+
+
+def segment_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
+    """One segment as a bool (k, j, i) mask on a volume node's grid (nearest neighbour, the
+    transform between the two nodes followed), like `slicer.util.arrayFromSegmentBinaryLabelmap`
+    but without its temporary labelmap node, which leaves a display node behind in the scene."""
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    shape = tuple(reversed(volume_node.GetImageData().GetDimensions()))
+    layer = slicer.vtkOrientedImageData()
+    slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+        segmentation_node, segment_id, layer, False
+    )
+    if layer.GetPointData().GetScalars() is None or layer.GetNumberOfPoints() == 0:
+        return np.zeros(shape, bool)
+    values = arrayFromOrientedImage(layer)
+    values[:] = values == segment.GetLabelValue()  # a shared layer holds several segments' labels
+    reference = slicer.vtkOrientedImageData()
+    reference.SetDimensions(*reversed(shape))
+    reference.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(node_ijk_to_ras(volume_node)))
+    resampled = slicer.vtkOrientedImageData()
+    if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        layer, reference, resampled, False, False, transformBetween(segmentation_node, volume_node), 0.0
+    ):
+        raise InputError(f"segment {segment.GetName()!r} could not be resampled onto {volume_node.GetName()!r}")
+    return arrayFromOrientedImage(resampled) != 0

@@ -1,0 +1,59 @@
+"""CheckpointCatalog: the checkpoints the effect offers (those of `vessa weights list`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vessa.errors import CheckpointError
+from vessa.weights import WeightsRegistry
+
+NO_CHECKPOINT_REASON = (
+    "no model checkpoint on this computer: fetch one (vessa weights fetch sam2.1_hiera_tiny), train one "
+    "with the VESSA Train module, or add a file (vessa weights add FILE)"
+)
+
+
+@dataclass(frozen=True)
+class CheckpointChoice:
+    """name: registry name (the effect's "checkpoint" parameter, which may also be a file path);
+    label: what the list shows."""
+
+    name: str
+    label: str
+    available: bool
+
+
+class CheckpointCatalog:
+    """Registry entries as choices: trained VESSA checkpoints first, then official SAM 2.1 ones
+    (the VESSA layers then start untrained); entries not on disk are listed as such."""
+
+    def __init__(self, registry: WeightsRegistry | None = None):
+        self.registry = registry or WeightsRegistry()
+
+    def choices(self) -> list[CheckpointChoice]:
+        entries = sorted(self.registry.entries().values(), key=lambda e: (e.kind != "vessa", e.name))
+        choices = []
+        for entry in entries:
+            available = self.registry.is_available(entry)
+            label = f"{entry.name} ({'VESSA' if entry.kind == 'vessa' else 'SAM 2.1 only'})"
+            choices.append(CheckpointChoice(entry.name, label if available else f"{label} - not downloaded", available))
+        return choices
+
+    def default(self) -> str:
+        """The first checkpoint on disk ("" when there is none)."""
+        return next((choice.name for choice in self.choices() if choice.available), "")
+
+    def reason(self, name: str) -> str:
+        """Why `name` cannot be used now ("" when it can)."""
+        if not name:
+            return NO_CHECKPOINT_REASON
+        if Path(name).is_file():
+            return ""
+        try:
+            entry = self.registry.get(name)
+        except CheckpointError as error:
+            return str(error)
+        if not self.registry.is_available(entry):
+            return f"checkpoint {name!r} is not downloaded yet: run vessa weights fetch {name}"
+        return ""

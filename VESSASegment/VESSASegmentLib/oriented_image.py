@@ -1,0 +1,88 @@
+"""numpy/`vessa.io.Volume` <-> `vtkOrientedImageData`, and resampling onto a segmentation's grid.
+
+A segmentation keeps its labelmaps in its own reference geometry (origin, spacing, axes,
+extent), which may differ from the source volume's grid (another reference volume, oversampling,
+a parent transform). Results on the source grid are brought onto that geometry with Slicer's own
+`vtkOrientedImageDataResample`, so the segment editor sees them exactly as its own effects' output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from vessa.errors import GeometryError
+from vessa.io import Volume
+
+
+def arrayFromOrientedImage(image) -> np.ndarray:
+    """A (k, j, i) numpy view of a single-component `vtkOrientedImageData`'s voxels."""
+    i, j, k = image.GetDimensions()
+    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k, j, i)
+
+
+def orientedImageFromVolume(volume: Volume, vtkType: int = vtk.VTK_FLOAT):
+    """A `vtkOrientedImageData` copy of `volume` (RAS geometry, extent starting at 0)."""
+    k, j, i = volume.shape
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(i, j, k)
+    image.AllocateScalars(vtkType, 1)
+    arrayFromOrientedImage(image)[:] = volume.array
+    image.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(volume.ijk_to_ras()))
+    return image
+
+
+def referenceGeometry(segmentationNode, vtkType: int = vtk.VTK_FLOAT):
+    """An allocated, zero-filled image on the segmentation's reference geometry (full extent).
+
+    GeometryError when the segmentation has none (the Segment Editor sets it when a source
+    volume is selected).
+    """
+    parameter = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    geometry = segmentationNode.GetSegmentation().GetConversionParameter(parameter)
+    image = slicer.vtkOrientedImageData()
+    if not geometry or not slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, image, True, vtkType, 1):
+        raise GeometryError(
+            f"segmentation {segmentationNode.GetName()!r} has no reference geometry; select a source volume "
+            "in the Segment Editor first"
+        )
+    arrayFromOrientedImage(image)[:] = 0
+    return image
+
+
+def transformBetween(sourceNode, targetNode):
+    """The transform from `sourceNode`'s coordinates to `targetNode`'s, or None when both share
+    one parent transform (or none)."""
+    sourceParent = sourceNode.GetParentTransformNode()
+    targetParent = targetNode.GetParentTransformNode()
+    if sourceParent is targetParent:
+        return None
+    transform = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(sourceParent, targetParent, transform)
+    return transform
+
+
+def resampleOnto(volume: Volume, reference, transform=None):
+    """`volume` (values on the source grid) linearly resampled onto `reference`'s geometry and
+    extent, optionally moved by `transform` first; float32 `vtkOrientedImageData`, 0 outside."""
+    source = orientedImageFromVolume(volume.with_array(volume.array.astype(np.float32, copy=False)))
+    output = slicer.vtkOrientedImageData()
+    if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        source, reference, output, True, False, transform, 0.0
+    ):
+        raise GeometryError("the result could not be resampled onto the segmentation's geometry")
+    return output
+
+
+def binaryLabelmap(probability, threshold: float):
+    """uint8 `vtkOrientedImageData` (1 where `probability` >= `threshold`) on the same geometry."""
+    labelmap = slicer.vtkOrientedImageData()
+    labelmap.SetExtent(probability.GetExtent())
+    labelmap.SetSpacing(probability.GetSpacing())
+    labelmap.SetOrigin(probability.GetOrigin())
+    labelmap.CopyDirections(probability)
+    labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    arrayFromOrientedImage(labelmap)[:] = arrayFromOrientedImage(probability) >= threshold
+    return labelmap

@@ -1,0 +1,86 @@
+"""Parameters: the VESSA effect's settings, stored as strings in the segment editor node."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda")
+TEMPLATE_SOURCES = ("scene", "bank")
+_TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass
+class Parameters:
+    """What one auto-segment run needs besides the scene.
+
+    text: typed description of the structure ("" = use the segment's name).
+    templateSource: "scene" (other volumes' segmentations) or "bank" (the folder `bankFolder`).
+    checkpoint: a registry name (`vessa weights list`) or a checkpoint file.
+    device: "auto", "cpu" or "cuda". threshold: probability -> preview mask, in (0, 1).
+    opacity: preview opacity in [0, 1]. allowUntrained: run a randomly initialised model when no
+    checkpoint is chosen (testing only; the result is meaningless).
+    """
+
+    text: str = ""
+    templateSource: str = "scene"
+    bankFolder: str = ""
+    checkpoint: str = ""
+    device: str = "auto"
+    threshold: float = 0.5
+    opacity: float = 0.6
+    allowUntrained: bool = False
+
+    def isValid(self) -> tuple[bool, str]:
+        """(True, "") or (False, the reason, naming the value and what is expected)."""
+        if self.device not in DEVICES:
+            return False, f"device {self.device!r} is not one of {', '.join(DEVICES)}"
+        if self.templateSource not in TEMPLATE_SOURCES:
+            return False, f"template source {self.templateSource!r} is not one of {', '.join(TEMPLATE_SOURCES)}"
+        if not 0.0 < self.threshold < 1.0:
+            return False, f"threshold {self.threshold} must be between 0 and 1"
+        if not 0.0 <= self.opacity <= 1.0:
+            return False, f"opacity {self.opacity} must be between 0 and 1"
+        if self.templateSource == "bank":
+            if not self.bankFolder:
+                return False, "choose a template bank folder (a folder with bank.json), or use templates from the scene"
+            if not (Path(self.bankFolder) / "bank.json").is_file():
+                return False, f"{self.bankFolder} is not a template bank: it has no bank.json"
+        if not self.checkpoint and not self.allowUntrained:
+            return False, (
+                "no model checkpoint: fetch one (vessa weights fetch sam2.1_hiera_tiny), train one with "
+                "VESSA Train, or add a file (vessa weights add FILE)"
+            )
+        return True, ""
+
+    def promptText(self, segmentName: str) -> str:
+        """The text prompt for a segment: the typed description, else the segment's name."""
+        return self.text.strip() or segmentName.strip()
+
+    def toStrings(self) -> dict[str, str]:
+        """Every field as a string, keyed by field name (segment editor node parameters)."""
+        return {name: str(value) for name, value in asdict(self).items()}
+
+    @classmethod
+    def fromStrings(cls, values: dict[str, str]) -> Parameters:
+        """Parameters from `toStrings` output; missing keys keep their defaults.
+
+        Numbers that do not parse raise ValueError naming the key and the value.
+        """
+        parameters = cls()
+        for field in fields(cls):
+            if field.name not in values:
+                continue
+            text = values[field.name]
+            default = getattr(parameters, field.name)
+            if isinstance(default, bool):
+                value = text.strip().lower() in _TRUE
+            elif isinstance(default, float):
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise ValueError(f"parameter {field.name}={text!r}: expected a number") from None
+            else:
+                value = text
+            setattr(parameters, field.name, value)
+        return parameters

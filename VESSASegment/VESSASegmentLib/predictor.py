@@ -1,0 +1,57 @@
+"""The model behind the effect, as a Protocol, and PredictorLoader (vessa.model, cached per setting)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from vessa.io import Template, Volume
+
+
+class PredictionResult(Protocol):
+    """What `vessa.model.volume.SegmentResult` provides: probability (float32 Volume on the
+    input's grid), slice_confidence (one value per slice along array axis `axis`), seconds."""
+
+    probability: Volume
+    slice_confidence: np.ndarray
+    seconds: float
+    axis: int
+
+
+class Predictor(Protocol):
+    """`vessa.model.volume.VolumeSegmenter`, or a stand-in in tests."""
+
+    def segment(
+        self,
+        image: Volume,
+        templates: list[Template],
+        text: str,
+        progress: Callable[[float], None] | None = None,
+        modality: str = "",
+    ) -> PredictionResult: ...
+
+
+class PredictorLoader:
+    """Loads the model for (checkpoint, device) once and keeps the last one.
+
+    load: `vessa.model.load_segmenter` (default), or any function with its signature.
+    checkpoint "" with allowUntrained=True builds a randomly initialised model (testing only).
+    """
+
+    def __init__(self, load: Callable[..., Predictor] | None = None):
+        self._load = load
+        self._key: tuple[str, str, bool] | None = None
+        self._predictor: Predictor | None = None
+
+    def __call__(self, checkpoint: str, device: str, allowUntrained: bool = False) -> Predictor:
+        key = (checkpoint, device, allowUntrained)
+        if key != self._key:
+            self._predictor, self._key = None, None  # free the old model before loading another
+            load = self._load
+            if load is None:
+                from vessa.model import load_segmenter as load
+            self._predictor = load(checkpoint or None, device=device, allow_untrained=allowUntrained)
+            self._key = key
+        return self._predictor

@@ -1,0 +1,125 @@
+"""SegmentLogic: scene + parameters -> a validated SegmentRequest -> a running AutoSegmentJob.
+
+It opens no dialogs: problems raise `vessa.errors` exceptions whose one-line message says what
+is wrong and what to do; the effect shows them in its panel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import slicer
+
+from vessa.errors import InputError
+from vessa.io import TemplateBank
+
+from . import scene_io
+from .auto_segment_job import AutoSegmentJob
+from .modality import volumeModality
+from .oriented_image import referenceGeometry, transformBetween
+from .parameters import Parameters
+from .predictor import PredictorLoader
+from .segment_request import SegmentRequest, SegmentTask
+from .template_collector import TemplateCollector
+
+
+class SegmentLogic:
+    """Prepares and starts auto-segment jobs.
+
+    collector: finds templates (default TemplateCollector()); loader: (checkpoint, device,
+    allowUntrained) -> Predictor (default PredictorLoader(), i.e. vessa.model.load_segmenter).
+    """
+
+    def __init__(self, collector: TemplateCollector | None = None, loader: PredictorLoader | None = None):
+        self.collector = collector or TemplateCollector()
+        self.loader = loader or PredictorLoader()
+
+    def request(
+        self, parameters: Parameters, sourceVolumeNode, segmentationNode, segmentIds: list[str]
+    ) -> SegmentRequest:
+        """A request for the given segments; InputError on anything missing (templates: the
+        message lists the names there are)."""
+        self._requireScene(parameters, sourceVolumeNode, segmentationNode)
+        if not segmentIds or not segmentIds[0]:
+            raise InputError(
+                "no segment selected: select the segment to fill (add an empty one named after the structure)"
+            )
+        bank = self.bank(parameters)
+        tasks = [
+            self._task(parameters, sourceVolumeNode, segmentationNode, segmentId, bank) for segmentId in segmentIds
+        ]
+        return self._request(sourceVolumeNode, segmentationNode, tasks)
+
+    def batchRequest(
+        self, parameters: Parameters, sourceVolumeNode, segmentationNode
+    ) -> tuple[SegmentRequest, list[str]]:
+        """A request for every empty segment that has templates, and a line per skipped segment."""
+        self._requireScene(parameters, sourceVolumeNode, segmentationNode)
+        empty = self.emptySegmentIds(segmentationNode)
+        if not empty:
+            raise InputError(f"segmentation {segmentationNode.GetName()!r} has no empty segment to fill")
+        bank = self.bank(parameters)
+        tasks, skipped = [], []
+        for segmentId in empty:
+            try:
+                tasks.append(self._task(parameters, sourceVolumeNode, segmentationNode, segmentId, bank))
+            except InputError as error:
+                skipped.append(f"{segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()}: {error}")
+        if not tasks:
+            raise InputError("no empty segment has templates. " + " ".join(skipped))
+        return self._request(sourceVolumeNode, segmentationNode, tasks), skipped
+
+    def start(self, parameters: Parameters, request: SegmentRequest) -> AutoSegmentJob:
+        """Start a background job for `request` with the parameters' model and device."""
+
+        def predictorFor(device: str):
+            return self.loader(parameters.checkpoint, device, parameters.allowUntrained)
+
+        job = AutoSegmentJob(predictorFor, request, parameters.device)
+        job.start()
+        return job
+
+    @staticmethod
+    def bank(parameters: Parameters) -> TemplateBank | None:
+        """The template bank to use, or None for templates from the scene."""
+        return TemplateBank.open(parameters.bankFolder) if parameters.templateSource == "bank" else None
+
+    @staticmethod
+    def emptySegmentIds(segmentationNode) -> list[str]:
+        """Ids of the segments without any voxel, in the segmentation's order."""
+        segmentation = segmentationNode.GetSegmentation()
+        empty = []
+        for segmentId in segmentation.GetSegmentIDs():
+            voxels = slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentationNode, segmentId)
+            label = segmentation.GetSegment(segmentId).GetLabelValue()
+            if voxels is None or not np.any(voxels == label):
+                empty.append(segmentId)
+        return empty
+
+    @staticmethod
+    def _requireScene(parameters: Parameters, sourceVolumeNode, segmentationNode) -> None:
+        ok, reason = parameters.isValid()
+        if not ok:
+            raise InputError(reason)
+        if sourceVolumeNode is None or sourceVolumeNode.GetImageData() is None:
+            raise InputError("no source volume: select the volume to segment in the Segment Editor")
+        if segmentationNode is None:
+            raise InputError("no segmentation: create or select one in the Segment Editor")
+
+    def _task(self, parameters: Parameters, sourceVolumeNode, segmentationNode, segmentId: str, bank) -> SegmentTask:
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+        if segment is None:
+            raise InputError(f"segmentation {segmentationNode.GetName()!r} has no segment {segmentId!r}")
+        name = segment.GetName()
+        collection = self.collector.collect(name, sourceVolumeNode, bank)
+        return SegmentTask(segmentId, name, parameters.promptText(name), collection.templates, collection.warnings)
+
+    @staticmethod
+    def _request(sourceVolumeNode, segmentationNode, tasks: list[SegmentTask]) -> SegmentRequest:
+        image = scene_io.node_to_volume(sourceVolumeNode)
+        return SegmentRequest(
+            image,
+            volumeModality(sourceVolumeNode, image.array),
+            tasks,
+            referenceGeometry(segmentationNode),
+            transformBetween(sourceVolumeNode, segmentationNode),
+        )

@@ -1,0 +1,55 @@
+"""SegmentRequest: everything a background auto-segment job needs, copied out of the scene.
+
+MRML nodes are not thread-safe, so the GUI thread copies the source volume, the templates and
+the segmentation's geometry into a request; the job's worker thread touches nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vessa.io import Template, Volume
+
+
+@dataclass
+class SegmentTask:
+    """One segment to fill: its id and name in the user's segmentation, the text prompt, the
+    templates, and warnings found while collecting them."""
+
+    segmentId: str
+    segmentName: str
+    text: str
+    templates: list[Template]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SegmentRequest:
+    """image: the source volume (copy); modality: its modality ("" = unknown);
+    reference: an empty `vtkOrientedImageData` on the segmentation's reference geometry;
+    transform: volume -> segmentation coordinates (None: the same frame)."""
+
+    image: Volume
+    modality: str
+    tasks: list[SegmentTask]
+    reference: object
+    transform: object = None
+
+
+@dataclass
+class TaskResult:
+    """The model's output for one task.
+
+    probability: float32 `vtkOrientedImageData` on the segmentation's reference geometry
+    (what the preview and Apply use); sourceProbability: the same on the source volume's grid;
+    sliceConfidence: one value per slice along array axis `axis` of the source volume.
+    """
+
+    task: SegmentTask
+    probability: object
+    sourceProbability: Volume
+    sliceConfidence: np.ndarray
+    axis: int
+    seconds: float

@@ -1,0 +1,117 @@
+"""TemplateCollector: the exemplars of one structure, from other volumes in the scene or a bank."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import slicer
+
+from vessa.errors import BankError, InputError
+from vessa.io import Template, TemplateBank, Volume
+from vessa.io.bank import normalise_name
+
+from . import scene_io
+from .modality import modalityMismatch, volumeModality
+
+# Segmentation nodes carrying this attribute are VESSA's own previews, never templates.
+PREVIEW_ATTRIBUTE = "VESSA.Preview"
+
+
+@dataclass
+class TemplateCollection:
+    """Templates of one structure and warnings about them (e.g. another modality)."""
+
+    templates: list[Template]
+    warnings: list[str] = field(default_factory=list)
+
+
+class TemplateCollector:
+    """Finds templates by segment name (case-insensitive, spaces/underscores alike).
+
+    In the scene, a template is a non-empty segment of that name in a segmentation whose
+    reference volume (the volume it was drawn on) is not the target volume; the mask is taken
+    on that volume's grid, whatever the segmentation's own geometry.
+    """
+
+    def sceneTemplatePairs(self, targetVolumeNode) -> list[tuple[object, object]]:
+        """(segmentation node, its reference volume node) pairs usable as template sources."""
+        pairs = []
+        for segmentationNode in slicer.util.getNodesByClass("vtkMRMLSegmentationNode"):
+            if segmentationNode.GetAttribute(PREVIEW_ATTRIBUTE):
+                continue
+            volumeNode = segmentationNode.GetNodeReference(
+                slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+            )
+            if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode"):
+                continue
+            if targetVolumeNode is not None and volumeNode.GetID() == targetVolumeNode.GetID():
+                continue
+            pairs.append((segmentationNode, volumeNode))
+        return pairs
+
+    def sceneNames(self, targetVolumeNode) -> list[str]:
+        """Names of the segments other volumes' segmentations have (sorted, unique)."""
+        names = set()
+        for segmentationNode, _ in self.sceneTemplatePairs(targetVolumeNode):
+            segmentation = segmentationNode.GetSegmentation()
+            names.update(segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs())
+        return sorted(names, key=str.lower)
+
+    def fromScene(self, name: str, targetVolumeNode) -> TemplateCollection:
+        """Templates of `name` from the scene; InputError listing the names there are if none."""
+        wanted = normalise_name(name)
+        targetModality = volumeModality(targetVolumeNode)
+        collection = TemplateCollection([])
+        images: dict[str, tuple[Volume, str]] = {}
+        for segmentationNode, volumeNode in self.sceneTemplatePairs(targetVolumeNode):
+            segmentation = segmentationNode.GetSegmentation()
+            matches = [
+                segmentId
+                for segmentId in segmentation.GetSegmentIDs()
+                if normalise_name(segmentation.GetSegment(segmentId).GetName()) == wanted
+            ]
+            for segmentId in matches:
+                segment = scene_io.node_to_segmentation(segmentationNode, volumeNode, [segmentId]).segments[0]
+                if not segment.mask.any():
+                    continue
+                if volumeNode.GetID() not in images:
+                    image = scene_io.node_to_volume(volumeNode)
+                    images[volumeNode.GetID()] = (image, volumeModality(volumeNode, image.array))
+                image, modality = images[volumeNode.GetID()]
+                template = Template(
+                    image, segment.mask, segment.name, segment.description, volumeNode.GetName(), modality
+                )
+                collection.templates.append(template)
+                self._checkModality(collection, template, targetVolumeNode.GetName(), targetModality)
+        if not collection.templates:
+            names = self.sceneNames(targetVolumeNode)
+            raise InputError(
+                f"no template for {name!r}: no other volume has a non-empty segment of that name; "
+                f"segments on other volumes: {', '.join(names) or '(none)'}"
+            )
+        return collection
+
+    def fromBank(self, bank: TemplateBank, name: str, targetVolumeNode) -> TemplateCollection:
+        """Templates of `name` from a template bank (BankError listing the bank's names if none)."""
+        collection = TemplateCollection(bank.templates(name))
+        targetModality = volumeModality(targetVolumeNode)
+        for template in collection.templates:
+            self._checkModality(collection, template, targetVolumeNode.GetName(), targetModality)
+        return collection
+
+    def collect(self, name: str, targetVolumeNode, bank: TemplateBank | None) -> TemplateCollection:
+        """From `bank` if given, else from the scene."""
+        if bank is None:
+            return self.fromScene(name, targetVolumeNode)
+        try:
+            return self.fromBank(bank, name, targetVolumeNode)
+        except BankError as error:
+            raise InputError(str(error)) from None
+
+    @staticmethod
+    def _checkModality(collection: TemplateCollection, template: Template, targetName: str, targetModality: str):
+        if modalityMismatch(targetModality, template.modality):
+            collection.warnings.append(
+                f"template {template.case_id}/{template.name} is {template.modality or 'not CT'} but "
+                f"{targetName} is {targetModality or 'not CT'}; using it anyway"
+            )
