@@ -109,7 +109,7 @@ def test_start_exports_writes_specs_and_launches_stage1(make_logic, runner, para
     assert stage1.output_dir == str(job / "stage1") and stage1.init_checkpoint is None
     stage2 = JobSpec.from_json(job / "stage2" / "job.json")
     assert (stage2.stage, stage2.method) == ("stage2", "vessa")
-    assert stage2.options == {"vessa_checkpoint": str(job / "stage1" / "last.pt")}
+    assert stage2.options == {"vessa_checkpoint": str(job / "stage1" / "vessa_stage1.pt")}
     assert json.loads((job / "vessatrain.json").read_text()) == {
         "version": 1, "stages": ["stage1", "stage2"], "gpus": 1, "registered": {}}
 
@@ -155,6 +155,7 @@ def test_both_stages_chain_register_and_summarise(make_logic, runner, params, tm
     logic = make_logic(gpus=1)
     logic.start(params)
     job = logic.folder
+    assistant = save_checkpoint(job / "stage1" / "vessa_stage1.pt")  # stage 1's inference export
     stage1_checkpoint = save_checkpoint(job / "stage1" / "ckpt_step50.pt")
     JobStatus(job / "stage1").update("finished", method="vessa", step=50, total=50, last_checkpoint=stage1_checkpoint)
     runner.feed({"event": "started", "stage": "stage1", "step": 0, "total": 50},
@@ -171,17 +172,30 @@ def test_both_stages_chain_register_and_summarise(make_logic, runner, params, tm
     registry = WeightsRegistry(tmp_path / "cache")
     entry = registry.get("job-stage1")
     assert entry.kind == "vessa" and "liver, spleen" in entry.description
-    assert registry.check(entry).read_bytes() == Path(stage1_checkpoint).read_bytes()
+    assert registry.check(entry).read_bytes() == Path(assistant).read_bytes()
 
     stage2_checkpoint = save_checkpoint(job / "stage2" / "ckpt_step50.pt")
     JobStatus(job / "stage2").update("finished", step=50, total=50, last_checkpoint=stage2_checkpoint)
     runner.feed({"event": "finished", "stage": "stage2", "step": 50, "checkpoint": stage2_checkpoint}, returncode=0)
-    logic.poll()
+    assert logic.poll() == [f"stage 2 finished at step 50: {stage2_checkpoint}"]
     assert logic.state == "finished"
     assert logic.summary.splitlines()[:2] == [
         "stage1: finished at step 50/50, loss 0.250, dice 0.500; checkpoint registered as 'job-stage1'",
-        "stage2: finished at step 50/50; checkpoint registered as 'job-stage2'"]
+        f"stage2: finished at step 50/50; last checkpoint {stage2_checkpoint}"]
+    assert sorted(registry.user_entries()) == ["job-stage1"]  # a student is not an assistant
     assert logic.poll() == []
+
+
+def test_stage1_without_an_assistant_export_registers_nothing(make_logic, runner, params, tmp_path):
+    params.stages = "stage1"
+    logic = make_logic()
+    logic.start(params)
+    runner.feed({"event": "finished", "stage": "stage1", "step": 5, "checkpoint": "/j/ckpt_step5.pt"}, returncode=0)
+    lines = logic.poll()
+    assert lines[-1] == (f"stage1 finished without an assistant checkpoint ({logic.folder}/stage1/vessa_stage1.pt "
+                         "is missing); nothing registered")
+    assert logic.state == "finished"
+    assert WeightsRegistry(tmp_path / "cache").user_entries() == {}
 
 
 def test_cancel_and_failure_are_reported(make_logic, runner, params):
@@ -246,8 +260,8 @@ def test_restore_of_a_failed_job_shows_the_stderr_tail(make_logic, params):
 def test_restore_registers_a_stage_that_finished_while_closed(make_logic, params, tmp_path):
     make_logic().start(params)
     job = Path(params.output_folder).resolve()
-    checkpoint = save_checkpoint(job / "stage1" / "ckpt_step50.pt")
-    JobStatus(job / "stage1").update("finished", step=50, total=50, last_checkpoint=checkpoint)
+    save_checkpoint(job / "stage1" / "vessa_stage1.pt")
+    JobStatus(job / "stage1").update("finished", step=50, total=50, last_checkpoint=str(job / "stage1" / "last.pt"))
     logic = make_logic()
     assert logic.restore(job)
     assert (logic.state, logic.current) == ("cancelled", "stage2")

@@ -95,9 +95,11 @@ def test_plot_nodes_follow_the_series(slicer_scene):
     assert stage2.GetColor() == loss.GetColor()
     assert stage2.GetLineStyle() != loss.GetLineStyle()
 
+    assert plots.view_node().GetPlotChartNodeID() == chart.GetID()
+    assert plots.view_node() is plots.view_node()
     before = slicer_scene.GetNumberOfNodes()
     plots.clear()
-    assert slicer_scene.GetNumberOfNodes() == before - 7  # chart, 3 series, 3 tables
+    assert slicer_scene.GetNumberOfNodes() == before - 8  # view, chart, 3 series, 3 tables
     assert plots.update({"stage1": {"loss": [(1, 1.0)]}}).GetNumberOfPlotSeriesNodes() == 1
 
 

@@ -25,6 +25,7 @@ class PlotLogic:
         self.scene = scene or slicer.mrmlScene
         self.name = name
         self.chart = None
+        self.view = None
         self._tables: dict[tuple[str, str], object] = {}
         self._series: dict[tuple[str, str], object] = {}
         self._extra_metrics: list[str] = []
@@ -43,12 +44,19 @@ class PlotLogic:
                                                  ["step", metric])
         return chart
 
+    def view_node(self):
+        """A plot view node showing the chart, for the panel's plot widget (created once)."""
+        if self.view is None or self.view.GetScene() is not self.scene:
+            self.view = self.scene.AddNewNodeByClass("vtkMRMLPlotViewNode", f"{self.name} view")
+        self.view.SetPlotChartNodeID(self._chart().GetID())
+        return self.view
+
     def clear(self) -> None:
-        """Remove the chart, series and tables from the scene."""
-        for node in [*self._series.values(), *self._tables.values(), self.chart]:
+        """Remove the chart, series, tables and view node from the scene."""
+        for node in [*self._series.values(), *self._tables.values(), self.chart, self.view]:
             if node is not None and node.GetScene() is self.scene:
                 self.scene.RemoveNode(node)
-        self.chart = None
+        self.chart = self.view = None
         self._tables.clear()
         self._series.clear()
 

@@ -5,7 +5,10 @@ Job folder (the panel's output folder):
     vessatrain.json         the plan: stages, GPUs, names the finished checkpoints were registered under
     stage1/, stage2/        one `vessa train` job each: job.json (JobSpec), status.json, checkpoints,
                             metrics.csv, stderr.log
-Stages run one after the other; stage 2 with VESSA gets stage 1's `last.pt` as its assistant.
+Stages run one after the other. Stage 1 exports its assistant as `vessa_stage1.pt` (an inference
+checkpoint, `vessa.train.stage1.EXPORT_NAME`): stage 2 with VESSA uses it, and when stage 1
+finishes it is added to the weights registry, where the VESSA effect lists it. Stage-2 students
+are not assistants, so they are reported but not registered.
 States: idle -> running -> finished | cancelled | failed; "detached" after a restart while a
 job of the folder is still running in another process (followed through its status.json).
 The logic opens no dialogs: bad input raises InputError, everything else is in `state`,
@@ -42,6 +45,7 @@ from VESSATrainLib.train_parameters import TrainParameters
 PLAN_FILE = "vessatrain.json"
 SPEC_FILE = "job.json"
 STDERR_FILE = "stderr.log"
+STAGE1_EXPORT = "vessa_stage1.pt"  # = vessa.train.stage1.EXPORT_NAME (not imported: that needs torch)
 # Disk space kept free for each stage's checkpoints (a rough upper bound: SAM2-tiny with AdamW
 # state is ~0.5 GB per checkpoint, `keep_checkpoints` + last + best of them).
 CHECKPOINT_RESERVE = {"stage1": 3 * 2**30, "stage2": 2**30}
@@ -209,7 +213,7 @@ class TrainLogic:
         options: dict[str, Any] = {}
         first = stage == params.stage_list()[0]
         if stage == "stage2" and params.method == "vessa":
-            options["vessa_checkpoint"] = str(folder / "stage1" / "last.pt") if not first else init
+            options["vessa_checkpoint"] = str(folder / "stage1" / STAGE1_EXPORT) if not first else init
         return JobSpec(stage=stage, method="vessa" if stage == "stage1" else params.method,
                        manifest=str(manifest), output_dir=str(folder / stage), structures=list(params.structures),
                        device=device, init_checkpoint=init if first and stage == "stage1" else None,
@@ -267,7 +271,7 @@ class TrainLogic:
             return lines
         stage = self.current
         if end.returncode == 0 and stage in self.progress.done_stages:
-            lines += self._register(stage, self.progress.checkpoints.get(stage))
+            lines += self._register(stage)
             following = self.plan["stages"].index(stage) + 1
             if following < len(self.plan["stages"]):
                 return lines + self._launch(self.plan["stages"][following], resume=False)
@@ -295,10 +299,13 @@ class TrainLogic:
 
     # --- after a stage / after a restart -----------------------------------------------------
 
-    def _register(self, stage: str, checkpoint: str | None) -> list[str]:
-        """Add a finished stage's checkpoint to the weights registry, so the VESSA effect lists it."""
-        if not checkpoint:
+    def _register(self, stage: str) -> list[str]:
+        """Add a finished stage 1's assistant to the weights registry, so the VESSA effect lists it."""
+        checkpoint = self.folder / stage / STAGE1_EXPORT
+        if stage != "stage1":
             return []
+        if not checkpoint.is_file():
+            return [f"stage1 finished without an assistant checkpoint ({checkpoint} is missing); nothing registered"]
         name = re.sub(r"[^A-Za-z0-9._+-]+", "-", f"{self.folder.name}-{stage}").strip("-._+")
         if not NAME_PATTERN.fullmatch(name):
             name = f"vessatrain-{stage}"
@@ -337,7 +344,7 @@ class TrainLogic:
         self.message = ""
         for stage in stages:  # a stage that finished while the panel was closed
             if (statuses[stage] or {}).get("state") == "finished" and stage not in self.plan["registered"]:
-                self._register(stage, statuses[stage].get("last_checkpoint"))
+                self._register(stage)
         if not unfinished:
             self.state = "finished"
         elif status.get("state") == "running" and _alive(status.get("pid")):
