@@ -26,10 +26,12 @@ class VESSATrain(ScriptedLoadableModule):
         self.parent.dependencies = ["VESSASegment"]
         self.parent.contributors = ["VESSA for 3D Slicer developers"]
         self.parent.helpText = _(
-            "Trains the VESSA segmentation assistant on labelled volumes of the scene and uses it "
-            "to train a segmentation network on unlabelled ones (semi-supervised). So far the "
-            "module provides its self-test, which reads scene volumes and segmentations into the "
-            "<code>vessa</code> library the way training jobs will; training is not available yet."
+            "Trains the VESSA segmentation assistant on labelled volumes of the scene (stage 1) and uses "
+            "it to train a segmentation network on unlabelled ones (stage 2, semi-supervised). Pick "
+            "volume + segmentation pairs, unlabelled volumes, the segment names to learn and an output "
+            "folder, then Start: the cohort is exported there and training runs in a background "
+            "process. Cancel keeps the last checkpoint, Resume continues from it, also after a restart. "
+            "A finished stage 1 appears in the checkpoint list of the VESSA segment editor effect."
         )
         self.parent.acknowledgementText = _(
             "Training follows the two stages of J. Guo et al., <i>Vision-Language Enhanced Foundation "
@@ -40,11 +42,22 @@ class VESSATrain(ScriptedLoadableModule):
 
 
 class VESSATrainWidget(ScriptedLoadableModuleWidget):
-    """The module panel shows help and acknowledgement; nothing else yet (Reload & Test in developer mode)."""
+    """The panel (Resources/UI/VESSATrain.ui), wired by VESSATrainLib.widget.TrainWidget."""
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        self.layout.addStretch(1)
+        from VESSATrainLib.widget import TrainWidget
+
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/VESSATrain.ui"))
+        self.layout.addWidget(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.panel = TrainWidget(uiWidget)
+
+    def enter(self):
+        self.panel.refreshCohort()
+
+    def cleanup(self):
+        self.panel.cleanup()
 
 
 class VESSATrainTest(ScriptedLoadableModuleTest):
