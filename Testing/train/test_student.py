@@ -24,6 +24,8 @@ def test_student_is_basic_unet_with_split_forward():
     features = student.encode(x)
     assert [f.shape[1:] for f in features] == [(4, 32, 32), (4, 16, 16), (8, 8, 8), (8, 4, 4), (16, 2, 2)]
     assert student.encoder_channels == (4, 4, 8, 8, 16)
+    logits, returned = student(x, return_features=True)
+    assert torch.equal(logits, student(x)) and all(torch.equal(a, b) for a, b in zip(returned, features, strict=True))
 
 
 def test_channel_mask_scales_encoder_features_per_sample():

@@ -91,17 +91,24 @@ def region_embeddings(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean features of every (image, class) region: features [B, D, h, w], labels [B, H, W]
     (class indices, H and W multiples of h and w), optional pixel weights [B, H, W].
-
-    Masks are area-downsampled to h x w; regions covering < `min_area` feature cells are
-    dropped. Returns (embeddings [R, D], class index [R], image index [R]).
-    """
-    batch, _, h, w = features.shape
+    See `soft_region_embeddings` for the result."""
     onehot = F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2).to(features.dtype)
     if weight is not None:
         onehot = onehot * weight[:, None].to(features.dtype)
-    masks = F.adaptive_avg_pool2d(onehot, (h, w))  # [B, C, h, w] fraction of each cell
-    area = masks.sum(dim=(2, 3))  # [B, C]
-    pooled = torch.einsum("bchw,bdhw->bcd", masks, features) / area.clamp_min(1e-6)[..., None]
+    return soft_region_embeddings(features, onehot, min_area)
+
+
+def soft_region_embeddings(
+    features: torch.Tensor, masks: torch.Tensor, min_area: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mask-weighted mean features of every (image, class): features [B, D, h, w], soft masks
+    [B, C, H, W] in [0, 1] (H, W multiples of h, w), area-downsampled to h x w; regions
+    covering < `min_area` feature cells are dropped.
+    Returns (embeddings [R, D], class index [R], image index [R])."""
+    h, w = features.shape[-2:]
+    cells = F.adaptive_avg_pool2d(masks.to(features.dtype), (h, w))  # [B, C, h, w] fraction of each cell
+    area = cells.sum(dim=(2, 3))  # [B, C]
+    pooled = torch.einsum("bchw,bdhw->bcd", cells, features) / area.clamp_min(1e-6)[..., None]
     keep = area >= min_area
     image_index, class_index = keep.nonzero(as_tuple=True)
     return pooled[keep], class_index, image_index
@@ -120,20 +127,43 @@ def contrastive_logits(
     return sim / tau
 
 
+@dataclass
+class HeadOutputs:
+    """What `DuSSSHeads` computes for one batch (D = the heads' dim, C classes, R regions).
+
+    text [C, D] projected class texts and text_gauss; text_logits [B, C, H, W] pixel-text
+    logits cos(v_f, t_c)/τ; regions [R, D] projected region embeddings, region_gauss,
+    region_class / region_image [R]; grounded [G, D] text-mask-pooled pixel embeddings,
+    grounded_class / grounded_image [G]. Gaussians are None without SSS.
+    """
+
+    text: torch.Tensor
+    text_gauss: tuple[torch.Tensor, torch.Tensor] | None
+    text_logits: torch.Tensor
+    regions: torch.Tensor
+    region_gauss: tuple[torch.Tensor, torch.Tensor] | None
+    region_class: torch.Tensor
+    region_image: torch.Tensor
+    grounded: torch.Tensor
+    grounded_class: torch.Tensor
+    grounded_image: torch.Tensor
+
+
 class DuSSSHeads(nn.Module):
     """Trainable DuSSS parts on a student's bottleneck (x4, `bottleneck` channels).
 
     image_proj / text_proj: to a shared `dim`-d space; image_gauss / text_gauss: their
-    Gaussians; grounding: bottleneck [B, C, S/16, S/16] -> pixel embeddings [B, dim, S/4, S/4];
-    log_tau: learnable temperature (τ = exp(log_tau), initially 0.07).
+    Gaussians (only with `gaussian`, i.e. SSS on); grounding: bottleneck [B, C, S/16, S/16] ->
+    pixel embeddings v_f [B, dim, S/4, S/4]; log_tau: learnable temperature (τ = exp(log_tau),
+    initially 0.07).
     """
 
-    def __init__(self, bottleneck: int, text_dim: int, dim: int = 128, tau: float = 0.07):
+    def __init__(self, bottleneck: int, text_dim: int, dim: int = 128, tau: float = 0.07, gaussian: bool = True):
         super().__init__()
         self.image_proj = nn.Sequential(nn.Linear(bottleneck, dim), nn.ReLU(), nn.Linear(dim, dim))
         self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.ReLU(), nn.Linear(dim, dim))
-        self.image_gauss = GaussianHead(dim, dim)
-        self.text_gauss = GaussianHead(dim, dim)
+        self.image_gauss = GaussianHead(dim, dim) if gaussian else None
+        self.text_gauss = GaussianHead(dim, dim) if gaussian else None
         self.grounding = nn.Sequential(
             nn.Conv2d(bottleneck, dim, 1),
             nn.Upsample(scale_factor=4, mode="bilinear", align_corners=False),
@@ -147,9 +177,41 @@ class DuSSSHeads(nn.Module):
     def tau(self) -> torch.Tensor:
         return self.log_tau.exp().clamp(1e-3, 1.0)
 
-    def text_logits(self, bottleneck: torch.Tensor, text: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Per-class text-grounding logits cos(v_f, t_c)/τ [B, C, *size] from the bottleneck
-        and the projected class texts text [C, dim] (class 0 = background)."""
-        pixels = F.normalize(self.grounding(bottleneck), dim=1)
-        logits = torch.einsum("bdhw,cd->bchw", pixels, F.normalize(text, dim=-1)) / self.tau
+    def pixel_text_logits(self, pixels: torch.Tensor, text: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """cos(v_f, t_c)/τ [B, C, *size] of pixel embeddings [B, D, h, w] and texts [C, D]."""
+        logits = torch.einsum("bdhw,cd->bchw", F.normalize(pixels, dim=1), F.normalize(text, dim=-1)) / self.tau
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+    def text_logits(self, bottleneck: torch.Tensor, text: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Per-class text-grounding logits [B, C, *size] from the bottleneck and projected texts [C, D]."""
+        return self.pixel_text_logits(self.grounding(bottleneck), text, size)
+
+    def project_regions(self, bottleneck: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None,
+                        classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected region embeddings [R, D] of (image, class) regions of `labels` [B, H, W]."""
+        pooled, region_class, region_image = region_embeddings(bottleneck, labels, classes, weight)
+        return self.image_proj(pooled), region_class, region_image
+
+    def forward(self, bottleneck: torch.Tensor, text_features: torch.Tensor, labels: torch.Tensor,
+                weight: torch.Tensor | None, size: tuple[int, int]) -> HeadOutputs:
+        """All head outputs for a batch: bottleneck [B, C4, h, w], frozen class text features
+        [C, T], region labels [B, H, W] with optional pixel weights, output size (H, W)."""
+        classes = text_features.shape[0]
+        text = self.text_proj(text_features)
+        pixels = self.grounding(bottleneck)
+        text_logits = self.pixel_text_logits(pixels, text, size)
+        regions, region_class, region_image = self.project_regions(bottleneck, labels, weight, classes)
+        grounded, grounded_class, grounded_image = soft_region_embeddings(pixels, torch.softmax(text_logits, dim=1))
+        gaussian = self.image_gauss is not None
+        return HeadOutputs(
+            text=text,
+            text_gauss=self.text_gauss(text) if gaussian else None,
+            text_logits=text_logits,
+            regions=regions,
+            region_gauss=self.image_gauss(regions) if gaussian else None,
+            region_class=region_class,
+            region_image=region_image,
+            grounded=grounded,
+            grounded_class=grounded_class,
+            grounded_image=grounded_image,
+        )

@@ -65,7 +65,11 @@ SetupFactory = Callable[[JobSpec, Runtime], TrainingSetup]
 
 # "<stage>:<method>" -> "module:function" building a TrainingSetup from (spec, runtime).
 OBJECTIVES: dict[str, str] = {
+    "stage1:vessa": "vessa.train.stage1:build_stage1",
     "stage2:supervised": "vessa.train.supervised:build_supervised",
+    "stage2:unimatch": "vessa.train.unimatch:build_unimatch",
+    "stage2:vessa": "vessa.train.unimatch:build_vessa",
+    "stage2:dusss": "vessa.train.dusss_objective:build_dusss",
 }
 
 

@@ -95,11 +95,14 @@ class StudentUNet(BasicUNet):
         u = self.upcat_2(u, x1)
         return self.final_conv(self.upcat_1(u, x0))
 
-    def forward(self, x: torch.Tensor, channel_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, channel_mask: torch.Tensor | None = None,
+                return_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits; `channel_mask` [N, max(encoder_channels)] multiplies every encoder feature
         map per sample and channel (its first C_l entries on a level of C_l channels: one mask
-        for all levels, as UniMatch V2 applies one dropout mask to all its feature levels)."""
+        for all levels, as UniMatch V2 applies one dropout mask to all its feature levels).
+        With `return_features`, (logits, encoder features after the mask)."""
         features = self.encode(x)
         if channel_mask is not None:
             features = [f * channel_mask[:, : f.shape[1], None, None].to(f.dtype) for f in features]
-        return self.decode(features)
+        logits = self.decode(features)
+        return (logits, features) if return_features else logits

@@ -1,0 +1,240 @@
+"""Stage-2 objectives (UniMatch V2, + VESSA, DuSSS) on the tiny cohort: steps, losses, EMA, CLI runs."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from vessa import cli
+from vessa.errors import JobError
+from vessa.train.checkpoint import load_checkpoint
+from vessa.train.cohort import load_cohort
+from vessa.train.distributed import Runtime
+from vessa.train.objective import build_setup
+from vessa.train.slices import SliceDataset
+from vessa.train.stage2 import parse_options
+from vessa.train.unimatch import UniMatchOptions, VessaOptions
+from vessa.train.vessa_labels import VessaRefiner, template_bank
+
+CPU = Runtime(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+TINY = [4, 4, 8, 8, 16, 4]
+UNTRAINED_VESSA = {"vessa_untrained": True, "vessa_image_size": 128, "vessa_bank_size": 2, "vessa_batch_size": 4}
+
+
+@pytest.fixture
+def stage2_spec(make_spec):
+    def make(method: str, **options):
+        extra = UNTRAINED_VESSA if method == "vessa" else {}
+        return make_spec(method=method, structures=["blob", "ring"], options={"features": TINY, **extra, **options})
+    return make
+
+
+@pytest.fixture(scope="module")
+def assistant():
+    from vessa.model.assistant import TemplateAssistant
+    from vessa.model.config import ModelConfig
+
+    torch.manual_seed(0)
+    return TemplateAssistant(ModelConfig(image_size=128))
+
+
+@pytest.fixture
+def shared_assistant(assistant, monkeypatch):
+    """Objectives built in this test get the module's assistant instead of building their own."""
+    monkeypatch.setattr("vessa.train.unimatch.load_vessa_assistant", lambda options: assistant)
+    return assistant
+
+
+class Recorder(nn.Module):
+    """Passes calls to a model and remembers the keyword arguments of each call."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.calls: list[dict] = []
+
+    def forward(self, x, **kwargs):
+        self.calls.append({"batch": x.shape[0], **kwargs})
+        return self.model(x, **kwargs)
+
+
+def one_step(setup, step=0, nets=None):
+    objective = setup.objective
+    batch = next(setup.batches(step))
+    loss, metrics = objective.training_step(batch, step, nets or objective.models())
+    loss.backward()
+    return loss, metrics
+
+
+def test_options_are_checked_against_the_method(stage2_spec):
+    assert parse_options(UniMatchOptions, stage2_spec("unimatch", threshold=1)).threshold == 1.0
+    with pytest.raises(JobError, match="unknown option.*channels"):
+        parse_options(UniMatchOptions, stage2_spec("unimatch", channels=[4]))
+    with pytest.raises(JobError, match="'complementary_dropout'.*like True"):
+        parse_options(UniMatchOptions, stage2_spec("unimatch", complementary_dropout="yes"))
+    with pytest.raises(JobError, match="threshold"):
+        parse_options(UniMatchOptions, stage2_spec("unimatch", threshold=1.5))
+    with pytest.raises(JobError, match="vessa_checkpoint"):
+        parse_options(VessaOptions, stage2_spec("vessa", vessa_untrained=False))
+    assert not parse_options(VessaOptions, stage2_spec("vessa", vessa_untrained=False, vessa=False)).vessa
+
+
+def test_unimatch_step_gives_finite_loss_gradients_and_complementary_masks(stage2_spec):
+    torch.manual_seed(0)
+    setup = build_setup(stage2_spec("unimatch", threshold=0.0), CPU)
+    objective = setup.objective
+    recorder = Recorder(objective.student)
+    loss, metrics = one_step(setup, nets={"student": recorder})
+    assert torch.isfinite(loss) and metrics["confident"] == 1.0 and metrics["loss_u"] > 0
+    assert loss.item() == pytest.approx((metrics["loss_x"] + metrics["loss_u"]) / 2, rel=1e-5)
+    grads = [p.grad for p in objective.student.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    labelled, strong = recorder.calls
+    assert labelled["batch"] == 2 and "channel_mask" not in labelled
+    mask = strong["channel_mask"]
+    assert strong["batch"] == 4 and mask.shape == (4, 16)  # two strong views of 2 images, widest level 16
+    assert torch.equal(mask[:2] + mask[2:], torch.full((2, 16), 2.0))
+    assert all(p.grad is None for p in objective.teacher.parameters())
+
+
+def test_unimatch_without_confident_pixels_is_half_the_supervised_loss(stage2_spec):
+    setup = build_setup(stage2_spec("unimatch", threshold=1.0, complementary_dropout=False), CPU)
+    loss, metrics = one_step(setup)
+    assert metrics["loss_u"] == 0.0 and loss.item() == pytest.approx(metrics["loss_x"] / 2, rel=1e-6)
+
+
+def test_ema_teacher_follows_the_student_and_is_checkpointed(stage2_spec):
+    setup = build_setup(stage2_spec("unimatch"), CPU)
+    objective = setup.objective
+    with torch.no_grad():
+        for p in objective.student.parameters():
+            p.add_(1.0)
+    objective.after_step(0)  # momentum 0 at step 0: teacher = student
+    for t, s in zip(objective.teacher.state_dict().values(), objective.student.state_dict().values(), strict=True):
+        assert torch.equal(t, s)
+    state = objective.state_dict()
+    assert state["student_config"]["class_names"] == ["background", "blob", "ring"]
+    objective.load_state_dict(state)
+    with pytest.raises(JobError, match="student config"):
+        objective.load_state_dict({**state, "student_config": {**state["student_config"], "norm": "instance"}})
+
+
+class FixedRefiner:
+    """A stand-in for VessaRefiner: VESSA says "blob" everywhere."""
+
+    def probabilities(self, images, keys, teacher, step):
+        maps = torch.zeros(images.shape[0], 2, *images.shape[-2:])
+        maps[:, 0] = 1.0
+        return maps
+
+
+def test_vessa_fusion_follows_the_weight_schedule(stage2_spec):
+    setup = build_setup(stage2_spec("vessa", vessa=False, weak=False), CPU)
+    objective = setup.objective
+    objective.refiner = FixedRefiner()
+    unlabelled = next(setup.batches(0))["unlabelled"]
+    _, probs, weight = objective.pseudo_labels(unlabelled, 0)
+    assert weight == 1.0 and (probs.argmax(1) == 1).all() and torch.allclose(probs[:, 1], torch.ones(1))
+    _, probs, weight = objective.pseudo_labels(unlabelled, objective.spec.steps)
+    assert weight == pytest.approx(0.3)
+    teacher = torch.softmax(objective.teacher(unlabelled["image"]), dim=1)
+    expected = 0.7 * teacher
+    expected[:, 1] += 0.3
+    assert torch.allclose(probs, expected, atol=1e-5)
+
+
+def test_template_bank_holds_slices_of_each_structure(tiny_cohort):
+    cohort = load_cohort(tiny_cohort, ["blob", "ring"])
+    dataset = SliceDataset(cohort, cohort.select("train", labelled=True), ["blob", "ring"], 32)
+    bank = template_bank(dataset, classes=3, per_class=3)
+    assert set(bank) == {1, 2}
+    for _c, (images, masks) in bank.items():
+        assert images.shape == masks.shape == (3, 1, 32, 32)
+        assert (masks.flatten(1).sum(1) >= 16).all()
+    with pytest.raises(JobError, match="covers fewer than"):
+        template_bank(dataset, classes=3, per_class=3, min_pixels=10_000)
+
+
+def test_vessa_prompts_come_from_the_teacher_prediction(assistant, tiny_cohort):
+    bank = {1: (torch.rand(2, 1, 32, 32), torch.ones(2, 1, 32, 32))}
+    refiner = VessaRefiner(assistant, bank, ["blob"], torch.device("cpu"))
+    probs = torch.zeros(2, 2, 32, 32)
+    probs[:, 0] = 1.0
+    probs[0, :, 8:16, 4:20] = torch.tensor([0.1, 0.9])[:, None, None]
+    probs[0, 1, 10, 6] = 0.99  # most confident blob pixel
+    probs[0, 0, 9, 19], probs[0, 1, 9, 19] = 0.8, 0.2  # most confident background inside the box
+    mask, (coords, labels) = refiner._prompts(probs, 1)
+    scale = 128 / 32
+    assert labels.tolist() == [[1, 0, 2, 3], [-1, -1, -1, -1]]
+    expected = torch.tensor([[6, 10], [19, 9], [4, 8], [19, 15]], dtype=torch.float32)
+    assert torch.allclose(coords[0], (expected + 0.5) * scale - 0.5)
+    assert mask.shape == (2, 1, 32, 32) and mask.max() == pytest.approx(torch.logit(torch.tensor(0.99)).item(), 1e-4)
+    assert mask.min() == -10.0
+
+
+def test_vessa_refiner_runs_the_assistant_and_caches_maps(assistant, tiny_cohort):
+    cohort = load_cohort(tiny_cohort, ["blob", "ring"])
+    dataset = SliceDataset(cohort, cohort.select("train", labelled=True), ["blob", "ring"], 32)
+    refiner = VessaRefiner(assistant, template_bank(dataset, 3, 2), ["blob", "ring"], torch.device("cpu"),
+                           templates=2, refresh_every=2)
+    assert refiner.memories[1].memory.shape[0] == 2
+    images = dataset.case_slices(0)["image"][:2]
+    teacher = nn.Conv2d(1, 3, 1)
+    calls = []
+    refine = refiner.refine
+    refiner.refine = lambda *args: calls.append(len(args[0])) or refine(*args)
+    first = refiner.probabilities(images, [(0, 0), (0, 1)], teacher, step=0)
+    assert first.shape == (2, 2, 32, 32) and first.min() >= 0 and first.max() <= 1
+    assert torch.equal(refiner.probabilities(images, [(0, 1), (0, 0)], teacher, step=1), first.flip(0))
+    refiner.probabilities(images[:1], [(0, 0)], teacher, step=2)
+    assert calls == [2, 1] and refiner.cache_size == 2
+
+
+def test_dusss_step_trains_student_and_heads(stage2_spec):
+    torch.manual_seed(0)
+    setup = build_setup(stage2_spec("dusss", threshold=0.0, embed_dim=8), CPU)
+    objective = setup.objective
+    loss, metrics = one_step(setup)
+    assert torch.isfinite(loss)
+    for name in ("sup", "semi", "cmc", "imc", "tg", "pix"):
+        assert metrics[f"loss_{name}"] > 0, name
+    for model in (objective.student, objective.heads):
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert objective.heads.log_tau.grad != 0
+    with torch.no_grad():
+        objective.heads.log_tau.add_(1.0)
+    objective.after_step(0)  # momentum 0 at step 0: teacher = student
+    assert all(torch.equal(t, s) for t, s in zip(objective.teacher_heads.parameters(), objective.heads.parameters(),
+                                                   strict=True))
+    assert set(objective.state_dict()) == {"teacher", "teacher_heads", "student_config"}
+
+
+def test_dusss_without_sss_has_no_gaussian_heads(stage2_spec):
+    setup = build_setup(stage2_spec("dusss", sss=False, embed_dim=8, text_pseudo=False), CPU)
+    assert setup.objective.heads.image_gauss is None
+    loss, _ = one_step(setup)
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("method", ["unimatch", "vessa", "dusss"])
+def test_vessa_train_cli_runs_each_method(method, stage2_spec, tmp_path, capsys, shared_assistant):
+    spec = stage2_spec(method).replace(steps=3, checkpoint_every=3, log_every=1)
+    if method == "vessa":  # one structure: half the assistant calls
+        spec = spec.replace(structures=["blob"])
+    path = spec.to_json(tmp_path / "job.json")
+    assert cli.main(["train", "--spec", str(path)]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert [e["step"] for e in progress] == [1, 2, 3]
+    assert all(e["loss"] == e["loss"] for e in progress)  # not NaN
+    if method == "vessa":
+        assert progress[0]["vessa_weight"] == 1.0 and progress[-1]["vessa_weight"] < 1.0
+    finished = events[-1]
+    assert finished["event"] == "finished" and "val_dice" in finished
+    state = load_checkpoint(finished["checkpoint"])
+    assert state.step == 3 and set(state.objective) >= {"teacher", "student_config"}
+    assert SimpleNamespace(**state.config).method == method

@@ -1,0 +1,179 @@
+"""VESSA in the loop (METHODS §1.3): the stage-1 assistant refines the teacher's pseudo-labels.
+
+For each structure c, the labelled training slices that contain c form its template bank;
+their sam2 memories are encoded once and kept on the device (the assistant is frozen, so
+they never go stale). For an unlabelled slice, the assistant gets:
+- K templates: the bank slices whose pooled encoder embedding is closest (cosine) to the slice's;
+- the structure's text (its name, or a description given in the options);
+- prompts from the teacher's prediction p_t of the same slice: the mask prompt
+  logit(p_t[c]) (clipped to ±10, as sam2's mask input), the box of {argmax p_t == c} as
+  sam2 box-corner points (labels 2, 3), a positive point at the most confident pixel of c
+  and a negative point at the most confident background pixel inside the box (each
+  switchable; absent structure -> padding points, label −1).
+It returns p_v[c] = sigmoid(best-mask logits) × [object present] for every structure.
+
+`VessaRefiner.probabilities` caches each slice's p_v (uint8, on the CPU) and recomputes it
+after `refresh_every` steps, so VESSA runs on about B / refresh_every slices per step once
+the cache is warm. Cached maps belong to the un-augmented slice: the caller moves them with
+the same weak geometric transform as the image (`Stage2Objective.unlabelled_weak`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vessa.errors import JobError
+from vessa.model.assistant import TemplateAssistant, TemplateMemory
+from vessa.model.device import autocast
+from vessa.model.intensity import normalize_for_sam
+from vessa.train.slices import SliceDataset
+
+MASK_LOGIT_LIMIT = 10.0
+
+
+def template_bank(dataset: SliceDataset, classes: int, per_class: int,
+                  min_pixels: int = 16) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """For each structure c >= 1: up to `per_class` labelled slices that contain at least
+    `min_pixels` of it, evenly spread over all such slices: (images [N,1,S,S], masks [N,1,S,S])."""
+    candidates: dict[int, list[tuple[int, int]]] = {c: [] for c in range(1, classes)}
+    for case_index in range(len(dataset.cases)):
+        labels = dataset.case_slices(case_index)["label"][:, 0]
+        counts = torch.stack([(labels == c).flatten(1).sum(1) for c in range(1, classes)], dim=1)
+        for k, c in (counts >= min_pixels).nonzero().tolist():
+            candidates[c + 1].append((case_index, k))
+    bank = {}
+    for c, slices in candidates.items():
+        if not slices:
+            raise JobError(f"VESSA template bank: structure {dataset.structures[c - 1]!r} covers fewer than "
+                           f"{min_pixels} pixels in every labelled training slice")
+        chosen = [slices[i] for i in torch.linspace(0, len(slices) - 1, min(per_class, len(slices))).round().long()]
+        images, masks = [], []
+        for case_index, k in chosen:
+            item = dataset.case_slices(case_index)
+            images.append(item["image"][k])
+            masks.append(item["label"][k] == c)
+        bank[c] = torch.stack(images), torch.stack(masks).float()
+    return bank
+
+
+class VessaRefiner:
+    """VESSA pseudo-labels for unlabelled slices (module docstring).
+
+    bank: `template_bank(...)`; texts[c-1]: text of structure c; templates: K per slice;
+    mask_prompt / points / box: which teacher-derived prompts to give; batch_size: slices
+    per assistant call; refresh_every: cache lifetime in steps.
+    """
+
+    def __init__(self, assistant: TemplateAssistant, bank: dict[int, tuple[torch.Tensor, torch.Tensor]],
+                 texts: list[str], device: torch.device, templates: int = 3, mask_prompt: bool = True,
+                 points: bool = True, box: bool = True, batch_size: int = 8, refresh_every: int = 1):
+        if len(texts) != len(bank):
+            raise JobError(f"VESSA: {len(texts)} texts for {len(bank)} structures")
+        self.assistant = assistant.to(device).eval().requires_grad_(False)
+        self.device = device
+        self.size = assistant.image_size
+        self.templates = templates
+        self.mask_prompt, self.points, self.box = mask_prompt, points, box
+        self.batch_size = batch_size
+        self.refresh_every = refresh_every
+        self._cache: dict[tuple[int, int], tuple[torch.Tensor, int]] = {}
+        with torch.no_grad(), autocast(device):
+            self.text = assistant.embed_text(texts).float()
+            self.memories: dict[int, TemplateMemory] = {}
+            self.keys: dict[int, torch.Tensor] = {}
+            for c, (images, masks) in bank.items():
+                parts = [self._encode_templates(images[i : i + batch_size], masks[i : i + batch_size])
+                         for i in range(0, len(images), batch_size)]
+                self.memories[c] = TemplateMemory(*(torch.cat([getattr(p, f) for p in parts])
+                                                    for f in ("embedding", "masks", "memory")), parts[0].memory_pos)
+                self.keys[c] = F.normalize(self.memories[c].embedding.float().mean((2, 3)), dim=1)
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache)
+
+    def _to_model(self, images: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(images.to(self.device).float(), size=(self.size, self.size), mode="bilinear",
+                             align_corners=False)
+
+    def _encode_templates(self, images: torch.Tensor, masks: torch.Tensor) -> TemplateMemory:
+        features = self.assistant.encode(normalize_for_sam(self._to_model(images)))
+        return self.assistant.encode_templates(features, self._to_model(masks).clamp(0, 1))
+
+    def _prompts(self, probs: torch.Tensor, c: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Mask prompt [B,1,S,S] and points ([B,4,2] (x, y) model pixels, labels [B,4]) for class c."""
+        batch, _, height, width = probs.shape
+        fg = probs[:, c]
+        region = probs.argmax(1) == c
+        present = region.flatten(1).any(1)
+        ys, xs = torch.meshgrid(torch.arange(height, device=probs.device), torch.arange(width, device=probs.device),
+                                indexing="ij")
+        big = height * width
+        x0 = torch.where(region, xs, big).flatten(1).amin(1)
+        y0 = torch.where(region, ys, big).flatten(1).amin(1)
+        x1 = torch.where(region, xs, -1).flatten(1).amax(1)
+        y1 = torch.where(region, ys, -1).flatten(1).amax(1)
+        inside = ((xs >= x0.view(-1, 1, 1)) & (xs <= x1.view(-1, 1, 1))
+                  & (ys >= y0.view(-1, 1, 1)) & (ys <= y1.view(-1, 1, 1)))
+        pos = torch.where(region, fg, -1.0).flatten(1).argmax(1)
+        negative_ok = (inside & ~region).flatten(1).any(1) & present
+        neg = torch.where(inside & ~region, probs[:, 0], -1.0).flatten(1).argmax(1)
+        scale = self.size / width
+
+        def xy(index: torch.Tensor) -> torch.Tensor:
+            return torch.stack([(index % width).float(), (index // width).float()], dim=1)
+
+        corners = (torch.stack([x0, y0], 1).float(), torch.stack([x1, y1], 1).float())
+        coords = torch.stack([xy(pos), xy(neg), *corners], dim=1)
+        coords = (coords + 0.5) * scale - 0.5
+        off = torch.full_like(present, -1, dtype=torch.int32)
+        labels = torch.stack([
+            torch.where(present & self.points, 1, off),
+            torch.where(negative_ok & self.points, 0, off),
+            torch.where(present & self.box, 2, off),
+            torch.where(present & self.box, 3, off),
+        ], dim=1).int()
+        mask = torch.logit(fg.float().clamp(1e-6, 1 - 1e-6)).clamp(-MASK_LOGIT_LIMIT, MASK_LOGIT_LIMIT)[:, None]
+        return mask, (coords, labels)
+
+    @torch.no_grad()
+    def refine(self, images: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+        """VESSA probabilities [B, C-1, S, S] of unit-range slices [B,1,S,S] given the teacher's
+        softmax [B, C, S, S] on the same slices (no cache)."""
+        outputs = []
+        for start in range(0, images.shape[0], self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            outputs.append(self._refine(images[chunk], teacher_probs[chunk].float()))
+        return torch.cat(outputs)
+
+    def _refine(self, images: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        size = images.shape[-2:]
+        with autocast(self.device):
+            features = self.assistant.encode(normalize_for_sam(self._to_model(images)))
+            query = F.normalize(features.embedding.float().mean((2, 3)), dim=1)
+            maps = []
+            for c, memory in self.memories.items():
+                k = min(self.templates, len(memory.embedding))
+                index = (query @ self.keys[c].T).topk(k, dim=1).indices
+                mask, points = self._prompts(probs, c)
+                out = self.assistant.decode(features, memory.gather(index), self.text[c - 1].expand(len(images), -1),
+                                            mask_prompt=mask if self.mask_prompt else None, extra_points=points)
+                maps.append(out.probabilities().float())
+        return F.interpolate(torch.cat(maps, dim=1), size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor, keys: list[tuple[int, int]], teacher: nn.Module,
+                      step: int) -> torch.Tensor:
+        """Cached VESSA probabilities [B, C-1, S, S] of the un-augmented slices `images`
+        identified by `keys`; stale or missing ones are recomputed with `teacher`'s softmax."""
+        stale = [i for i, key in enumerate(keys)
+                 if key not in self._cache or step - self._cache[key][1] >= self.refresh_every]
+        if stale:
+            chosen = images[stale].to(self.device)
+            probs = torch.softmax(teacher(chosen).float(), dim=1)
+            fresh = (self.refine(chosen, probs) * 255).round().to(torch.uint8).cpu()
+            for i, value in zip(stale, fresh, strict=True):
+                self._cache[keys[i]] = (value, step)
+        return torch.stack([self._cache[key][0] for key in keys]).to(self.device).float() / 255
