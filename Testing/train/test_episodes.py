@@ -78,3 +78,36 @@ def test_gmm_render_draws_one_intensity_per_label():
     # each label gets its own random mean: the two halves differ, by a different amount per draw
     assert sum(gap > 0.3 for gap in gaps) >= 4
     assert max(gaps) - min(gaps) > 0.2
+
+
+def side_case(case_id: str, left: bool, modality: str) -> EpisodeCase:
+    image = np.random.default_rng(1).random((6, 40, 40)).astype(np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[:, 10:30, 2:14] = left
+    mask[:, 10:30, 26:38] = not left
+    return EpisodeCase(case_id, image, {"lesion": mask}, modality)
+
+
+def template_sides(cases: list[EpisodeCase]) -> list[tuple[bool, list[bool]]]:
+    """(target on the left?, [template on the left?]) for a few episodes."""
+    config = EpisodeConfig(image_size=40, max_templates=3, elastic_magnitude=(0.0, 0.0))
+    sampler = EpisodeSampler(cases, config, seed=3)
+    columns = torch.arange(40).float()
+
+    def left(mask):
+        return bool((mask[0].sum(0) * columns).sum() / mask.sum() < 20)
+
+    sides = []
+    for step in range(6):
+        batch = sampler.batch(step, 2)
+        for index in range(2):
+            sides.append((left(batch["mask"][index]), [left(m) for m in batch["template_masks"][index]]))
+    return sides
+
+
+def test_templates_come_from_other_subjects_of_the_same_modality_only():
+    mixed = template_sides([side_case("a", True, "MR"), side_case("b", False, "CT")])
+    assert all(all(t == target for t in templates) for target, templates in mixed)
+    same = template_sides([side_case("a", True, "MR"), side_case("b", False, "MR")])
+    crossing = sum(t != target for target, templates in same for t in templates)
+    assert crossing > len(same)  # most templates come from the other subject (p = 0.8 each)

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from monai.transforms import Rand2DElasticd
 
 from vessa.errors import JobError
-from vessa.io import Segmentation, Volume
 
 
 @dataclass
@@ -30,6 +29,7 @@ class EpisodeCase:
     case_id: str
     image: np.ndarray
     masks: dict[str, np.ndarray]
+    modality: str = ""
     labelmap: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -41,13 +41,6 @@ class EpisodeCase:
                     f"case {self.case_id}: a mask's shape {mask.shape} differs from {self.image.shape}"
                 )
             self.labelmap[mask] = index
-
-    @classmethod
-    def from_volume(cls, case_id: str, image: Volume, segmentation: Segmentation,
-                    scale_to_unit: callable) -> EpisodeCase:
-        """A case from a volume (intensities mapped to [0, 1] by `scale_to_unit`) and its segments."""
-        image.require_same_grid(segmentation.geometry(), f"segmentation of case {case_id}")
-        return cls(case_id, scale_to_unit(image), {s.name: s.mask for s in segmentation.segments})
 
 
 @dataclass
@@ -77,8 +70,11 @@ class EpisodeSampler:
                 if len(slices):
                     self.tasks.append((case_index, name, slices))
         self.by_name: dict[str, list[int]] = {}
-        for index, (_, name, _) in enumerate(self.tasks):
+        by_case: dict[int, list[int]] = {}
+        for index, (case_index, name, _) in enumerate(self.tasks):
             self.by_name.setdefault(name, []).append(index)
+            by_case.setdefault(case_index, []).append(index)
+        self.by_case = list(by_case.values())
         if not self.tasks:
             raise JobError(
                 f"no structure covers >= {config.min_area} voxels on any slice of the training cases"
@@ -105,13 +101,17 @@ class EpisodeSampler:
         }
 
     def _episode(self, rng: np.random.Generator, k: int):
-        task = int(rng.integers(len(self.tasks)))
+        # a case first, then one of its structures: small cases are not drowned by big atlases
+        case_tasks = self.by_case[int(rng.integers(len(self.by_case)))]
+        task = int(case_tasks[int(rng.integers(len(case_tasks)))])
         case_index, name, slices = self.tasks[task]
         target = int(rng.choice(slices))
         relative = (target - slices[0]) / max(1, slices[-1] - slices[0])
-        # Templates come from other subjects with this structure when there are any (with
-        # probability 0.8 each), else from the same subject under another deformation.
-        others = [t for t in self.by_name[name] if self.tasks[t][0] != case_index]
+        # Templates come from other subjects with this structure and modality when there are any
+        # (with probability 0.8 each), else from the same subject under another deformation.
+        modality = self.cases[case_index].modality
+        others = [t for t in self.by_name[name]
+                  if self.tasks[t][0] != case_index and self.cases[self.tasks[t][0]].modality == modality]
         chosen = [(case_index, target)]
         for _ in range(k):
             source, _, source_slices = self.tasks[int(rng.choice(others)) if others and rng.random() < 0.8 else task]

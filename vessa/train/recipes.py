@@ -2,12 +2,13 @@
 
 `starter` (stage 1): the recipe of our shipped starter checkpoint (METHODS §1.4). No public
 medical set or pretrained vision weights are reachable, so the model learns *how to match*
-from the label maps we have: Colin27 T1 with the AAL and JHU atlases and the stardist
-nuclei are the training cases (every slice of an episode re-deformed and re-rendered,
-`vessa.train.episodes`); the Brodmann areas are the validation family (model selection).
-Whole label families stay out of training for honest "unseen structure" numbers:
-Harvard-Oxford regions and the pyradiomics lesions (benchmarks/bench_quality.py), plus the
-AICHA atlas the sample fetcher keeps aside. Model: sam2.1 Hiera-T layout with half-width
+from the label maps we have: Colin27 T1 with the AAL and JHU atlases, the stardist nuclei
+and the lesions of pyradiomics' brain1 (MR) and lung1 (CT) are the training cases (every
+slice of an episode re-deformed and re-rendered, `vessa.train.episodes`); the Brodmann areas
+are the validation family (model selection). Held out for honest numbers
+(benchmarks/bench_quality.py): the Harvard-Oxford regions (unseen structures), the lesions
+of brain2 and lung2 (unseen patients, segmented from brain1/lung1 templates), breast1, and
+the AICHA atlas the sample fetcher keeps aside. Model: sam2.1 Hiera-T layout with half-width
 trunk (embed_dim 48) and 2 memory-attention layers at 256 px, so it trains on 2 CPU cores
 and ships in under 40 MB (float16 weights).
 """
@@ -21,7 +22,7 @@ from vessa.errors import JobError
 from vessa.io.atomic import atomic_path
 from vessa.jobs.spec import JobSpec
 
-STARTER_TRAIN = ("colin27_aal", "colin27_jhu", "nuclei2d", "nuclei3d")
+STARTER_TRAIN = ("colin27_aal", "colin27_jhu", "nuclei2d", "nuclei3d", "brain1", "lung1")
 STARTER_VAL = ("colin27_brodmann",)
 STARTER_MODEL = "half_tiny"
 
@@ -30,7 +31,7 @@ def _sample_cases(names: tuple[str, ...]) -> dict[str, object]:
     from vessa.samples import fetch, load_manifest
 
     cases = {}
-    for sample_set in ("colin27", "stardist"):
+    for sample_set in ("colin27", "stardist", "pyradiomics"):
         fetch(sample_set)
         cases.update({case.case_id: case for case in load_manifest(sample_set)})
     missing = [name for name in names if name not in cases]

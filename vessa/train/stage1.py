@@ -84,7 +84,7 @@ def episode_cases(cases: list[CohortCase], structures: list[str]) -> list[Episod
         unit = to_unit_range(image.array, *intensity_range(image.array, case.modality))
         masks = {s.name: s.mask for s in segmentation.segments if wanted is None or s.name in wanted}
         if masks:
-            out.append(EpisodeCase(case.id, unit, masks))
+            out.append(EpisodeCase(case.id, unit, masks, case.modality))
     return out
 
 

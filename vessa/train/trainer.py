@@ -155,6 +155,10 @@ class Trainer:
         path = self.job_dir / checkpoint_name(self.step)
         if self.runtime.is_main:
             save_checkpoint(state, self.job_dir, keep=self.spec.keep_checkpoints, best=best)
+            export = getattr(self.objective, "export", None)  # an inference checkpoint, if the method has one
+            if export is not None and (best or "dice" not in metrics):
+                exported = export(self.job_dir, {"step": self.step, "recipe": self.spec.recipe, **validation})
+                self.progress.log(f"exported {exported} (step {self.step})")
             if validation:
                 self.history.add(self.step, validation)
             self.history.write()
