@@ -1,5 +1,8 @@
 """`vessa train --spec JOB.json [--resume] [--stage 1|2]`: run a training job, JSON lines on stdout.
 
+`vessa train --recipe starter --output DIR [--steps N] [--time-budget S]` writes the recipe's
+cohort manifest and spec (vessa.train.recipes) into DIR first, then runs it the same way.
+
 Also runs under torchrun: `torchrun --nproc_per_node N -m vessa.cli train --spec JOB.json`.
 Exit codes: 0 finished (or time budget spent), 3 cancelled (SIGTERM/SIGINT), 2 job error.
 """
@@ -17,7 +20,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train a model from a job spec (progress as JSON lines on stdout)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spec", required=True, type=Path, help="job spec JSON (see docs/training.md)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--spec", type=Path, help="job spec JSON (see docs/training.md)")
+    source.add_argument("--recipe", choices=["starter"],
+                        help="write a named recipe's cohort + spec into --output (from the sample data), then train")
+    parser.add_argument("--output", type=Path, default=Path("runs/starter"), help="folder for --recipe")
+    parser.add_argument("--steps", type=int, default=4000, help="steps for --recipe")
+    parser.add_argument("--time-budget", type=float, help="seconds for --recipe (stop and save when spent)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for --recipe")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in the spec's output_dir")
     parser.add_argument("--stage", choices=sorted(STAGE_NAMES), help="override the spec's stage")
@@ -34,6 +44,11 @@ def run_train(args: argparse.Namespace) -> int:
     main_process = env_rank() == 0
     progress = ProgressWriter(enabled=main_process)
     try:
+        if args.recipe:
+            from vessa.train.recipes import RECIPES
+
+            args.spec = RECIPES[args.recipe](args.output, steps=args.steps, time_budget_s=args.time_budget,
+                                             device=args.device)
         spec = JobSpec.from_json(args.spec)
         if args.stage:
             spec = spec.replace(stage=STAGE_NAMES[args.stage])

@@ -9,7 +9,7 @@ are the validation family (model selection). Held out for honest numbers
 (benchmarks/bench_quality.py): the Harvard-Oxford regions (unseen structures), the lesions
 of brain2 and lung2 (unseen patients, segmented from brain1/lung1 templates), breast1, and
 the AICHA atlas the sample fetcher keeps aside. Model: sam2.1 Hiera-T layout with half-width
-trunk (embed_dim 48) and 2 memory-attention layers at 256 px, so it trains on 2 CPU cores
+trunk (embed_dim 48) and 2 memory-attention layers at 128 px, so it trains on 2 CPU cores
 and ships in under 40 MB (float16 weights).
 """
 
@@ -59,7 +59,7 @@ def starter_spec(output_dir: str | Path, steps: int = 4000, time_budget_s: float
         stage="stage1", method="vessa", manifest=str(manifest), output_dir=str(output_dir / "job"),
         structures=["*"], steps=steps, batch_size=4, lr=2e-4, weight_decay=0.05, schedule="cosine",
         warmup_steps=min(100, steps // 10), grad_clip=1.0, checkpoint_every=100, keep_checkpoints=2,
-        log_every=10, seed=0, device=device, image_size=256, time_budget_s=time_budget_s,
+        log_every=10, seed=0, device=device, image_size=128, time_budget_s=time_budget_s,
         recipe="starter", options={"sam2_config": STARTER_MODEL, "val_episodes": 24},
     )
     path = output_dir / "job.json"
