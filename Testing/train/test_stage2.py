@@ -124,12 +124,12 @@ def test_ema_teacher_follows_the_student_and_is_checkpointed(stage2_spec):
 
 
 class FixedRefiner:
-    """A stand-in for VessaRefiner: VESSA says "blob" everywhere."""
+    """A stand-in for VessaRefiner: VESSA says "blob" everywhere, but has no map for slice 0."""
 
     def probabilities(self, images, keys, teacher, step):
         maps = torch.zeros(images.shape[0], 2, *images.shape[-2:])
-        maps[:, 0] = 1.0
-        return maps
+        maps[1:, 0] = 1.0
+        return maps, torch.arange(images.shape[0]) > 0
 
 
 def test_vessa_fusion_follows_the_weight_schedule(stage2_spec):
@@ -137,14 +137,16 @@ def test_vessa_fusion_follows_the_weight_schedule(stage2_spec):
     objective = setup.objective
     objective.refiner = FixedRefiner()
     unlabelled = next(setup.batches(0))["unlabelled"]
-    _, probs, weight = objective.pseudo_labels(unlabelled, 0)
-    assert weight == 1.0 and (probs.argmax(1) == 1).all() and torch.allclose(probs[:, 1], torch.ones(1))
-    _, probs, weight = objective.pseudo_labels(unlabelled, objective.spec.steps)
-    assert weight == pytest.approx(0.3)
     teacher = torch.softmax(objective.teacher(unlabelled["image"]), dim=1)
-    expected = 0.7 * teacher
-    expected[:, 1] += 0.3
-    assert torch.allclose(probs, expected, atol=1e-5)
+    _, probs, metrics = objective.pseudo_labels(unlabelled, 0)
+    assert metrics == {"vessa_weight": 1.0, "vessa_coverage": 0.5}
+    assert torch.allclose(probs[0], teacher[0])  # no VESSA map: the teacher alone
+    assert (probs[1].argmax(0) == 1).all() and torch.allclose(probs[1, 1], torch.ones(1))
+    _, probs, metrics = objective.pseudo_labels(unlabelled, objective.spec.steps)
+    assert metrics["vessa_weight"] == pytest.approx(0.3)
+    expected = 0.7 * teacher[1]
+    expected[1] += 0.3
+    assert torch.allclose(probs[1], expected, atol=1e-5)
 
 
 def test_template_bank_holds_slices_of_each_structure(tiny_cohort):
@@ -180,18 +182,26 @@ def test_vessa_refiner_runs_the_assistant_and_caches_maps(assistant, tiny_cohort
     cohort = load_cohort(tiny_cohort, ["blob", "ring"])
     dataset = SliceDataset(cohort, cohort.select("train", labelled=True), ["blob", "ring"], 32)
     refiner = VessaRefiner(assistant, template_bank(dataset, 3, 2), ["blob", "ring"], torch.device("cpu"),
-                           templates=2, refresh_every=2)
+                           templates=2, refresh_every=2, per_step=2)
     assert refiner.memories[1].memory.shape[0] == 2
-    images = dataset.case_slices(0)["image"][:2]
+    images = dataset.case_slices(0)["image"][:3]
     teacher = nn.Conv2d(1, 3, 1)
     calls = []
     refine = refiner.refine
     refiner.refine = lambda *args: calls.append(len(args[0])) or refine(*args)
-    first = refiner.probabilities(images, [(0, 0), (0, 1)], teacher, step=0)
-    assert first.shape == (2, 2, 32, 32) and first.min() >= 0 and first.max() <= 1
-    assert torch.equal(refiner.probabilities(images, [(0, 1), (0, 0)], teacher, step=1), first.flip(0))
-    refiner.probabilities(images[:1], [(0, 0)], teacher, step=2)
-    assert calls == [2, 1] and refiner.cache_size == 2
+    first, available = refiner.probabilities(images[:2], [(0, 0), (0, 1)], teacher, step=0)
+    assert first.shape == (2, 2, 32, 32) and first.min() >= 0 and first.max() <= 1 and available.all()
+    again, _ = refiner.probabilities(images[:2].flip(0), [(0, 1), (0, 0)], teacher, step=1)
+    assert torch.equal(again, first.flip(0)) and calls == [2]  # cached
+    # step 2: (0, 0) and (0, 1) are stale, (0, 2) is missing; only 2 per step, missing first
+    maps, available = refiner.probabilities(images, [(0, 0), (0, 1), (0, 2)], teacher, step=2)
+    assert calls == [2, 2] and available.all() and refiner.cache_size == 3
+    assert torch.equal(maps[1], first[1])  # (0, 1) kept its older map this step
+    fresh, available = refiner.probabilities(images[2:], [(0, 3)], nn.Conv2d(1, 3, 1), step=2)
+    assert available.all() and calls == [2, 2, 1]
+    refiner.per_step = 1
+    maps, available = refiner.probabilities(images[:2], [(1, 0), (1, 1)], teacher, step=3)
+    assert available.tolist() == [True, False] and (maps[1] == 0).all()
 
 
 def test_dusss_step_trains_student_and_heads(stage2_spec):
@@ -233,6 +243,7 @@ def test_vessa_train_cli_runs_each_method(method, stage2_spec, tmp_path, capsys,
     assert all(e["loss"] == e["loss"] for e in progress)  # not NaN
     if method == "vessa":
         assert progress[0]["vessa_weight"] == 1.0 and progress[-1]["vessa_weight"] < 1.0
+        assert all(e["vessa_coverage"] == 1.0 for e in progress)
     finished = events[-1]
     assert finished["event"] == "finished" and "val_dice" in finished
     state = load_checkpoint(finished["checkpoint"])

@@ -170,10 +170,11 @@ def strong_augment(
     return torch.stack(out)
 
 
-def fuse_pseudo_labels(p_teacher: torch.Tensor, p_vessa: torch.Tensor, w: float) -> torch.Tensor:
+def fuse_pseudo_labels(p_teacher: torch.Tensor, p_vessa: torch.Tensor, w: float | torch.Tensor) -> torch.Tensor:
     """Blend the teacher's softmax `[B, C, H, W]` with VESSA's per-class foreground
     probabilities `[B, C-1, H, W]` (METHODS §1.3): VESSA's background is Π_c(1 − p_c), its
-    C channels are renormalised to sum to 1, then `w·p_vessa + (1 − w)·p_teacher`."""
+    C channels are renormalised to sum to 1, then `w·p_vessa + (1 − w)·p_teacher`
+    (`w` a number or a per-sample tensor `[B, 1, 1, 1]`)."""
     if p_vessa.shape[1] != p_teacher.shape[1] - 1 or p_vessa.shape[2:] != p_teacher.shape[2:]:
         raise InputError(
             f"fuse_pseudo_labels: VESSA probabilities {tuple(p_vessa.shape)} must be the teacher's "

@@ -54,7 +54,9 @@ class VessaOptions(UniMatchOptions):
     random assistant of vessa_image_size px instead (tests and plumbing only);
     vessa: false = fusion off (plain UniMatch with the same data path, for ablations);
     vessa_weight_start/end/steps: cosine schedule of VESSA's weight (steps 0 = spec.steps);
-    vessa_refresh_every: steps a slice's VESSA map is reused; vessa_templates: K;
+    vessa_refresh_every: steps a slice's VESSA map is reused; vessa_per_step: most slices
+    VESSA runs on per step (0 = all that need it; the rest use cached maps or the teacher
+    alone); vessa_templates: K;
     vessa_bank_size: template slices per structure; vessa_mask_prompt/points/box: prompts
     from the teacher; vessa_batch_size: slices per assistant call; vessa_texts: structure
     name -> description given to VESSA (default: the name).
@@ -68,6 +70,7 @@ class VessaOptions(UniMatchOptions):
     vessa_weight_end: float = 0.3
     vessa_weight_steps: int = 0
     vessa_refresh_every: int = 1
+    vessa_per_step: int = 0
     vessa_templates: int = 3
     vessa_bank_size: int = 32
     vessa_mask_prompt: bool = True
@@ -84,6 +87,8 @@ class VessaOptions(UniMatchOptions):
         for name in ("vessa_refresh_every", "vessa_templates", "vessa_bank_size", "vessa_batch_size"):
             if getattr(self, name) < 1:
                 raise JobError(f"option {name!r} must be >= 1, got {getattr(self, name)!r}")
+        if self.vessa_per_step < 0:
+            raise JobError(f"option 'vessa_per_step' must be >= 0, got {self.vessa_per_step!r}")
 
 
 class UniMatchObjective(Stage2Objective):
@@ -99,25 +104,28 @@ class UniMatchObjective(Stage2Objective):
         total = options.vessa_weight_steps or self.spec.steps
         return vessa_weight(step, total, options.vessa_weight_start, options.vessa_weight_end)
 
-    def pseudo_labels(self, unlabelled: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Weak views [B,1,S,S], their pseudo-label distribution [B,C,S,S] and VESSA's weight."""
-        vessa_maps = None
+    def pseudo_labels(self, unlabelled: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Weak views [B,1,S,S], their pseudo-label distribution [B,C,S,S], and VESSA metrics
+        (its weight and the fraction of slices it covered this step)."""
+        vessa_maps, available = None, None
         if self.refiner is not None:
             keys = list(zip(unlabelled["case"].tolist(), unlabelled["slice"].tolist(), strict=True))
-            vessa_maps = self.refiner.probabilities(unlabelled["image"], keys, self.teacher, step)
+            vessa_maps, available = self.refiner.probabilities(unlabelled["image"], keys, self.teacher, step)
         weak, vessa_maps = self.unlabelled_weak(unlabelled, vessa_maps)
         with torch.no_grad():
             probs = torch.softmax(self.teacher(weak).float(), dim=1)
             if vessa_maps is None:
-                return weak, probs, 0.0
+                return weak, probs, {}
             weight = self.fusion_weight(step)
-            return weak, fuse_pseudo_labels(probs, vessa_maps.clamp(0, 1), weight), weight
+            per_sample = (weight * available.float()).view(-1, 1, 1, 1)
+            fused = fuse_pseudo_labels(probs, vessa_maps.clamp(0, 1), per_sample)
+            return weak, fused, {"vessa_weight": weight, "vessa_coverage": float(available.float().mean())}
 
     def training_step(self, batch: dict[str, Any], step: int,
                       nets: Mapping[str, nn.Module]) -> tuple[torch.Tensor, dict[str, float]]:
         options = self.options
         images, labels = self.labelled_views(batch["labelled"])
-        weak, probs, weight = self.pseudo_labels(batch["unlabelled"], step)
+        weak, probs, vessa_metrics = self.pseudo_labels(batch["unlabelled"], step)
         conf, pseudo = probs.max(dim=1)
         batch_u, size = weak.shape[0], tuple(weak.shape[-2:])
         views, targets, confidences = [], [], []
@@ -138,9 +146,7 @@ class UniMatchObjective(Stage2Objective):
         loss = (loss_x + loss_u) / 2
         metrics = {"loss_x": float(loss_x.detach()), "loss_u": float(loss_u.detach()),
                    "confident": float((conf >= options.threshold).float().mean()),
-                   "dice": self.train_dice(logits_x, labels)}
-        if self.refiner is not None:
-            metrics["vessa_weight"] = weight
+                   "dice": self.train_dice(logits_x, labels), **vessa_metrics}
         return loss, metrics
 
 
@@ -176,6 +182,7 @@ def build_vessa(spec: JobSpec, runtime: Runtime) -> TrainingSetup:
         refiner = VessaRefiner(load_vessa_assistant(options), bank, texts, runtime.device,
                                templates=options.vessa_templates, mask_prompt=options.vessa_mask_prompt,
                                points=options.vessa_points, box=options.vessa_box,
-                               batch_size=options.vessa_batch_size, refresh_every=options.vessa_refresh_every)
+                               batch_size=options.vessa_batch_size, refresh_every=options.vessa_refresh_every,
+                               per_step=options.vessa_per_step)
     return TrainingSetup(UniMatchObjective(spec, runtime, cohort, options, refiner),
                          stage2_batches(spec, runtime, cohort, options))

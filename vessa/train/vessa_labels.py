@@ -12,10 +12,14 @@ they never go stale). For an unlabelled slice, the assistant gets:
   switchable; absent structure -> padding points, label −1).
 It returns p_v[c] = sigmoid(best-mask logits) × [object present] for every structure.
 
-`VessaRefiner.probabilities` caches each slice's p_v (uint8, on the CPU) and recomputes it
-after `refresh_every` steps, so VESSA runs on about B / refresh_every slices per step once
-the cache is warm. Cached maps belong to the un-augmented slice: the caller moves them with
-the same weak geometric transform as the image (`Stage2Objective.unlabelled_weak`).
+`VessaRefiner.probabilities` caches each slice's p_v (uint8, on the CPU, ~S² bytes per
+structure and slice) and recomputes it once it is `refresh_every` steps old. A slice comes
+back once per epoch of the unlabelled stream, so the cache alone saves work only when
+refresh_every exceeds the epoch length; `per_step` caps the slices VESSA runs on per step
+(missing maps first, then the oldest), which bounds the cost whatever the cohort size.
+Slices left without a map that step are reported, and the caller uses the teacher alone
+for them. Cached maps belong to the un-augmented slice: the caller moves them with the same
+weak geometric transform as the image (`Stage2Objective.unlabelled_weak`).
 """
 
 from __future__ import annotations
@@ -63,12 +67,14 @@ class VessaRefiner:
 
     bank: `template_bank(...)`; texts[c-1]: text of structure c; templates: K per slice;
     mask_prompt / points / box: which teacher-derived prompts to give; batch_size: slices
-    per assistant call; refresh_every: cache lifetime in steps.
+    per assistant call; refresh_every: cache lifetime in steps; per_step: most slices
+    VESSA runs on per training step (0 = every slice that needs it).
     """
 
     def __init__(self, assistant: TemplateAssistant, bank: dict[int, tuple[torch.Tensor, torch.Tensor]],
                  texts: list[str], device: torch.device, templates: int = 3, mask_prompt: bool = True,
-                 points: bool = True, box: bool = True, batch_size: int = 8, refresh_every: int = 1):
+                 points: bool = True, box: bool = True, batch_size: int = 8, refresh_every: int = 1,
+                 per_step: int = 0):
         if len(texts) != len(bank):
             raise JobError(f"VESSA: {len(texts)} texts for {len(bank)} structures")
         self.assistant = assistant.to(device).eval().requires_grad_(False)
@@ -78,6 +84,7 @@ class VessaRefiner:
         self.mask_prompt, self.points, self.box = mask_prompt, points, box
         self.batch_size = batch_size
         self.refresh_every = refresh_every
+        self.per_step = per_step
         self._cache: dict[tuple[int, int], tuple[torch.Tensor, int]] = {}
         with torch.no_grad(), autocast(device):
             self.text = assistant.embed_text(texts).float()
@@ -165,15 +172,24 @@ class VessaRefiner:
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor, keys: list[tuple[int, int]], teacher: nn.Module,
-                      step: int) -> torch.Tensor:
-        """Cached VESSA probabilities [B, C-1, S, S] of the un-augmented slices `images`
-        identified by `keys`; stale or missing ones are recomputed with `teacher`'s softmax."""
-        stale = [i for i, key in enumerate(keys)
-                 if key not in self._cache or step - self._cache[key][1] >= self.refresh_every]
+                      step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """VESSA probabilities [B, C-1, S, S] of the un-augmented slices `images` identified by
+        `keys`, and which slices have one [B] (bool). Missing or stale (>= refresh_every steps)
+        maps are recomputed with `teacher`'s softmax as prompt, missing ones first, then the
+        oldest, at most `per_step` slices per call (0 = all); a slice left without a map gets
+        zeros and False."""
+        stale = sorted((i for i, key in enumerate(keys)
+                        if key not in self._cache or step - self._cache[key][1] >= self.refresh_every),
+                       key=lambda i: self._cache[keys[i]][1] if keys[i] in self._cache else -1)
+        if self.per_step:
+            stale = stale[: self.per_step]
         if stale:
             chosen = images[stale].to(self.device)
             probs = torch.softmax(teacher(chosen).float(), dim=1)
             fresh = (self.refine(chosen, probs) * 255).round().to(torch.uint8).cpu()
             for i, value in zip(stale, fresh, strict=True):
                 self._cache[keys[i]] = (value, step)
-        return torch.stack([self._cache[key][0] for key in keys]).to(self.device).float() / 255
+        empty = torch.zeros(len(self.memories), *images.shape[-2:], dtype=torch.uint8)
+        maps = torch.stack([self._cache[key][0] if key in self._cache else empty for key in keys])
+        available = torch.tensor([key in self._cache for key in keys], device=self.device)
+        return maps.to(self.device).float() / 255, available
