@@ -78,6 +78,7 @@ ICONS = {
     "Resources/Icons/VESSA.png": draw_extension,
     "VESSASegment/Resources/Icons/VESSASegment.png": draw_segment_module,
     "VESSATrain/Resources/Icons/VESSATrain.png": draw_train_module,
+    "VESSASegment/Resources/Icons/VESSA.png": draw_extension,  # the "VESSA" Segment Editor effect
 }
 
 

@@ -1,4 +1,7 @@
-"""VESSA Segment: template-guided vision-language segmentation (module metadata and self-test)."""
+"""VESSA Segment: template-guided vision-language segmentation (module metadata, the "VESSA"
+Segment Editor effect's registration, self-test)."""
+
+import os
 
 import numpy as np
 import slicer
@@ -18,14 +21,13 @@ class VESSASegment(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("VESSA Segment")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["Segmentations"]
         self.parent.contributors = ["VESSA for 3D Slicer developers"]
         self.parent.helpText = _(
             "Template-guided vision-language segmentation with the VESSA model: a structure is "
             "segmented from a few example segmentations (templates) and its name or a short "
-            "description. So far the module provides the exchange of volumes and segmentations "
-            "between the scene and the <code>vessa</code> library (VESSASegmentLib.scene_io) and "
-            "its self-test; segmenting is not available yet."
+            "description. Use it in the Segment Editor: effect <b>VESSA</b>, button "
+            "<b>VESSA auto-segment</b>."
         )
         self.parent.acknowledgementText = _(
             "VESSA implements the segmentation assistant of J. Guo, M. Li, H. Su, S. López, L. Fan, "
@@ -33,6 +35,16 @@ class VESSASegment(ScriptedLoadableModule):
             "Semi-supervised Medical Image Segmentation</i>, arXiv:2511.19759, 2025. It builds on "
             "SAM2 (Meta AI), open_clip and Slicer's segmentation infrastructure."
         )
+        slicer.app.connect("startupCompleted()", self.registerEditorEffect)
+
+    def registerEditorEffect(self):
+        """Add the "VESSA" effect (SegmentEditorVESSALib/SegmentEditorEffect.py) to the Segment Editor."""
+        import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+        effect = effects.qSlicerSegmentEditorScriptedEffect(None)
+        path = os.path.join(os.path.dirname(__file__), "SegmentEditorVESSALib", "SegmentEditorEffect.py")
+        effect.setPythonSource(path.replace("\\", "/"))
+        effect.self().register()
 
 
 class VESSASegmentWidget(ScriptedLoadableModuleWidget):

@@ -1,6 +1,6 @@
 """The modules' metadata and Slicer self-tests, run in the headless scene.
 
-slicer-core has no GUI, so `slicer.ScriptedLoadableModule` and `slicer.i18n` are replaced by
+slicer-core has no GUI, so `slicer.ScriptedLoadableModule`, `slicer.i18n` and `slicer.app` are replaced by
 minimal stand-ins; everything the self-tests touch in the scene is real.
 """
 
@@ -10,6 +10,7 @@ import importlib
 import sys
 import types
 import unittest
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,16 @@ class ScriptedLoadableModuleTest(unittest.TestCase):
         pass
 
 
+class Application:
+    """Stand-in for `slicer.app`: records signal connections."""
+
+    def __init__(self):
+        self.connections: list[tuple[str, object]] = []
+
+    def connect(self, signal, slot):
+        self.connections.append((signal, slot))
+
+
 @pytest.fixture
 def load_module(slicer_scene, monkeypatch):
     """Import a module's main file against the stand-in GUI base classes."""
@@ -42,6 +53,9 @@ def load_module(slicer_scene, monkeypatch):
     i18n.translate = lambda context, text: text
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", api)
     monkeypatch.setitem(sys.modules, "slicer.i18n", i18n)
+    import slicer
+
+    monkeypatch.setattr(slicer, "app", Application(), raising=False)
 
     def load(name: str) -> types.ModuleType:
         monkeypatch.delitem(sys.modules, name, raising=False)
@@ -73,3 +87,31 @@ def test_module_self_test_passes(load_module, name):
     getattr(load_module(name), f"{name}Test")().run(result)
     assert result.testsRun == 1
     assert result.wasSuccessful(), [text for _, text in result.failures + result.errors]
+
+
+def test_segment_module_registers_the_vessa_effect_at_startup(load_module, monkeypatch):
+    """On startupCompleted() the module registers a scripted effect whose source is the effect file."""
+    import slicer
+
+    module = load_module("VESSASegment").VESSASegment(types.SimpleNamespace())
+    assert slicer.app.connections == [("startupCompleted()", module.registerEditorEffect)]
+    registered = []
+
+    class ScriptedEffect:
+        def __init__(self, parent):
+            self.source = None
+
+        def setPythonSource(self, path):
+            self.source = path
+
+        def self(self):
+            return types.SimpleNamespace(register=lambda: registered.append(self.source))
+
+    effects = types.ModuleType("qSlicerSegmentationsEditorEffectsPythonQt")
+    effects.qSlicerSegmentEditorScriptedEffect = ScriptedEffect
+    monkeypatch.setitem(sys.modules, "qSlicerSegmentationsEditorEffectsPythonQt", effects)
+    module.registerEditorEffect()
+    assert len(registered) == 1 and registered[0].endswith("VESSASegment/SegmentEditorVESSALib/SegmentEditorEffect.py")
+    source = Path(registered[0]).read_text()
+    assert "class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect)" in source
+    assert 'scriptedEffect.name = "VESSA"' in source
