@@ -93,3 +93,76 @@ def test_no_case_with_the_structures(manifest, tmp_path):
     bad = spec(manifest, tmp_path).__class__(**{**spec(manifest, tmp_path).__dict__, "structures": ["liver"]})
     with pytest.raises(JobError, match="no labelled training case holds any of the structures"):
         build_stage1(bad, CPU)
+
+
+def run_spec(job_spec: JobSpec, resume_from=None, cancel_at=None):
+    """Run a stage-1 job in this process; cancel after step `cancel_at` is reported."""
+    import io
+
+    from vessa.jobs import CancelFlag, ProgressWriter, parse_progress_line
+    from vessa.train.distributed import init_distributed
+    from vessa.train.trainer import run_job
+
+    cancel = CancelFlag()
+
+    class Stream(io.StringIO):
+        def write(self, text):
+            for line in text.splitlines():
+                event = parse_progress_line(line)
+                if cancel_at is not None and event and event["event"] == "progress" and event["step"] == cancel_at:
+                    cancel.request()
+            return len(text)
+
+    progress = ProgressWriter(job_spec.stage, job_spec.steps, stream=Stream())
+    return run_job(job_spec, init_distributed("cpu"), resume_from, progress, cancel)
+
+
+def metrics(job_dir) -> list[dict[str, str]]:
+    import csv
+    from pathlib import Path
+
+    with (Path(job_dir) / "metrics.csv").open() as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_stage1_resume_reproduces_the_next_steps(manifest, tmp_path):
+    from pathlib import Path
+
+    from vessa.model.checkpoint import load_assistant
+    from vessa.train.trainer import resume_point
+
+    def job(name):
+        return spec(manifest, tmp_path, rehearsal_probability=0.5).__class__(**{
+            **spec(manifest, tmp_path, rehearsal_probability=0.5).__dict__, "output_dir": str(tmp_path / name),
+            "steps": 4, "log_every": 1, "checkpoint_every": 100, "device": "cpu"})
+
+    run_spec(job("full"))
+    half = job("half")
+    assert run_spec(half, cancel_at=2).cancelled
+    run_spec(half, resume_from=resume_point(half.output_dir, resume=True))
+    full_rows, half_rows = metrics(tmp_path / "full"), metrics(tmp_path / "half")
+    assert [r["step"] for r in half_rows] == ["1", "2", "3", "4"]
+    for mine, theirs in zip(half_rows, full_rows, strict=True):
+        assert (mine["loss"], mine["rehearsal"]) == (theirs["loss"], theirs["rehearsal"])
+    # the exported inference checkpoint loads into a segmenter-ready assistant
+    exported = Path(half.output_dir) / "vessa_stage1.pt"
+    assert load_assistant(exported).config.image_size == 128
+
+
+def test_stage1_trains_under_torchrun_with_two_cpu_processes(manifest, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from job_process import JobProcess
+
+    job_spec = spec(manifest, tmp_path).__class__(**{**spec(manifest, tmp_path).__dict__, "steps": 2,
+                                                     "batch_size": 1, "checkpoint_every": 100, "log_every": 1,
+                                                     "device": "cpu"})
+    path = tmp_path / "job.json"
+    job_spec.to_json(path)
+    run = JobProcess("--spec", str(path),
+                     launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
+    assert run.finish(timeout=600) == 0, run.stderr[-3000:]
+    assert run.of("started")[0]["world_size"] == 2
+    assert [e["event"] for e in run.events] == ["started", "progress", "progress", "log", "checkpoint", "finished"]

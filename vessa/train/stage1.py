@@ -110,11 +110,16 @@ def init_assistant(config: ModelConfig, checkpoint: str | None) -> TemplateAssis
 class StageOneObjective:
     """sam2 multimask loss on template-guided episodes, with feedback rehearsal steps."""
 
+    find_unused_parameters = True  # DDP: prompt embeddings used vary from step to step
+
     def __init__(self, spec: JobSpec, runtime: Runtime, options: dict[str, Any], val: EpisodeSampler | None):
         self.spec, self.options, self.device, self.val = spec, options, runtime.device, val
         config = ModelConfig(sam2_config=options["sam2_config"], image_size=spec.image_size,
                              max_templates=options["max_templates"])
         self.assistant = init_assistant(config, spec.init_checkpoint).to(self.device)
+        used = {id(p) for params in self.assistant.parameter_groups().values() for p in params}
+        for parameter in self.assistant.parameters():  # sam2 parts this model never runs
+            parameter.requires_grad_(id(parameter) in used)
         if options["freeze_encoder"]:
             self.assistant.sam.image_encoder.requires_grad_(False)
 

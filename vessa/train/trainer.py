@@ -93,7 +93,9 @@ class Trainer:
         if not self.runtime.distributed:
             return model
         device_ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids)
+        # Promptable decoders touch a different subset of prompt embeddings at each step.
+        unused = bool(getattr(self.objective, "find_unused_parameters", False))
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=unused)
 
     def _autocast(self):
         if self.spec.amp and self.runtime.device.type == "cuda":
