@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "vessa.segment",
     "vessa.evaluate",
     "vessa.train.cli",
+    "vessa.demo",
 )
 
 
