@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -96,3 +97,68 @@ def test_a_second_start_while_running_is_refused(tmp_path):
     finally:
         runner.cancel()
         assert runner.wait(timeout=5)
+
+
+def tiny_cohort(folder: Path) -> Path:
+    """Two labelled 4x32x32 cases (a bright box segmented as "blob"), as VESSATrain exports them."""
+    import numpy as np
+
+    from vessa.io import Segment, Segmentation, Volume, write_segmentation, write_volume
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for index in range(2):
+        mask = np.zeros((4, 32, 32), bool)
+        mask[:, 8 + index:20, 10:24] = True
+        image = Volume(rng.normal(size=mask.shape).astype(np.float32) + 3 * mask, spacing=(0.8, 0.8, 2.5))
+        write_volume(image, folder / f"images/case{index}.nrrd")
+        labels = Segmentation.on_grid(image, [Segment("blob", mask)])
+        write_segmentation(labels, folder / f"labels/case{index}.seg.nrrd")
+        cases.append({"id": f"case{index}", "image": f"images/case{index}.nrrd",
+                      "segmentation": f"labels/case{index}.seg.nrrd", "split": "train"})
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps({"version": 1, "structures": ["blob"], "cases": cases}))
+    return manifest
+
+
+@pytest.mark.slow
+def test_real_training_progress_cancel_within_2s_and_resume(tmp_path):
+    """`vessa train` (supervised, CPU) launched as TrainLogic launches it, through the runner."""
+    from VESSATrainLib.train_logic import TrainLogic
+
+    from vessa.jobs import JobSpec
+    from vessa.train.checkpoint import load_checkpoint
+
+    spec = JobSpec(stage="stage2", method="supervised", manifest=str(tiny_cohort(tmp_path)),
+                   output_dir=str(tmp_path / "job"), structures=["blob"], steps=100_000, batch_size=2,
+                   image_size=32, log_every=1, checkpoint_every=100_000, device="cpu", amp=False,
+                   options={"channels": [4, 8], "res_units": 0})
+    spec_path = spec.to_json(tmp_path / "job.json")
+    logic = TrainLogic(python=sys.executable)
+    runner = SubprocessJobRunner(parse_progress_line)
+
+    runner.start(logic.argv(spec_path, resume=False, gpus=1), env=logic.environment(), cwd=tmp_path)
+    events = poll_until(runner, lambda events: sum(e["event"] == "progress" for e in events) >= 3, timeout=120)
+    assert runner.exit is None, runner.exit
+    assert events[0]["event"] == "started" and events[0]["step"] == 0
+    steps = [event["step"] for event in events if event["event"] == "progress"]
+    assert steps == list(range(1, len(steps) + 1))
+    assert all(event["loss"] > 0 for event in events if event["event"] == "progress")
+    asked = time.monotonic()
+    runner.cancel()
+    events += poll_until(runner, lambda events: False, timeout=10)
+    assert time.monotonic() - asked < 2.0 + 0.5  # the grace, then the kill and the pipes closing
+    # The job saves and reports within the grace; exiting can take longer (the interpreter's final
+    # garbage collection over torch/monai objects takes seconds), and then it is killed.
+    assert runner.exit.cancel_requested and runner.exit.returncode in (EXIT_CANCELLED, -signal.SIGKILL)
+    cancelled = events[-1]
+    assert cancelled["event"] == "cancelled" and cancelled["step"] >= 3
+    assert load_checkpoint(cancelled["checkpoint"]).step == cancelled["step"]
+
+    runner.start(logic.argv(spec_path, resume=True, gpus=1), env=logic.environment(), cwd=tmp_path)
+    resumed = poll_until(runner, lambda events: any(e["event"] == "progress" for e in events), timeout=120)
+    assert resumed[0]["event"] == "started" and resumed[0]["step"] == cancelled["step"]
+    assert resumed[0]["resumed_from"] == cancelled["checkpoint"]
+    assert resumed[1]["event"] == "progress" and resumed[1]["step"] == cancelled["step"] + 1
+    runner.cancel()
+    assert poll_until(runner, lambda events: False, timeout=10)[-1]["event"] == "cancelled"
