@@ -105,6 +105,7 @@ def test_start_exports_writes_specs_and_launches_stage1(make_logic, runner, para
     assert "cohort: 5 file(s) written, 0 unchanged" in lines[0]
     stage1 = JobSpec.from_json(job / "stage1" / "job.json")
     assert (stage1.stage, stage1.method, stage1.steps, stage1.device) == ("stage1", "vessa", 50, "cuda")
+    assert (stage1.log_every, stage1.checkpoint_every, stage1.schedule) == (1, 5, "poly")
     assert stage1.manifest == str(job / "cohort" / "manifest.json") and stage1.structures == ["liver", "spleen"]
     assert stage1.output_dir == str(job / "stage1") and stage1.init_checkpoint is None
     stage2 = JobSpec.from_json(job / "stage2" / "job.json")
@@ -125,6 +126,7 @@ def test_more_than_one_gpu_runs_torchrun_and_a_time_budget_sets_the_spec(make_lo
     assert argv[5:9] == ["-m", "vessa.cli", "train", "--spec"]
     spec = JobSpec.from_json(argv[9])
     assert (spec.stage, spec.method, spec.time_budget_s, spec.options) == ("stage2", "dusss", 1800.0, {})
+    assert (spec.steps, spec.schedule, spec.log_every, spec.checkpoint_every) == (1_000_000, "constant", 10, 100)
     assert logic.progress.time_budgets == {"stage2": 1800.0}
 
 

@@ -65,8 +65,9 @@ def test_log_checkpoint_and_error_events():
     model = ProgressModel(["stage2"])
     assert model.update({"event": "log", "stage": "stage2", "message": "3 unlabelled cases"}) == \
         "stage 2: 3 unlabelled cases"
-    assert model.update({"event": "checkpoint", "stage": "stage2", "step": 5, "path": "/j/5.pt"}) == \
-        "stage 2: checkpoint /j/5.pt"
+    assert model.update({"event": "checkpoint", "stage": "stage2", "step": 5, "path": "/j/5.pt", "val_dice": 0.625,
+                         "val_loss": None}) == "stage 2: checkpoint /j/5.pt, val_dice 0.625"
+    assert model.series["stage2"] == {"val_dice": [(5, 0.625)]}
     assert model.update({"event": "error", "stage": "stage2", "message": "CUDA out of memory"}) == \
         "stage 2 error: CUDA out of memory"
     assert model.error == "CUDA out of memory" and model.checkpoints == {"stage2": "/j/5.pt"}
@@ -77,7 +78,8 @@ def test_plot_nodes_follow_the_series(slicer_scene):
     from VESSATrainLib.plot_logic import PlotLogic
 
     plots = PlotLogic(slicer_scene)
-    chart = plots.update({"stage1": {"loss": [(1, 0.9), (2, 0.7)], "dice": [(2, 0.3)]}, "stage2": {}})
+    chart = plots.update({"stage1": {"loss": [(1, 0.9), (2, 0.7)], "dice": [(2, 0.3)], "lr": [(1, 1e-4)]},
+                          "stage2": {}})
     assert chart.GetNumberOfPlotSeriesNodes() == 2
     names = sorted(chart.GetNthPlotSeriesNode(i).GetName() for i in range(2))
     assert names == ["stage 1 dice", "stage 1 loss"]

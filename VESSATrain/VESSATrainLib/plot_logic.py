@@ -7,9 +7,9 @@ import slicer
 
 from VESSATrainLib.progress_model import STAGE_TITLES
 
-# Line colours (r, g, b) by metric; other metrics cycle through EXTRA_COLORS.
-METRIC_COLORS = {"loss": (0.85, 0.33, 0.10), "dice": (0.0, 0.45, 0.74)}
-EXTRA_COLORS = ((0.47, 0.67, 0.19), (0.49, 0.18, 0.56), (0.93, 0.69, 0.13), (0.30, 0.75, 0.93))
+# The curves shown (other metrics, e.g. lr and grad_norm, stay in the log and metrics.csv), with
+# their line colours (r, g, b).
+METRIC_COLORS = {"loss": (0.85, 0.33, 0.10), "dice": (0.0, 0.45, 0.74), "val_dice": (0.47, 0.67, 0.19)}
 STAGE_LINE_STYLES = {"stage1": "solid", "stage2": "dash"}
 
 
@@ -17,8 +17,8 @@ class PlotLogic:
     """Keeps the plot nodes of the training curves in `scene` up to date.
 
     `update(series)` takes `ProgressModel.series` ({stage: {metric: [(step, value), ...]}}) and
-    creates or refills the nodes; `clear()` removes every node it created. Only these nodes
-    are ever touched.
+    creates or refills the nodes of the METRIC_COLORS metrics; `clear()` removes every node it
+    created. Only these nodes are ever touched.
     """
 
     def __init__(self, scene=None, name: str = "VESSA training"):
@@ -28,14 +28,13 @@ class PlotLogic:
         self.view = None
         self._tables: dict[tuple[str, str], object] = {}
         self._series: dict[tuple[str, str], object] = {}
-        self._extra_metrics: list[str] = []
 
     def update(self, series: dict[str, dict[str, list[tuple[int, float]]]]):
         """Write every (stage, metric) curve into its table; returns the chart node."""
         chart = self._chart()
         for stage, metrics in series.items():
             for metric, points in metrics.items():
-                if not points:
+                if not points or metric not in METRIC_COLORS:
                     continue
                 key = (stage, metric)
                 if key not in self._tables:
@@ -80,15 +79,7 @@ class PlotLogic:
         series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
         series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
         series.SetLineStyle(series.GetLineStyleFromString(STAGE_LINE_STYLES.get(stage, "dot")))
-        series.SetColor(*self._color(metric))
+        series.SetColor(*METRIC_COLORS[metric])
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
         self._tables[key] = table
         self._series[key] = series
-
-    def _color(self, metric: str) -> tuple[float, float, float]:
-        """One colour per metric name, the same in every stage."""
-        if metric in METRIC_COLORS:
-            return METRIC_COLORS[metric]
-        if metric not in self._extra_metrics:
-            self._extra_metrics.append(metric)
-        return EXTRA_COLORS[self._extra_metrics.index(metric) % len(EXTRA_COLORS)]

@@ -104,13 +104,16 @@ class ProgressModel:
                 self.series[stage][name] = [point for point in points if point[0] <= self.step]
             return f"{title}: started at step {self.step}" + (f" of {self.total}" if self.total else "")
         if kind == "progress":
-            metrics = self._record_metrics(stage, event)
+            metrics = self._record_metrics(stage, event, self.step)
             self.eta_s = event.get("eta_s")
             shown = ", ".join(f"{name} {value:.4g}" for name, value in metrics.items())
             return f"{title} step {self.step}/{self.total or '?'}" + (f": {shown}" if shown else "")
         if kind == "checkpoint":
             self.checkpoints[stage] = str(event.get("path"))
-            return f"{title}: checkpoint {event.get('path')}"
+            validation = self._record_metrics(stage, {k: v for k, v in event.items() if k.startswith("val_")},
+                                              int(event.get("step", self.step)))
+            shown = "".join(f", {name} {value:.4g}" for name, value in validation.items())
+            return f"{title}: checkpoint {event.get('path')}{shown}"
         if kind == "log":
             return f"{title}: {event.get('message', '')}"
         if kind == "finished":
@@ -137,13 +140,13 @@ class ProgressModel:
         self.step = int(event.get("step", self.step))
         self.total = event.get("total", self.total)
 
-    def _record_metrics(self, stage: str, event: dict[str, Any]) -> dict[str, float]:
+    def _record_metrics(self, stage: str, event: dict[str, Any], step: int) -> dict[str, float]:
         metrics = {}
         for name, value in event.items():
             if name in PROTOCOL_FIELDS or isinstance(value, bool) or not isinstance(value, int | float):
                 continue
             if math.isfinite(value):
-                self.series[stage].setdefault(name, []).append((self.step, float(value)))
+                self.series[stage].setdefault(name, []).append((step, float(value)))
                 metrics[name] = float(value)
         return metrics
 

@@ -49,7 +49,8 @@ STAGE1_EXPORT = "vessa_stage1.pt"  # = vessa.train.stage1.EXPORT_NAME (not impor
 # Disk space kept free for each stage's checkpoints (a rough upper bound: SAM2-tiny with AdamW
 # state is ~0.5 GB per checkpoint, `keep_checkpoints` + last + best of them).
 CHECKPOINT_RESERVE = {"stage1": 3 * 2**30, "stage2": 2**30}
-# A time budget ends the run; the step count is then only an upper bound.
+# A time budget ends the run; the step count is then only an upper bound and the learning rate
+# stays constant (a schedule over an unknown number of steps would not decay as planned).
 STEPS_FOR_TIME_BUDGET = 1_000_000
 CPU_WARNING = ("No CUDA GPU found: training runs on the CPU, which is many times slower "
                "(hours where a GPU needs minutes). Use a small budget to try it out.")
@@ -207,8 +208,13 @@ class TrainLogic:
 
     def _spec(self, params: TrainParameters, stage: str, folder: Path, manifest: Path, gpus: int) -> JobSpec:
         device = "cpu" if params.device == "cpu" or not self.gpu_count() else "cuda"
-        budget = ({"steps": params.budget} if params.budget_unit == "steps"
-                  else {"steps": STEPS_FOR_TIME_BUDGET, "time_budget_s": params.budget * 60.0})
+        if params.budget_unit == "steps":
+            budget = {"steps": params.budget}
+        else:
+            budget = {"steps": STEPS_FOR_TIME_BUDGET, "time_budget_s": params.budget * 60.0, "schedule": "constant"}
+        # Short runs report and checkpoint more often: ~50 points on the curves, ~10 checkpoints.
+        steps = budget["steps"]
+        budget.update(log_every=max(1, min(10, steps // 50)), checkpoint_every=max(1, min(100, steps // 10)))
         init = self._checkpoint_path(params.init_checkpoint)
         options: dict[str, Any] = {}
         first = stage == params.stage_list()[0]
