@@ -6,18 +6,19 @@ import signal
 
 from job_process import JobProcess, write_spec
 
-from vessa.jobs import EXIT_CANCELLED, read_status
+from vessa import cli
+from vessa.jobs import EXIT_CANCELLED, parse_progress_line, read_status
 from vessa.train.checkpoint import load_checkpoint
 
 
 def test_sigterm_cancels_with_a_checkpoint_and_resume_finishes(make_spec, tmp_path):
-    spec_path, job = write_spec(make_spec, tmp_path, steps=60, checkpoint_every=20, log_every=1)
+    spec_path, job = write_spec(make_spec, tmp_path, steps=30, checkpoint_every=10, log_every=1)
     first = JobProcess("--spec", str(spec_path))
     first.wait_for(lambda e: e["event"] == "progress")
     first.process.send_signal(signal.SIGTERM)
     assert first.finish() == EXIT_CANCELLED
     cancelled = first.events[-1]
-    assert cancelled["event"] == "cancelled" and 1 <= cancelled["step"] < 60
+    assert cancelled["event"] == "cancelled" and 1 <= cancelled["step"] < 30
     assert load_checkpoint(cancelled["checkpoint"]).step == cancelled["step"]
     assert read_status(job)["state"] == "cancelled"
 
@@ -25,19 +26,21 @@ def test_sigterm_cancels_with_a_checkpoint_and_resume_finishes(make_spec, tmp_pa
     assert second.finish() == 0, second.stderr
     assert second.of("started")[0]["step"] == cancelled["step"]
     assert second.of("started")[0]["resumed_from"] == cancelled["checkpoint"]
-    assert second.events[-1]["event"] == "finished" and second.events[-1]["step"] == 60
+    assert second.events[-1]["event"] == "finished" and second.events[-1]["step"] == 30
     assert read_status(job)["state"] == "finished"
 
 
-def test_errors_exit_2_with_an_error_event_and_failed_status(make_spec, tmp_path):
+def test_errors_exit_2_with_an_error_event_and_failed_status(make_spec, tmp_path, capsys):
     spec_path, job = write_spec(make_spec, tmp_path, stage="stage1", method="dusss")
-    failed = JobProcess("--spec", str(spec_path))
-    assert failed.finish() == 2
-    assert failed.events[-1]["event"] == "error"
-    assert "method 'stage1:dusss' is not available yet" in failed.events[-1]["message"]
-    assert "vessa train: error: method 'stage1:dusss'" in failed.stderr
+    assert cli.main(["train", "--spec", str(spec_path)]) == 2
+    out, err = capsys.readouterr()
+    events = [parse_progress_line(line) for line in out.splitlines()]
+    assert events[-1]["event"] == "error"
+    assert "method 'stage1:dusss' is not available yet" in events[-1]["message"]
+    assert "vessa train: error: method 'stage1:dusss'" in err
     assert read_status(job)["state"] == "failed"
 
-    missing = JobProcess("--spec", str(tmp_path / "nope.json"))
-    assert missing.finish() == 2
-    assert missing.events == [{"event": "error", "message": f"job spec not found: {tmp_path / 'nope.json'}"}]
+    assert cli.main(["train", "--spec", str(tmp_path / "nope.json")]) == 2
+    out, _ = capsys.readouterr()
+    assert [parse_progress_line(line) for line in out.splitlines()] == [
+        {"event": "error", "message": f"job spec not found: {tmp_path / 'nope.json'}"}]

@@ -92,27 +92,34 @@ class ProgressWriter:
         return round(self.seconds_per_step * max(self.total - step, 0), 1)
 
     def started(self, step: int, **fields: Any) -> dict[str, Any]:
+        """Training starts (or resumes) at `step`; also starts the ETA clock."""
         self.mark(step)
         return self.emit("started", step=step, total=self.total, **fields)
 
     def progress(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """`step` steps are done; `metrics` (loss, dice, ...) go into the event with the ETA."""
         clash = {"event", "stage", "step", "total", "eta_s"} & set(metrics)
         if clash:
             raise ValueError(f"metric names {sorted(clash)} are reserved by the progress protocol")
         return self.emit("progress", step=step, total=self.total, **metrics, eta_s=self.eta_s(step))
 
     def checkpoint(self, step: int, path: str, **fields: Any) -> dict[str, Any]:
+        """A checkpoint of `step` was written to `path`."""
         return self.emit("checkpoint", step=step, path=str(path), **fields)
 
     def log(self, message: str) -> dict[str, Any]:
+        """A one-line message for the user."""
         return self.emit("log", message=message)
 
     def finished(self, step: int, checkpoint: str | None, **fields: Any) -> dict[str, Any]:
+        """The job ended normally at `step`; `checkpoint` is its final checkpoint."""
         return self.emit("finished", step=step, total=self.total,
                          checkpoint=None if checkpoint is None else str(checkpoint), **fields)
 
     def cancelled(self, step: int, checkpoint: str | None) -> dict[str, Any]:
+        """The job was cancelled at `step`; `checkpoint` is where to resume from."""
         return self.emit("cancelled", step=step, checkpoint=None if checkpoint is None else str(checkpoint))
 
     def error(self, message: str) -> dict[str, Any]:
+        """The job failed; `message` is the one-line reason."""
         return self.emit("error", message=message)

@@ -38,6 +38,7 @@ class CohortCase:
 
     @property
     def labelled(self) -> bool:
+        """True if the case has a segmentation."""
         return self.segmentation is not None
 
 

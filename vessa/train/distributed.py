@@ -33,6 +33,7 @@ class Runtime:
 
     @property
     def distributed(self) -> bool:
+        """True when more than one process trains."""
         return self.world_size > 1
 
 

@@ -54,6 +54,7 @@ class RunResult:
 
     @property
     def cancelled(self) -> bool:
+        """True if the run stopped because a cancel was requested."""
         return self.reason == "cancelled"
 
 
