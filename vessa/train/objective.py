@@ -38,6 +38,7 @@ class Objective(Protocol):
         Forward passes that need gradients must call `nets[name]` (the DDP wrapper when
         distributed, the model itself otherwise), not the model directly. Random
         augmentation must use torch/numpy/python global RNGs, which checkpoints restore.
+        Return the same metric keys at every step (NaN where undefined): ranks average them.
         """
 
     def after_step(self, step: int) -> None:
