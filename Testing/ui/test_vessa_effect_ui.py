@@ -86,7 +86,9 @@ def test_assigned_properties_exist(panel):
         if classes[name] in CTK_PROPERTIES:
             assert prop in CTK_PROPERTIES[classes[name]], (name, prop)
             continue
-        assert panel.findChild(QObject, name).metaObject().indexOfProperty(prop) >= 0, (name, prop)
+        meta = panel.findChild(QObject, name).metaObject()
+        index = meta.indexOfProperty(prop)
+        assert index >= 0 and meta.property(index).isWritable(), (name, prop)
 
 
 def test_combo_boxes_match_the_parameters(panel):

@@ -16,6 +16,8 @@ from VESSASegmentLib.dependency_logic import DependencyLogic
 from VESSASegmentLib.parameters import TEMPLATE_SOURCES, Parameters  # TEMPLATE_SOURCES: combo box order
 from VESSASegmentLib.user_message import userMessage
 
+from vessa.errors import VessaError
+
 HERE = os.path.dirname(__file__)
 RESOURCES = os.path.join(HERE, "..", "Resources")
 POLL_MILLISECONDS = 200
@@ -320,7 +322,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def _templateNames(self, parameters):
         if self.lib is None:
             return "Templates: available once the Python packages are installed."
-        with contextlib.suppress(Exception):  # only a hint: a half-typed bank path must not raise here
+        with contextlib.suppress(VessaError):  # only a hint: a half-typed bank path must not raise here
             if parameters.templateSource == "bank":
                 names = self.lib.BankLogic.open(parameters.bankFolder).names()
                 return "Bank segments: " + (", ".join(names) or "(none)")
