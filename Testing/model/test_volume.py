@@ -1,0 +1,167 @@
+"""VolumeSegmenter: exact output grid, 2D input, propagation, bad input, out-of-memory handling."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from vessa.errors import BankError, InputError
+from vessa.io import Template, Volume
+from vessa.model.assistant import TemplateAssistant
+from vessa.model.volume import VolumeSegmenter
+
+ROTATION = np.array([[0.8, -0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])  # oblique, 36.87 degrees
+
+
+def target_volume() -> Volume:
+    """5 x 40 x 30 voxels, 0.7 x 0.7 x 3 mm, rotated, with a bright ellipse on slices 1-3."""
+    rng = np.random.default_rng(0)
+    array = rng.normal(100.0, 10.0, (5, 40, 30)).astype(np.float32)
+    jj, ii = np.mgrid[:40, :30]
+    array[1:4][:, ((jj - 20) / 9) ** 2 + ((ii - 14) / 7) ** 2 < 1] += 150.0
+    return Volume(array, spacing=(0.7, 0.7, 3.0), origin=(-12.5, 30.25, 7.0), direction=ROTATION)
+
+
+def template() -> Template:
+    rng = np.random.default_rng(1)
+    array = rng.normal(90.0, 10.0, (6, 36, 32)).astype(np.float32)
+    mask = np.zeros(array.shape, dtype=bool)
+    jj, ii = np.mgrid[:36, :32]
+    mask[2:5][:, ((jj - 18) / 8) ** 2 + ((ii - 16) / 8) ** 2 < 1] = True
+    array[mask] += 160.0
+    return Template(Volume(array, spacing=(0.8, 0.8, 2.5)), mask, "lesion", case_id="t1")
+
+
+@pytest.fixture
+def segmenter(assistant: TemplateAssistant) -> VolumeSegmenter:
+    return VolumeSegmenter(assistant, device="cpu", batch_size=4)
+
+
+def test_output_is_on_the_exact_input_grid(segmenter: VolumeSegmenter):
+    image = target_volume()
+    fractions: list[float] = []
+    result = segmenter.segment(image, [template()], "lesion", progress=fractions.append)
+    probability = result.probability
+    assert probability.shape == image.shape and probability.array.dtype == np.float32
+    np.testing.assert_array_equal(probability.spacing, image.spacing)
+    np.testing.assert_array_equal(probability.origin, image.origin)
+    np.testing.assert_array_equal(probability.direction, image.direction)
+    assert probability.array.min() >= 0.0 and probability.array.max() <= 1.0
+    assert result.axis == 0 and result.slice_confidence.shape == (5,)
+    assert np.all(np.isfinite(result.slice_confidence)) and result.seconds > 0
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) >= 3
+
+
+def test_a_2d_image_is_one_slice(segmenter: VolumeSegmenter):
+    image = Volume(target_volume().array[2], spacing=(0.7, 0.7, 1.0))
+    result = segmenter.segment(image, [template()], "lesion")
+    assert result.probability.shape == (1, 40, 30) and result.probability.same_grid(image)
+    assert result.slice_confidence.shape == (1,)
+
+
+def test_absent_object_gives_zero_probability(restore_assistant: TemplateAssistant):
+    restore_assistant.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.data.fill_(-50.0)
+    result = VolumeSegmenter(restore_assistant, device="cpu").segment(target_volume(), [template()], "lesion")
+    assert np.all(result.probability.array == 0.0)
+    assert np.all(result.slice_confidence < 1e-6)
+
+
+def test_propagation_feeds_each_found_slice_to_the_next(restore_assistant: TemplateAssistant, monkeypatch):
+    restore_assistant.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.data.fill_(50.0)
+    extra = []
+    decode = restore_assistant.decode
+
+    def spy(*args, **kwargs):
+        extra.append(kwargs.get("extra_memory") is not None)
+        return decode(*args, **kwargs)
+
+    image = target_volume()
+    plain = VolumeSegmenter(restore_assistant, device="cpu", batch_size=2).segment(image, [template()], "lesion")
+    monkeypatch.setattr(restore_assistant, "decode", spy)
+    propagated = VolumeSegmenter(restore_assistant, device="cpu", batch_size=2, propagate=True).segment(
+        image, [template()], "lesion"
+    )
+    assert extra == [False, True, True, True, True]  # one decode per slice, memory from the 2nd on
+    assert propagated.probability.same_grid(image)
+    np.testing.assert_allclose(propagated.probability.array[0], plain.probability.array[0], atol=1e-5)
+    assert not np.allclose(propagated.probability.array[1:], plain.probability.array[1:])
+
+
+def three_slices() -> Volume:
+    image = target_volume()
+    return Volume(image.array[:3], image.spacing, image.origin, image.direction)
+
+
+def test_out_of_memory_halves_the_batch(segmenter: VolumeSegmenter, monkeypatch, caplog):
+    image, templates = three_slices(), [template()]
+    reference = VolumeSegmenter(segmenter.assistant, device="cpu", batch_size=1).segment(image, templates, "lesion")
+    encode = segmenter.assistant.encode
+    sizes = []
+
+    def small_memory(images):
+        sizes.append(images.shape[0])
+        if images.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return encode(images)
+
+    monkeypatch.setattr(segmenter.assistant, "encode", small_memory)
+    with caplog.at_level(logging.WARNING, logger="vessa.model.volume"):
+        result = segmenter.segment(image, templates, "lesion")
+    # 2 template slices (fails, then 1 + 1), then the 3 target slices one by one
+    assert sizes == [2, 1, 1, 1, 1, 1] and segmenter.batch_size == 1
+    assert "out of memory at batch size 2: retrying with batch size 1" in caplog.text
+    np.testing.assert_allclose(result.probability.array, reference.probability.array, atol=1e-6)
+
+
+def test_out_of_memory_at_batch_one_falls_back_to_cpu(segmenter: VolumeSegmenter, monkeypatch, caplog):
+    """The accelerator is stood in for by the 'meta' device, which 'runs out of memory'."""
+    encode = segmenter.assistant.encode
+
+    def accelerator_full(images):
+        if images.is_meta:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return encode(images)
+
+    monkeypatch.setattr(segmenter.assistant, "encode", accelerator_full)
+    segmenter.device = torch.device("meta")
+    with caplog.at_level(logging.WARNING, logger="vessa.model.volume"):
+        result = segmenter.segment(three_slices(), [template()], "lesion")
+    assert segmenter.device == torch.device("cpu")
+    assert "continuing on the CPU" in caplog.text
+    assert result.probability.shape == (3, 40, 30) and result.probability.array.max() > 0
+
+
+def bad(kind: str):
+    image, good = target_volume(), template()
+    if kind == "nan":
+        image.array[2, 3, 4] = np.nan
+    elif kind == "empty mask":
+        good.mask = np.zeros_like(good.mask)
+    elif kind == "mask grid":
+        good.mask = np.ones((6, 36, 31), dtype=bool)
+    elif kind == "template nan":
+        good.image.array[0, 0, 0] = np.inf
+    return image, [] if kind == "no templates" else [good], "" if kind == "empty text" else "lesion"
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "message"),
+    [
+        ("nan", InputError, "1 NaN/infinite"),
+        ("empty text", InputError, "non-empty"),
+        ("no templates", BankError, "no templates"),
+        ("empty mask", BankError, "mask is empty"),
+        ("mask grid", BankError, "does not match its image"),
+        ("template nan", InputError, "template 1"),
+    ],
+)
+def test_bad_input_fails_before_any_model_work(segmenter: VolumeSegmenter, monkeypatch, kind, error, message):
+    def no_model(images):
+        raise AssertionError("the model ran on bad input")
+
+    monkeypatch.setattr(segmenter.assistant, "encode", no_model)
+    with pytest.raises(error, match=message):
+        segmenter.segment(*bad(kind))
