@@ -111,3 +111,9 @@ def test_templates_come_from_other_subjects_of_the_same_modality_only():
     same = template_sides([side_case("a", True, "MR"), side_case("b", False, "MR")])
     crossing = sum(t != target for target, templates in same for t in templates)
     assert crossing > len(same)  # most templates come from the other subject (p = 0.8 each)
+
+
+def test_batches_are_plain_tensors(sampler):
+    # a MONAI MetaTensor here would route every model op through its slow __torch_function__
+    batch = sampler.batch(0, 1)
+    assert all(type(batch[key]) is torch.Tensor for key in ("image", "mask", "templates", "template_masks"))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.transforms import Rand2DElasticd
+from monai.utils import convert_to_tensor
 
 from vessa.errors import JobError
 
@@ -135,7 +136,8 @@ class EpisodeSampler:
             "mask": square_resize(torch.from_numpy(case.masks[name][z]), size, "nearest")[None],
         }
         self.deform.set_random_state(int(rng.integers(2**31)))
-        out = {key: torch.as_tensor(value)[0] for key, value in self.deform(data).items()}
+        # plain tensors: MONAI's MetaTensor would slow every later torch op (the model's too)
+        out = {key: convert_to_tensor(value, track_meta=False)[0] for key, value in self.deform(data).items()}
         if rng.random() < self.config.synthetic_probability:
             image = gmm_render(out["labels"].round().long(), rng)
         else:
