@@ -56,15 +56,16 @@ class FakeResult:
 
 class ThresholdPredictor:
     """Deterministic stand-in for VolumeSegmenter: probability = image > LEVEL (float32 on the
-    image's grid), slice confidence = a known ramp; records its calls; optional gate to hold it
-    inside `segment` (for cancel tests) and an error to raise."""
+    image's grid), slice confidence = a known ramp; records its calls. It reports progress
+    1/5 ... 5/5; with `gate` (a semaphore) set, it waits for one release before each report
+    (for progress and cancel tests). `error`: raised instead of a result."""
 
     def __init__(self, device: str = "cpu", error: BaseException | None = None, axis: int = 0):
         self.device = device
         self.error = error
         self.axis = axis
         self.calls: list[dict] = []
-        self.gate: threading.Event | None = None
+        self.gate: threading.Semaphore | None = None
         self.entered = threading.Event()
 
     def segment(self, image: Volume, templates, text, progress=None, modality=""):
@@ -72,9 +73,9 @@ class ThresholdPredictor:
         self.entered.set()
         if self.error is not None:
             raise self.error
-        for step in range(5):
-            if self.gate is not None:
-                self.gate.wait(5)
+        for step in range(1, 6):
+            if self.gate is not None and not self.gate.acquire(timeout=10):
+                raise TimeoutError("ThresholdPredictor: the test never released the gate")
             if progress:
                 progress(step / 5)
         probability = (image.array > LEVEL).astype(np.float32)

@@ -7,6 +7,7 @@ written voxel is known; Apply goes through Slicer's own segment editor logic, as
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -153,7 +154,7 @@ def test_cancelling_the_preview_leaves_the_scene_unchanged(scene, predictor):
 
 
 def test_cancelling_the_job_stops_the_model_and_changes_nothing(scene, predictor):
-    predictor.gate = threading.Event()
+    predictor.gate = threading.Semaphore(0)
     logic = SegmentLogic(loader=loader_for({"cpu": predictor}))
     settings = Parameters(checkpoint="test", device="cpu")
     nodes, before = scene_snapshot(scene)
@@ -161,28 +162,33 @@ def test_cancelling_the_job_stops_the_model_and_changes_nothing(scene, predictor
     assert predictor.entered.wait(5)
     assert job.state().status == JobStatus.RUNNING
     job.cancel()
-    predictor.gate.set()
+    predictor.gate.release()  # the model's next progress report stops it
     state = job.wait(10)
-    assert state.status == JobStatus.CANCELLED and state.results == []
+    assert state.status == JobStatus.CANCELLED and state.results == [] and state.fraction == 0.0
     assert slicer.mrmlScene.GetNumberOfNodes() == nodes
     for name, mask in scene.masks().items():
         np.testing.assert_array_equal(mask, before[name])
 
 
-def test_progress_is_reported_while_running(scene, predictor):
-    predictor.gate = threading.Event()
+def test_progress_follows_the_model(scene, predictor):
+    """Each progress report of the model moves the job's fraction; the GUI polls it."""
+    predictor.gate = threading.Semaphore(0)
     logic = SegmentLogic(loader=loader_for({"cpu": predictor}))
     settings = Parameters(checkpoint="test", device="cpu")
     job = logic.start(settings, logic.request(settings, scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]]))
-    predictor.entered.wait(5)
-    seen = set()
-    while not job.state().done:
+    assert predictor.entered.wait(5)
+    seen = []
+    for step in range(1, 5):
+        predictor.gate.release()
+        deadline = time.monotonic() + 5
+        while job.state().fraction < step / 5 and time.monotonic() < deadline:
+            time.sleep(0.005)
         state = job.state()
-        seen.add(round(state.fraction, 2))
-        predictor.gate.set()
-    assert job.wait(10).fraction == 1.0
-    assert "segmenting 'liver'" in state.message or state.done
-    assert min(seen) < 1.0
+        seen.append((round(state.fraction, 3), state.status, state.message))
+    assert seen == [(step / 5, JobStatus.RUNNING, "segmenting 'liver'") for step in range(1, 5)]
+    predictor.gate.release()
+    state = job.wait(10)
+    assert (state.status, state.fraction, state.message) == (JobStatus.FINISHED, 1.0, "done")
 
 
 def test_oblique_anisotropic_result_keeps_geometry(scene, predictor):
