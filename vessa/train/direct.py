@@ -48,9 +48,10 @@ class DirectSegmenter:
         return self.student.config.class_names[1:]
 
     def segment(self, image: Volume, templates: list[Any] | None = None, text: str = "",
-                progress: Progress | None = None) -> SegmentResult:
-        """Probability of structure `text` (one of `structures`) on `image`'s grid; `templates`
-        are accepted for the VolumeSegmenter signature and ignored (a student needs none)."""
+                progress: Progress | None = None, modality: str = "") -> SegmentResult:
+        """Probability of structure `text` (one of `structures`) on `image`'s grid. `templates`
+        and `modality` are accepted for the effect's `Predictor` signature and ignored: a
+        student needs no templates and normalises every volume as in training."""
         start = time.perf_counter()
         if text not in self.structures:
             raise InputError(f"direct model: structure {text!r} unknown; it segments {', '.join(self.structures)}")
