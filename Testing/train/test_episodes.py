@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vessa.errors import JobError
-from vessa.train.episodes import EpisodeCase, EpisodeConfig, EpisodeSampler, gmm_render, square_resize
+from vessa.train.episodes import EpisodeCase, EpisodeConfig, EpisodeSampler, gmm_render, sliceable_axes
 
 
 def toy_case() -> EpisodeCase:
@@ -14,7 +14,7 @@ def toy_case() -> EpisodeCase:
     box[2:8, 5:20, 5:15] = True
     band = np.zeros(image.shape, bool)
     band[:, 25:35, :] = True
-    return EpisodeCase("toy", image, {"box": box, "band": band})
+    return EpisodeCase("toy", image, {"box": box, "band": band}, spacing=(2.0, 1.0, 1.0))
 
 
 @pytest.fixture
@@ -63,10 +63,23 @@ def test_structure_filter_and_errors():
         EpisodeCase("x", np.zeros((2, 4, 4)), {"a": bad})
 
 
-def test_square_resize_pads_centred():
-    out = square_resize(torch.ones(2, 4), 4, "nearest")
-    assert out.shape == (4, 4)
-    torch.testing.assert_close(out.sum(dim=1), torch.tensor([0.0, 4.0, 4.0, 0.0]))
+def test_slices_are_framed_as_at_inference():
+    # a 40 x 30 slice fills 40 x 30 of the 40 x 40 input, padded on the right (SquareFrame)
+    config = EpisodeConfig(image_size=40, max_templates=1, elastic_magnitude=(0.0, 0.0), synthetic_probability=0.0)
+    case = toy_case()
+    case.image[:] = 1.0
+    batch = EpisodeSampler([case], config, seed=0).batch(0, 1)
+    columns = batch["image"][0, 0].mean(dim=0)
+    assert columns[:25].min() > 0.3 and columns[-8:].max() < 0.05
+
+
+@pytest.mark.parametrize(("shape", "spacing", "axes"), [
+    ((1, 64, 64), (1.0, 0.5, 0.5), [0]),  # a 2D image: its single slice
+    ((40, 512, 512), (5.0, 0.7, 0.7), [0]),  # CT: the acquired slices only
+    ((181, 217, 181), (1.0, 1.0, 1.0), [0, 1, 2]),  # isotropic MR: every axis
+])
+def test_sliceable_axes(shape, spacing, axes):
+    assert sliceable_axes(shape, spacing) == axes
 
 
 def test_gmm_render_draws_one_intensity_per_label():
@@ -85,7 +98,7 @@ def side_case(case_id: str, left: bool, modality: str) -> EpisodeCase:
     mask = np.zeros(image.shape, bool)
     mask[:, 10:30, 2:14] = left
     mask[:, 10:30, 26:38] = not left
-    return EpisodeCase(case_id, image, {"lesion": mask}, modality)
+    return EpisodeCase(case_id, image, {"lesion": mask}, modality, spacing=(3.0, 1.0, 1.0))
 
 
 def template_sides(cases: list[EpisodeCase]) -> list[tuple[bool, list[bool]]]:

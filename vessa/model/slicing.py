@@ -92,9 +92,13 @@ class SquareFrame:
         width = int(min(size, max(1, round(extent_cols * scale))))
         return cls(rows, cols, height, width, size)
 
-    def to_square(self, slices: torch.Tensor) -> torch.Tensor:
-        """[N, C, rows, cols] -> [N, C, S, S] (resized content top-left, zero padding)."""
-        resized = _resize(slices.float(), (self.height, self.width))
+    def to_square(self, slices: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+        """[N, C, rows, cols] -> [N, C, S, S] (resized content top-left, zero padding);
+        mode "nearest" for label maps."""
+        if mode == "nearest":
+            resized = F.interpolate(slices.float(), size=(self.height, self.width), mode="nearest")
+        else:
+            resized = _resize(slices.float(), (self.height, self.width))
         return F.pad(resized, (0, self.size - self.width, 0, self.size - self.height))
 
     def from_square(self, square: torch.Tensor) -> torch.Tensor:

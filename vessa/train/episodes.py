@@ -21,16 +21,19 @@ from monai.transforms import Rand2DElasticd
 from monai.utils import convert_to_tensor
 
 from vessa.errors import JobError
+from vessa.model.slicing import ISOTROPY_TOLERANCE, SquareFrame
 
 
 @dataclass
 class EpisodeCase:
-    """A subject: intensities scaled to [0, 1] (k, j, i) and its structures' masks."""
+    """A subject: intensities scaled to [0, 1] (k, j, i), its structures' masks, the spacing
+    per array axis (k, j, i) in mm and the modality."""
 
     case_id: str
     image: np.ndarray
     masks: dict[str, np.ndarray]
     modality: str = ""
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     labelmap: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -62,18 +65,22 @@ class EpisodeSampler:
     def __init__(self, cases: list[EpisodeCase], config: EpisodeConfig, seed: int = 0,
                  structures: list[str] | None = None):
         self.cases, self.config, self.seed = cases, config, seed
-        self.tasks: list[tuple[int, str, np.ndarray]] = []  # (case index, structure, usable slices)
+        # (case index, slicing axis, structure, usable slices); a case is cut along every axis
+        # the segmenter may cut it along (in-plane isotropic), as VolumeSegmenter does.
+        self.tasks: list[tuple[int, int, str, np.ndarray]] = []
         for case_index, case in enumerate(cases):
-            for name, mask in case.masks.items():
-                if structures is not None and name not in structures:
-                    continue
-                slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).sum(1) >= config.min_area)
-                if len(slices):
-                    self.tasks.append((case_index, name, slices))
-        self.by_name: dict[str, list[int]] = {}
+            for axis in sliceable_axes(case.image.shape, case.spacing):
+                for name, mask in case.masks.items():
+                    if structures is not None and name not in structures:
+                        continue
+                    area = np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).sum(1)
+                    slices = np.flatnonzero(area >= config.min_area)
+                    if len(slices):
+                        self.tasks.append((case_index, axis, name, slices))
+        self.by_name: dict[tuple[str, int], list[int]] = {}
         by_case: dict[int, list[int]] = {}
-        for index, (case_index, name, _) in enumerate(self.tasks):
-            self.by_name.setdefault(name, []).append(index)
+        for index, (case_index, axis, name, _) in enumerate(self.tasks):
+            self.by_name.setdefault((name, axis), []).append(index)
             by_case.setdefault(case_index, []).append(index)
         self.by_case = list(by_case.values())
         if not self.tasks:
@@ -105,36 +112,42 @@ class EpisodeSampler:
         # a case first, then one of its structures: small cases are not drowned by big atlases
         case_tasks = self.by_case[int(rng.integers(len(self.by_case)))]
         task = int(case_tasks[int(rng.integers(len(case_tasks)))])
-        case_index, name, slices = self.tasks[task]
+        case_index, axis, name, slices = self.tasks[task]
         target = int(rng.choice(slices))
         relative = (target - slices[0]) / max(1, slices[-1] - slices[0])
         # Templates come from other subjects with this structure and modality when there are any
         # (with probability 0.8 each), else from the same subject under another deformation.
         modality = self.cases[case_index].modality
-        others = [t for t in self.by_name[name]
+        others = [t for t in self.by_name[(name, axis)]
                   if self.tasks[t][0] != case_index and self.cases[self.tasks[t][0]].modality == modality]
         chosen = [(case_index, target)]
         for _ in range(k):
-            source, _, source_slices = self.tasks[int(rng.choice(others)) if others and rng.random() < 0.8 else task]
+            source, _, _, source_slices = self.tasks[int(rng.choice(others)) if others and rng.random() < 0.8
+                                                     else task]
             # the template slice at the target's relative height within the structure
             wanted = source_slices[0] + relative * (source_slices[-1] - source_slices[0])
             wanted += int(rng.integers(-self.config.z_jitter, self.config.z_jitter + 1))
             chosen.append((source, int(source_slices[np.argmin(np.abs(source_slices - wanted))])))
         images, masks = [], []
         for source, z in chosen:
-            image, mask = self._subject_slice(self.cases[source], name, z, rng)
+            image, mask = self._subject_slice(self.cases[source], axis, name, z, rng)
             images.append(image)
             masks.append(mask)
         return images, masks, name
 
-    def _subject_slice(self, case: EpisodeCase, name: str, z: int, rng: np.random.Generator):
-        """Slice z of a new random "subject": resized, deformed, re-rendered; ([1,S,S], [1,S,S])."""
-        size = self.config.image_size
-        data = {
-            "image": square_resize(torch.from_numpy(case.image[z]), size, "bilinear")[None],
-            "labels": square_resize(torch.from_numpy(case.labelmap[z]), size, "nearest")[None],
-            "mask": square_resize(torch.from_numpy(case.masks[name][z]), size, "nearest")[None],
-        }
+    def _subject_slice(self, case: EpisodeCase, axis: int, name: str, z: int, rng: np.random.Generator):
+        """Slice z along `axis` of a new random "subject": framed as at inference (`SquareFrame`),
+        deformed, re-rendered; returns ([1,S,S] image, [1,S,S] mask)."""
+        rows, cols = (n for a, n in enumerate(case.image.shape) if a != axis)
+        row_spacing, col_spacing = (s for a, s in enumerate(case.spacing) if a != axis)
+        frame = SquareFrame.for_slices(rows, cols, row_spacing, col_spacing, self.config.image_size)
+
+        def square(array: np.ndarray, mode: str = "bilinear") -> torch.Tensor:
+            plane = torch.from_numpy(np.ascontiguousarray(np.take(array, z, axis=axis)))
+            return frame.to_square(plane[None, None], mode)[0]
+
+        data = {"image": square(case.image), "labels": square(case.labelmap, "nearest"),
+                "mask": square(case.masks[name].astype(np.float32))}
         self.deform.set_random_state(int(rng.integers(2**31)))
         # plain tensors: MONAI's MetaTensor would slow every later torch op (the model's too)
         out = {key: convert_to_tensor(value, track_meta=False)[0] for key, value in self.deform(data).items()}
@@ -145,14 +158,18 @@ class EpisodeSampler:
         return image.clamp(0, 1)[None].float(), (out["mask"] > 0.5)[None].float()
 
 
-def square_resize(slice2d: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    """Zero-pad a 2D slice to a square (centred) and resize it to `size` x `size`."""
-    rows, cols = slice2d.shape
-    side = max(rows, cols)
-    top, left = (side - rows) // 2, (side - cols) // 2
-    padded = F.pad(slice2d[None, None].float(), (left, side - cols - left, top, side - rows - top))
-    kwargs = {"align_corners": False} if mode == "bilinear" else {}
-    return F.interpolate(padded, size=(size, size), mode=mode, **kwargs)[0, 0]
+def sliceable_axes(shape: tuple[int, ...], spacing: tuple[float, float, float]) -> list[int]:
+    """Array axes a volume may be cut along: a length-1 axis (2D image), else every axis whose two
+    in-plane spacings agree (the rule of `vessa.model.slicing.slicing_axis`) and that has > 1 slice."""
+    singles = [axis for axis in range(3) if shape[axis] == 1]
+    if singles:
+        return singles[:1]
+    axes = []
+    for axis in range(3):
+        a, b = (spacing[other] for other in range(3) if other != axis)
+        if abs(a - b) <= ISOTROPY_TOLERANCE * max(a, b):
+            axes.append(axis)
+    return axes or [int(np.argmax(spacing))]
 
 
 def gmm_render(labels: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:

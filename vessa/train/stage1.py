@@ -33,6 +33,7 @@ from vessa.model.assistant import TemplateAssistant
 from vessa.model.checkpoint import load_assistant, read_checkpoint, save_checkpoint
 from vessa.model.config import SAM2_CONFIGS, SAM2_PRESETS, ModelConfig
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
+from vessa.model.slicing import array_spacing
 from vessa.train.cohort import CohortCase, read_manifest
 from vessa.train.distributed import Runtime
 from vessa.train.episodes import EpisodeCase, EpisodeConfig, EpisodeSampler
@@ -84,7 +85,7 @@ def episode_cases(cases: list[CohortCase], structures: list[str]) -> list[Episod
         unit = to_unit_range(image.array, *intensity_range(image.array, case.modality))
         masks = {s.name: s.mask for s in segmentation.segments if wanted is None or s.name in wanted}
         if masks:
-            out.append(EpisodeCase(case.id, unit, masks, case.modality))
+            out.append(EpisodeCase(case.id, unit, masks, case.modality, tuple(array_spacing(image.spacing))))
     return out
 
 
