@@ -62,6 +62,12 @@ OFFICIAL = (
 # Checkpoints shipped in vessa/data/ (KnownWeights with packaged_file set); none yet.
 SHIPPED: tuple[KnownWeights, ...] = ()
 
+
+def default_checkpoint() -> str | None:
+    """Name of the best VESSA checkpoint shipped with the package (the first listed), or None."""
+    return next((entry.name for entry in SHIPPED if entry.kind == "vessa"), None)
+
+
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 

@@ -38,6 +38,10 @@ def load_segmenter(
     from vessa.model.volume import VolumeSegmenter
 
     if checkpoint is None:
+        from vessa.weights import default_checkpoint
+
+        checkpoint = default_checkpoint()
+    if checkpoint is None:
         if not allow_untrained:
             raise CheckpointError(
                 "no trained VESSA checkpoint is available: give a checkpoint file or registry name "

@@ -42,9 +42,18 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(assistant: TemplateAssistant, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Write `assistant` atomically to `path` (metadata: plain JSON-like values)."""
+def save_checkpoint(
+    assistant: TemplateAssistant,
+    path: str | Path,
+    metadata: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write `assistant` atomically to `path` (metadata: plain JSON-like values). With `dtype`
+    (e.g. torch.float16, to ship a small file) floating-point weights are stored in it; loading
+    casts them back to the model's float32."""
     state = {key: value.detach().cpu().clone() for key, value in assistant.state_dict().items()}
+    if dtype is not None:
+        state = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state.items()}
     payload = {
         "format": FORMAT,
         "config": assistant.config.to_dict(),

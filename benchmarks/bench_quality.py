@@ -1,0 +1,133 @@
+"""Stage-1 quality: Dice of VESSA on held-out real cases and unseen structures.
+
+Two groups, each against a no-model baseline measured in the same run:
+* unseen patients — the lesion of pyradiomics lung2 (CT) and brain2 (MR), each segmented
+  from the lesion of lung1 / brain1 (real, different patients) as the only template;
+* unseen structures — Harvard-Oxford cortical regions (never trained on) in Colin27 T1. Only
+  one Colin27 subject exists, so the target is Colin27 under a fixed random 3D elastic +
+  affine deformation (a synthetic "new subject") and the templates are Colin27 itself and
+  differently deformed copies (K = 1 and 3). This measures matching across deformation, not
+  across real anatomy — read it as an upper bound.
+Baseline "position transfer": the template mask slice at the same relative slice position,
+resized onto the target slice (what a template gives without any model).
+
+    python benchmarks/bench_quality.py --checkpoint runs/starter/job/vessa_stage1.pt --regions 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import Rand3DElasticd
+
+from vessa.evaluate import score_masks
+from vessa.io import Template, Volume, read_segmentation, read_volume
+from vessa.model import load_segmenter
+from vessa.samples import fetch, load_manifest
+
+
+def position_transfer(template: Template, shape: tuple[int, int, int]) -> np.ndarray:
+    """The template mask slice at each target slice's relative position, resized to the target slice."""
+    mask = torch.from_numpy(template.mask.astype(np.float32))
+    picks = np.round(np.linspace(0, mask.shape[0] - 1, shape[0])).astype(int)
+    slices = F.interpolate(mask[picks][:, None], size=shape[1:], mode="nearest")[:, 0]
+    return slices.numpy() > 0.5
+
+
+def deformed(image: Volume, masks: dict[str, np.ndarray], seed: int) -> tuple[Volume, dict[str, np.ndarray]]:
+    """A synthetic subject: the same random elastic + affine warp of the image and its masks."""
+    names = list(masks)
+    labels = np.zeros(image.shape, np.float32)
+    for index, name in enumerate(names, start=1):
+        labels[masks[name]] = index
+    warp = Rand3DElasticd(keys=["image", "labels"], sigma_range=(9, 11), magnitude_range=(80, 160), prob=1.0,
+                          rotate_range=(0.12, 0.12, 0.12), scale_range=(0.08, 0.08, 0.08),
+                          mode=("bilinear", "nearest"), padding_mode="zeros")
+    warp.set_random_state(seed)
+    out = warp({"image": image.array[None].astype(np.float32), "labels": labels[None]})
+    warped_labels = np.asarray(out["labels"])[0].round()
+    return (image.with_array(np.asarray(out["image"])[0].astype(np.float32)),
+            {name: warped_labels == index for index, name in enumerate(names, start=1)})
+
+
+def run_case(segmenter, group: str, name: str, target: Volume, truth: np.ndarray, templates: list[Template],
+             text: str, modality: str) -> dict:
+    started = time.perf_counter()
+    result = segmenter.segment(target, templates, text, modality=modality)
+    seconds = time.perf_counter() - started
+    predicted = result.probability.array >= 0.5
+    dice, hd95 = score_masks(predicted, truth, target.spacing[::-1])
+    baseline, _ = score_masks(position_transfer(templates[0], target.shape), truth, target.spacing[::-1])
+    row = {"group": group, "case": name, "templates": len(templates), "dice": dice, "hd95_mm": hd95,
+           "baseline_dice": baseline, "seconds": seconds}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def lesion_rows(segmenter) -> list[dict]:
+    fetch("pyradiomics")
+    cases = {c.case_id: c for c in load_manifest("pyradiomics")}
+    rows = []
+    for target, source in (("lung2", "lung1"), ("brain2", "brain1")):
+        image = read_volume(cases[target].image)
+        truth = read_segmentation(cases[target].segmentation).get("lesion").mask
+        template_seg = read_segmentation(cases[source].segmentation).get("lesion")
+        template = Template(read_volume(cases[source].image), template_seg.mask, "lesion", case_id=source,
+                            modality=cases[source].modality)
+        rows.append(run_case(segmenter, "unseen patient", f"{target} lesion <- {source}", image, truth,
+                             [template], "lesion", cases[target].modality))
+    return rows
+
+
+def region_rows(segmenter, regions: int) -> list[dict]:
+    fetch("colin27")
+    case = next(c for c in load_manifest("colin27") if c.case_id == "colin27_harvardoxford")
+    image = read_volume(case.image)
+    segmentation = read_segmentation(case.segmentation)
+    largest = sorted(segmentation.segments, key=lambda s: -int(s.mask.sum()))[:regions]
+    masks = {s.name: s.mask for s in largest}
+    target, target_masks = deformed(image, masks, seed=1)
+    copies = [(image, masks)] + [deformed(image, masks, seed=seed) for seed in (2, 3)]
+    rows = []
+    for name in masks:
+        for count in (1, 3):
+            templates = [Template(im, m[name], name, case_id=f"colin27_copy{i}", modality="MR")
+                         for i, (im, m) in enumerate(copies[:count])]
+            rows.append(run_case(segmenter, "unseen structure", name, target, target_masks[name], templates,
+                                 name, "MR"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="VESSA checkpoint (default: the shipped starter)")
+    parser.add_argument("--regions", type=int, default=8, help="largest Harvard-Oxford regions to score")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", help="write all rows here")
+    args = parser.parse_args()
+    segmenter = load_segmenter(args.checkpoint, device=args.device)
+    rows = lesion_rows(segmenter) + region_rows(segmenter, args.regions)
+    print("\n| group | case | K | Dice | baseline Dice | HD95 mm | s |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['group']} | {r['case']} | {r['templates']} | {r['dice']:.3f} | {r['baseline_dice']:.3f} | "
+              f"{r['hd95_mm']:.1f} | {r['seconds']:.1f} |")
+    for group in ("unseen patient", "unseen structure"):
+        for count in (1, 3):
+            picked = [r for r in rows if r["group"] == group and r["templates"] == count]
+            if picked:
+                dice = np.array([r["dice"] for r in picked])
+                base = np.array([r["baseline_dice"] for r in picked])
+                print(f"{group}, K={count}: Dice {dice.mean():.3f} ± {dice.std():.3f} (n={len(picked)}), "
+                      f"baseline {base.mean():.3f} ± {base.std():.3f}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
