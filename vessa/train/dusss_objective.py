@@ -81,6 +81,13 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, keep: torch
     return (ce * keep).sum() / keep.sum().clamp_min(1.0)
 
 
+def _float(value: Any) -> Any:
+    """Floating tensors (also inside a Gaussian pair) as float32; anything else unchanged."""
+    if isinstance(value, tuple):
+        return tuple(_float(v) for v in value)
+    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+
 class DuSSSObjective(Stage2Objective):
     """DuSSS on the shared stage-2 scaffolding (module docstring)."""
 
@@ -118,9 +125,17 @@ class DuSSSObjective(Stage2Objective):
 
     def contrastive(self, out: HeadOutputs, teacher_regions: torch.Tensor, teacher_text: torch.Tensor,
                     first_unlabelled: int) -> dict[str, torch.Tensor]:
-        """L_cmc, L_imc and L_tg of the student's head outputs."""
-        heads, classes = self.heads, torch.arange(out.text.shape[0], device=out.text.device)
-        tau = heads.tau
+        """L_cmc, L_imc and L_tg of the student's head outputs (in float32, outside autocast:
+        D_SSS is an exponential of a ratio of distances)."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self._contrastive(out, teacher_regions, teacher_text, first_unlabelled)
+
+    def _contrastive(self, out: HeadOutputs, teacher_regions: torch.Tensor, teacher_text: torch.Tensor,
+                     first_unlabelled: int) -> dict[str, torch.Tensor]:
+        out = HeadOutputs(**{k: _float(v) for k, v in vars(out).items()})
+        teacher_regions, teacher_text = teacher_regions.float(), teacher_text.float()
+        classes = torch.arange(out.text.shape[0], device=out.text.device)
+        tau = self.heads.tau
         cmc = symmetric_nce(contrastive_logits(out.regions, out.text, tau, out.region_gauss, out.text_gauss, self.sss),
                             out.region_class[:, None] == classes[None])
         unlabelled = out.regions[out.region_image >= first_unlabelled]

@@ -59,11 +59,11 @@ class Stage2Options:
     workers: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("threshold", "cutmix", "ema_momentum"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0 or (name == "ema_momentum" and value == 1.0):
-                raise JobError(f"option {name!r} must be in [0, 1{']' if name != 'ema_momentum' else ')'}, "
-                               f"got {value!r}")
+        for name in ("threshold", "cutmix"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise JobError(f"option {name!r} must be in [0, 1], got {getattr(self, name)!r}")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise JobError(f"option 'ema_momentum' must be in [0, 1), got {self.ema_momentum!r}")
         if self.unlabelled_batch_size < 0 or self.workers < 0:
             raise JobError("options 'unlabelled_batch_size' and 'workers' must be >= 0")
 
