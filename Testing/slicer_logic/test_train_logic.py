@@ -146,9 +146,11 @@ def test_start_checkpoints_by_registry_name(make_logic, runner, params, tmp_path
 
 def test_cpu_fallback_warns_about_time(make_logic, runner, params):
     params.gpus = 2
-    lines = make_logic(gpus=0).start(params)
+    logic = make_logic(gpus=0)
+    lines = logic.start(params)
     assert "training runs on the CPU" in lines[0] and "hours" in lines[0]
     assert "2 GPUs requested but training runs on the CPU" in lines[1]
+    assert logic.message == "\n".join(lines[:2])  # the panel shows the warnings while the job runs
     assert "torch.distributed.run" not in runner.starts[0]["argv"]
     assert JobSpec.from_json(runner.starts[0]["argv"][-1]).device == "cpu"
 

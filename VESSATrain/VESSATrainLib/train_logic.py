@@ -200,7 +200,9 @@ class TrainLogic:
         self._write_plan()
         lines = [*warnings, f"cohort: {len(export.written)} file(s) written, {len(export.skipped)} unchanged "
                  f"({export.manifest})"]
-        return lines + self._launch(stages[0], resume=False)
+        lines += self._launch(stages[0], resume=False)
+        self.message = "\n".join(warnings)  # shown while the job runs
+        return lines
 
     def _gpus(self, params: TrainParameters) -> int:
         count = self.gpu_count() or 0
@@ -260,7 +262,7 @@ class TrainLogic:
         self.progress.time_budgets[stage] = spec.time_budget_s
         argv = self.argv(job / SPEC_FILE, resume, self.plan["gpus"])
         self.runner.start(argv, env=self.environment(), cwd=job, stderr_log=job / STDERR_FILE)
-        self.current, self.state, self.message, self.summary = stage, "running", "", ""
+        self.current, self.state, self.summary = stage, "running", ""
         return [f"{'resuming' if resume else 'starting'} {stage}: {' '.join(argv)}"]
 
     # --- while running ----------------------------------------------------------------------
@@ -281,7 +283,7 @@ class TrainLogic:
             following = self.plan["stages"].index(stage) + 1
             if following < len(self.plan["stages"]):
                 return lines + self._launch(self.plan["stages"][following], resume=False)
-            self.state = "finished"
+            self.state, self.message = "finished", ""
         elif end.cancel_requested or end.returncode == EXIT_CANCELLED:
             self.state = "cancelled"
             kept = self.progress.checkpoints.get(stage)
@@ -382,7 +384,7 @@ class TrainLogic:
         if self.state == "finished":
             raise InputError(f"the job in {self.folder} has finished; start a new one in another folder")
         status = read_status(self.folder / self.current) or {}
-        self.progress = None
+        self.progress, self.message = None, ""
         return self._launch(self.current, resume=bool(status.get("last_checkpoint")))
 
     def _follow_detached(self) -> list[str]:
