@@ -54,7 +54,7 @@ class VESSATrainWidget(ScriptedLoadableModuleWidget):
         self.panel = TrainWidget(uiWidget)
 
     def enter(self):
-        self.panel.refreshCohort()
+        self.panel.enter()
 
     def cleanup(self):
         self.panel.cleanup()

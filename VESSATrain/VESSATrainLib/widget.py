@@ -68,6 +68,11 @@ class TrainWidget:
         self.ui.cancelButton.clicked.connect(self.onCancel)
         self.ui.resumeButton.clicked.connect(self.onResume)
 
+    def enter(self) -> None:
+        """Panel shown: nodes and checkpoints may have changed meanwhile."""
+        self.refreshCohort()
+        self.onStageChanged()
+
     def cleanup(self) -> None:
         """Module closed or Slicer quitting: ask a running job to stop, so that it saves a checkpoint."""
         self.timer.stop()
