@@ -358,3 +358,16 @@ def test_python_is_pythonslicer_when_on_path(monkeypatch, tmp_path):
     launcher.chmod(0o755)
     assert python_executable() == str(launcher)
 
+
+
+def test_the_assistant_file_is_the_one_stage1_exports():
+    import ast
+
+    import vessa.train
+
+    source = Path(vessa.train.__file__).with_name("stage1.py").read_text()
+    exported = next(node.value.value for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                    and [target.id for target in node.targets] == ["EXPORT_NAME"])
+    from VESSATrainLib.train_logic import STAGE1_EXPORT
+
+    assert exported == STAGE1_EXPORT  # read from the source: importing stage1 would import torch and sam2
