@@ -35,7 +35,9 @@ def build_optimizer(groups: Iterable[dict[str, Any]], lr: float, weight_decay: f
         group.setdefault("weight_decay", weight_decay)
         group["params"] = [p for p in group["params"] if p.requires_grad]
         param_groups.append(group)
-    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
+    # foreach: one vectorised update per group instead of a Python loop over tensors (the
+    # default on CPU), ~4x faster there for models with many small tensors (sam2).
+    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total: int, warmup: int, kind: str) -> LambdaLR:
