@@ -90,5 +90,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, default=Path("vessa-demo"))
     parser.add_argument("--checkpoint", help="checkpoint file or registry name (default: best shipped)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.set_defaults(func=lambda args: run_demo(args.target, tuple(args.templates), output=args.output,
-                                                   checkpoint=args.checkpoint, device=args.device) and 0)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    run_demo(args.target, tuple(args.templates), output=args.output, checkpoint=args.checkpoint, device=args.device)
+    return 0
