@@ -6,11 +6,18 @@ so the runner is tested independently of the trainer. Modes:
   crash         one progress event, a traceback on stderr, exit 1
   loop DIR      progress every 20 ms until SIGTERM, then writes DIR/last.pt, emits cancelled, exit 3
   stubborn      ignores SIGTERM and starts a grandchild that ignores it too; prints its pid
+  forking DIR   forks a helper (same command line), then runs `loop DIR`; the helper writes
+                DIR/helper-got-sigterm if it receives SIGTERM
+  launcher DIR  like Slicer's PythonSlicer: runs these arguments as another program (argv[0]
+                "python-real", then `loop DIR`) and forwards SIGTERM to it; writes
+                DIR/launcher-got-sigterm if it receives SIGTERM
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -62,6 +69,34 @@ def stubborn() -> int:
     return 0
 
 
+def forking(folder: Path) -> int:
+    helper = os.fork()
+    if helper == 0:
+        signal.signal(signal.SIGTERM, lambda *_: (folder / "helper-got-sigterm").touch())
+        time.sleep(60)
+        os._exit(0)
+    try:
+        return loop(folder)
+    finally:
+        os.kill(helper, signal.SIGKILL)
+        os.waitpid(helper, 0)
+
+
+def launcher(folder: Path) -> int:
+    # Not started as this venv's Python, the copy finds packages through PYTHONPATH only.
+    vessa_root = Path(importlib.util.find_spec("vessa").origin).parents[1]
+    paths = [str(vessa_root), *(p for p in sys.path if p)]
+    env = {**os.environ, "JOB_CHILD_RELAUNCHED": "1", "PYTHONPATH": os.pathsep.join(paths)}
+    child = subprocess.Popen(["python-real", *sys.argv], executable=sys.executable, env=env)
+
+    def forward(signum, frame):
+        (folder / "launcher-got-sigterm").touch()
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    return child.wait()
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "events":
@@ -70,4 +105,9 @@ if __name__ == "__main__":
         sys.exit(crash())
     if mode == "loop":
         sys.exit(loop(Path(args[0])))
+    if mode == "forking":
+        sys.exit(forking(Path(args[0])))
+    if mode == "launcher":
+        relaunched = os.environ.get("JOB_CHILD_RELAUNCHED") == "1"
+        sys.exit(loop(Path(args[0])) if relaunched else launcher(Path(args[0])))
     sys.exit(stubborn())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from VESSATrainLib.job_runner import SubprocessJobRunner, read_tail
+from VESSATrainLib.job_runner import SubprocessJobRunner, read_tail, terminate_targets
 
 from vessa.jobs import EXIT_CANCELLED, parse_progress_line
 
@@ -85,6 +85,33 @@ def test_cancel_kills_a_tree_that_ignores_sigterm_within_the_grace_time():
     assert time.monotonic() - asked < 2.0
     assert runner.exit.cancel_requested and runner.exit.returncode != 0
     assert ended(grandchild)
+
+
+def test_cancel_spares_forked_helpers(tmp_path):
+    """A DataLoader-like helper (forked, same command line) is left to its parent, not signalled."""
+    runner = SubprocessJobRunner(parse_progress_line)
+    runner.start(child("forking", str(tmp_path)))
+    poll_until(runner, lambda events: any(event["event"] == "progress" for event in events))
+    assert terminate_targets(psutil.Process(runner.pid)) == [psutil.Process(runner.pid)]
+    runner.cancel()
+    events = poll_until(runner, lambda events: False, timeout=5)
+    assert runner.exit.returncode == EXIT_CANCELLED and events[-1]["event"] == "cancelled"
+    assert not (tmp_path / "helper-got-sigterm").exists()
+
+
+def test_cancel_through_a_launcher_signals_the_trainer_once(tmp_path):
+    """Behind a PythonSlicer-like launcher that forwards SIGTERM, the trainer still gets only one."""
+    runner = SubprocessJobRunner(parse_progress_line)
+    runner.start(child("launcher", str(tmp_path)))
+    poll_until(runner, lambda events: any(event["event"] == "progress" for event in events))
+    (trainer,) = psutil.Process(runner.pid).children()
+    assert trainer.cmdline()[0] == "python-real"
+    assert terminate_targets(psutil.Process(runner.pid)) == [trainer]
+    runner.cancel()
+    events = poll_until(runner, lambda events: False, timeout=5)
+    assert runner.exit.returncode == EXIT_CANCELLED, runner.exit.stderr_tail
+    assert events[-1]["event"] == "cancelled" and (tmp_path / "last.pt").is_file()
+    assert not (tmp_path / "launcher-got-sigterm").exists()
 
 
 def test_a_second_start_while_running_is_refused(tmp_path):
@@ -193,6 +220,7 @@ def test_torchrun_job_tree_is_cancelled_whole(tmp_path):
     assert events[0]["event"] == "started" and events[0]["world_size"] == 2
     tree = psutil.Process(runner.pid).children(recursive=True)
     assert len([p for p in tree if "vessa.cli" in " ".join(p.cmdline())]) == 2  # the two workers
+    assert terminate_targets(psutil.Process(runner.pid)) == [psutil.Process(runner.pid)]  # torchrun forwards
     asked = time.monotonic()
     runner.cancel()
     events += poll_until(runner, lambda events: False, timeout=10)

@@ -163,7 +163,7 @@ class SubprocessJobRunner:
             tree = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return
-        for process in tree:
+        for process in terminate_targets(root):
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(signal.SIGTERM)
         threading.Thread(target=self._kill_after_grace, args=(self._process, tree[1:]), daemon=True).start()
@@ -192,6 +192,42 @@ class SubprocessJobRunner:
             return True
         self._threads[1].join(timeout)
         return not self._threads[1].is_alive()
+
+
+def terminate_targets(root: psutil.Process) -> list[psutil.Process]:
+    """The processes of a job tree that get SIGTERM on cancel (after the grace, all of it is killed).
+
+    Each job process gets exactly one SIGTERM, because a second one stops a trainer at once,
+    without its checkpoint (vessa.jobs.CancelFlag). So these are left out:
+    - launchers, which run the same arguments under another executable (Slicer's PythonSlicer
+      runs python-real): their child gets the signal, whether or not they forward it;
+    - the workers of `torch.distributed.run`, which forwards SIGTERM to them;
+    - forked helpers, which have their parent's command line (e.g. DataLoader workers): their
+      parent stops them, and one that dies first makes the parent fail instead of cancel.
+    """
+    targets: list[psutil.Process] = []
+
+    def visit(process: psutil.Process, parent_cmdline: list[str] | None) -> None:
+        try:
+            cmdline = process.cmdline()
+            if cmdline == parent_cmdline:
+                return
+            children = process.children()
+            if not any(_relaunches(cmdline, child) for child in children):
+                targets.append(process)
+            if "torch.distributed.run" not in cmdline:
+                for child in children:
+                    visit(child, cmdline)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return
+
+    visit(root, None)
+    return targets
+
+
+def _relaunches(cmdline: list[str], child: psutil.Process) -> bool:
+    child_cmdline = child.cmdline()
+    return len(cmdline) > 1 and child_cmdline[1:] == cmdline[1:] and child_cmdline[:1] != cmdline[:1]
 
 
 def read_tail(path: str | os.PathLike, lines: int = 40) -> str:
