@@ -371,3 +371,21 @@ def test_the_assistant_file_is_the_one_stage1_exports():
     from VESSATrainLib.train_logic import STAGE1_EXPORT
 
     assert exported == STAGE1_EXPORT  # read from the source: importing stage1 would import torch and sam2
+
+
+def test_cancel_reaches_a_detached_job(make_logic, params, tmp_path):
+    import subprocess
+
+    make_logic().start(params)
+    job = Path(params.output_folder).resolve()
+    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("job_child.py")), "loop", str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    assert '"started"' in child.stdout.readline()  # its SIGTERM handler is installed
+    status = JobStatus(job / "stage1")
+    status.update("running", step=1)
+    (job / "stage1" / "status.json").write_text(json.dumps({**status.fields, "pid": child.pid}))
+    logic = make_logic()
+    assert logic.restore(job) and logic.state == "detached"
+    logic.cancel()
+    assert child.wait(timeout=5) == EXIT_CANCELLED
+    assert (tmp_path / "last.pt").is_file()

@@ -38,7 +38,7 @@ from vessa.io import atomic_path
 from vessa.jobs import EXIT_CANCELLED, JobSpec, parse_progress_line, read_status
 from vessa.weights import NAME_PATTERN, WeightsRegistry
 from VESSATrainLib.cohort_exporter import CohortExporter
-from VESSATrainLib.job_runner import JobRunner, SubprocessJobRunner, read_tail
+from VESSATrainLib.job_runner import JobRunner, SubprocessJobRunner, read_tail, terminate_targets
 from VESSATrainLib.progress_model import ProgressModel, format_duration
 from VESSATrainLib.train_parameters import TrainParameters
 
@@ -302,7 +302,7 @@ class TrainLogic:
         elif self.state == "detached":
             with contextlib.suppress(psutil.NoSuchProcess, KeyError, TypeError):
                 process = psutil.Process(int(read_status(self.folder / self.current)["pid"]))
-                for member in [process, *process.children(recursive=True)]:
+                for member in terminate_targets(process):
                     member.send_signal(signal.SIGTERM)
 
     # --- after a stage / after a restart -----------------------------------------------------
