@@ -53,6 +53,7 @@ class VESSATrainSelfTest(ScriptedLoadableModuleTest):
         volume, segmentation = add_case("case 1", 0)
         panel.ui.labelledVolumeSelector.setCurrentNode(volume)
         panel.ui.labelledSegmentationSelector.setCurrentNode(segmentation)
+        panel.ui.unlabelledVolumesSelector.setCheckState(volume, qt.Qt.Unchecked)
         panel.ui.addPairButton.click()
         self.assertEqual(panel.ui.labelledTable.rowCount, 1)
         self.assertEqual(panel.checkedStructures(), ["blob"])
