@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import sys
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        # Exit without a final garbage-collection sweep over torch/MONAI's many objects (seconds
+        # after a training job; a cancelling UI waits for the process to end).
+        gc.freeze()
+        return code
     except VessaError as error:
         print(f"vessa {args.command}: error: {error}", file=sys.stderr)
         return 2
