@@ -1,8 +1,9 @@
 """Stage-2 quality: test Dice of supervised vs UniMatch V2 vs DuSSS (vs VESSA with a checkpoint), several seeds.
 
 Cohort (built here, say so wherever the numbers are quoted): the real Colin27 T1 MRI and its
-AAL labels (`vessa samples fetch colin27`), axial slab k in [56, 100) holding the left
-caudate, putamen and thalamus; every "subject" is that slab after a random 3D affine
+AAL labels (`vessa samples fetch colin27`), the 44 x 80 x 80 voxel block (k 56-99, j 82-161,
+i 32-111) around the left caudate, putamen and thalamus; every "subject" is that block after a
+random 3D affine
 (MONAI RandAffined: rotation ±0.15 rad, scale ±10 %, shift ±8 voxels; labels nearest) and a
 random bias field, gamma contrast and Gaussian noise (MONAI). One real subject, synthetic
 variation: the numbers say how the methods use unlabelled slices, not how they do on patients.
@@ -15,7 +16,7 @@ methods and the same-student supervised baseline, which also keeps an EMA copy) 
 raw student. VESSA runs only with `--vessa-checkpoint` (a trained stage-1 model): an
 untrained assistant gives meaningless pseudo-labels.
 
-    .venv/bin/python benchmarks/bench_stage2_quality.py --seeds 0 1 2 --steps 300 --image-size 96
+    .venv/bin/python benchmarks/bench_stage2_quality.py --seeds 0 1 2 --steps 500 --image-size 64 --threads 1
 """
 
 from __future__ import annotations
@@ -53,17 +54,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_train import SupervisedPart  # noqa: E402
 
 STRUCTURES = ["Caudate_L", "Putamen_L", "Thalamus_L"]
-SLAB = slice(56, 100)
+BLOCK = (slice(56, 100), slice(82, 162), slice(32, 112))
 
 
 def make_cohort(root: Path, labelled: int, unlabelled: int, test: int, seed: int = 0) -> Path:
     """Write the deformed Colin27 subjects and `manifest.json` (module docstring)."""
     folder = sample_path("colin27")
-    image = read_volume(folder / "colin27.nrrd").array[SLAB].astype(np.float32)
+    image = read_volume(folder / "colin27.nrrd").array[BLOCK].astype(np.float32)
     segmentation = read_segmentation(folder / "colin27_aal.seg.nrrd")
     labels = np.zeros(image.shape, np.uint8)
     for value, name in enumerate(STRUCTURES, start=1):
-        labels[segmentation.get(name).mask[SLAB]] = value
+        labels[segmentation.get(name).mask[BLOCK]] = value
     augment = Compose([
         RandAffined(["image", "label"], prob=1.0, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.1, 0.1, 0.1),
                     translate_range=(2, 8, 8), mode=("bilinear", "nearest"), padding_mode="zeros"),
@@ -104,8 +105,8 @@ def train_and_test(spec: JobSpec, runtime: Runtime, same_student_supervised: boo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--labelled", type=int, default=1)
     parser.add_argument("--unlabelled", type=int, default=8)
@@ -138,7 +139,7 @@ def main() -> None:
             seconds[method] += time.perf_counter() - start
             print(f"seed {seed} {method}: {results[method][-1]}", flush=True)
     print(f"\nColin27-derived cohort: {args.labelled} labelled / {args.unlabelled} unlabelled / {args.test} test "
-          f"subjects of {SLAB.stop - SLAB.start} slices at {args.image_size}², {args.steps} steps, batch "
+          f"subjects of {BLOCK[0].stop - BLOCK[0].start} slices at {args.image_size}², {args.steps} steps, batch "
           f"{args.batch_size}+{args.batch_size}, lr {args.lr}, seeds {args.seeds}")
     print("| method | test Dice, EMA teacher (mean ± std) | test Dice, student | wall s/run |")
     print("|---|---|---|---|")

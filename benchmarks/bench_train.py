@@ -101,7 +101,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="labelled and unlabelled slices per step")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--features", type=int, nargs=6, default=[16, 32, 64, 128, 256, 16])
-    parser.add_argument("--vessa-image-size", type=int, nargs="+", default=[512, 256])
+    parser.add_argument("--vessa-image-size", type=int, nargs="*", default=[512, 256],
+                        help="stage-1 input sizes to time VESSA at (none: no VESSA rows)")
     parser.add_argument("--vessa-budget", type=int, default=2, help="vessa_per_step of the budgeted VESSA rows")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -121,6 +122,8 @@ def main() -> None:
         "stage2:supervised (MONAI UNet)": ("supervised", {}),
         "supervised (same student)": ("unimatch", student),
         "stage2:unimatch": ("unimatch", student),
+        "stage2:unimatch, unlabelled batch B/2": (
+            "unimatch", {**student, "unlabelled_batch_size": max(1, args.batch_size // 2)}),
         "stage2:dusss": ("dusss", student),
     }
     for size in args.vessa_image_size:
@@ -136,13 +139,13 @@ def main() -> None:
             setup = TrainingSetup(SupervisedPart(setup.objective), setup.batches)
         trainers[name] = Trainer(spec, setup, runtime, progress=ProgressWriter(enabled=False))
         batches[name] = next(setup.batches(0))
-    unlabelled = batches["stage2:unimatch"]["unlabelled"]
     labelled = batches["stage2:unimatch"]["labelled"]
     times: dict[str, list[float]] = {name: [] for name in variants}
     cpu_times: dict[str, list[float]] = {name: [] for name in variants}
     for repeat in range(args.repeats + 1):  # round 0 warms up
         for name, trainer in trainers.items():
-            batch = labelled if variants[name][0] == "supervised" else {"labelled": labelled, "unlabelled": unlabelled}
+            batch = labelled if variants[name][0] == "supervised" else {"labelled": labelled,
+                                                                         "unlabelled": batches[name]["unlabelled"]}
             trainer.step = repeat
             if device.type == "cuda":
                 torch.cuda.synchronize()
