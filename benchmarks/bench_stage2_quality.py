@@ -7,6 +7,8 @@ random 3D affine
 (MONAI RandAffined: rotation ±0.15 rad, scale ±10 %, shift ±8 voxels; labels nearest) and a
 random bias field, gamma contrast and Gaussian noise (MONAI). One real subject, synthetic
 variation: the numbers say how the methods use unlabelled slices, not how they do on patients.
+"supervised-student" is the supervised term alone on the stage-2 student (with its EMA copy);
+"unimatch-ema0.99" is UniMatch V2 with teacher momentum 0.99 instead of 0.996.
 
 Splits: `--labelled` subjects with labels, `--unlabelled` without, 2 "val" (best.pt is not
 used: the last checkpoint is scored) and `--test` subjects for the reported Dice. Each method
@@ -112,7 +114,8 @@ def main() -> None:
     parser.add_argument("--unlabelled", type=int, default=8)
     parser.add_argument("--test", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--methods", nargs="+", default=["supervised", "supervised-student", "unimatch", "dusss"])
+    parser.add_argument("--methods", nargs="+", default=["supervised", "unimatch", "unimatch-ema0.99", "dusss"],
+                        help="supervised, supervised-student, unimatch, unimatch-ema0.99, dusss")
     parser.add_argument("--vessa-checkpoint", help="a trained stage-1 checkpoint; adds the 'vessa' method")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", type=Path)
@@ -123,13 +126,15 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench_quality_"))
     manifest = make_cohort(root, args.labelled, args.unlabelled, args.test)
     runtime = Runtime(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    options: dict[str, dict[str, Any]] = {"supervised": {}, "supervised-student": {}, "unimatch": {}, "dusss": {},
+    options: dict[str, dict[str, Any]] = {"supervised": {}, "supervised-student": {}, "unimatch": {},
+                                          "unimatch-ema0.99": {"ema_momentum": 0.99}, "dusss": {},
                                           "vessa": {"vessa_checkpoint": args.vessa_checkpoint or ""}}
+    registry = {"supervised-student": "unimatch", "unimatch-ema0.99": "unimatch"}
     results: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     seconds: dict[str, float] = {m: 0.0 for m in methods}
     for seed in args.seeds:
         for method in methods:
-            spec = JobSpec(stage="stage2", method="unimatch" if method == "supervised-student" else method,
+            spec = JobSpec(stage="stage2", method=registry.get(method, method),
                            manifest=str(manifest), output_dir=str(root / f"{method}_{seed}"), structures=STRUCTURES,
                            steps=args.steps, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
                            checkpoint_every=args.steps, log_every=50, seed=seed, device="cpu",

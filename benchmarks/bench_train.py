@@ -4,9 +4,10 @@ Each method is built through the trainer's registry (`vessa.train.objective.buil
 synthetic on-disk cohort (noisy ellipses; speed does not depend on content) and stepped with
 the shared `Trainer`'s own step (forward, backward, clipping, AdamW, schedule, EMA), so the
 times are those of `vessa train`. "supervised (same student)" is L_x alone on the stage-2
-student; "stage2:supervised" is the registry's supervised method (its own MONAI UNet), for
-reference. VESSA runs an untrained stage-1 assistant (speed does not depend on its weights)
-with every slice refreshed each step (`vessa_per_step` 0) or a budget of slices per step.
+student (plus its EMA update); "stage2:supervised" is the registry's supervised method (the
+same MONAI UNet, MONAI DiceCELoss, flips only). VESSA runs an untrained stage-1 assistant
+(speed does not depend on its weights) with every slice refreshed each step
+(`vessa_per_step` 0) or a budget of slices per step.
 Methods are stepped in turn, `repeats` rounds, on the same batch; the table gives medians of
 wall time and of process CPU time (CPU time is the fairer measure on a shared machine: other
 processes inflate wall time, not CPU time; with --threads 1 it is single-core time).
@@ -100,7 +101,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8, help="labelled and unlabelled slices per step")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--features", type=int, nargs=6, default=[16, 32, 64, 128, 256, 16])
+    parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 128],
+                        help="student UNet channels per level")
     parser.add_argument("--vessa-image-size", type=int, nargs="*", default=[512, 256],
                         help="stage-1 input sizes to time VESSA at (none: no VESSA rows)")
     parser.add_argument("--vessa-budget", type=int, default=2, help="vessa_per_step of the budgeted VESSA rows")
@@ -117,9 +119,9 @@ def main() -> None:
     manifest = write_cohort(root, args.image_size, depth=args.batch_size, cases=2)
     common = {"stage": "stage2", "manifest": str(manifest), "structures": ["ellipse"], "image_size": args.image_size,
               "batch_size": args.batch_size, "steps": 1000, "lr": 1e-4, "device": args.device, "amp": True}
-    student = {"features": args.features}
+    student = {"channels": args.channels}
     variants: dict[str, tuple[str, dict[str, Any]]] = {
-        "stage2:supervised (MONAI UNet)": ("supervised", {}),
+        "stage2:supervised": ("supervised", {"channels": args.channels}),
         "supervised (same student)": ("unimatch", student),
         "stage2:unimatch": ("unimatch", student),
         "stage2:unimatch, unlabelled batch B/2": (
@@ -164,7 +166,7 @@ def main() -> None:
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"image {args.image_size}², batch {args.batch_size} labelled + {args.batch_size} unlabelled, student "
-          f"BasicUNet{tuple(args.features)}, device {args.device}, {args.repeats} rounds; {machine}")
+          f"MONAI UNet {tuple(args.channels)}, device {args.device}, {args.repeats} rounds; {machine}")
     print("| method | wall s/step (median) | wall × supervised | CPU s/step (median) | CPU × supervised |")
     print("|---|---|---|---|---|")
     for row in rows:

@@ -13,7 +13,8 @@ from vessa.train.direct import DirectSegmenter, load_direct
 from vessa.train.slices import normalise_intensities, resize_slices
 from vessa.train.student import StudentConfig, StudentUNet
 
-CONFIG = StudentConfig(class_names=["background", "blob", "ring"], features=(4, 4, 8, 8, 16, 4), image_size=32)
+CONFIG = StudentConfig(class_names=["background", "blob", "ring"], channels=(4, 8, 16), strides=(2, 2), res_units=1,
+                       image_size=32)
 
 
 def student(seed=0):
@@ -44,9 +45,7 @@ def test_probability_is_the_student_softmax_on_the_input_grid():
 
 def test_a_student_certain_of_one_structure_gives_known_probability_and_confidence():
     model = student()
-    with torch.no_grad():
-        model.final_conv.weight.zero_()
-        model.final_conv.bias.copy_(torch.tensor([0.0, 4.0, 0.0]))
+    model.forward = lambda x: torch.tensor([0.0, 4.0, 0.0]).view(1, 3, 1, 1).expand(len(x), 3, *x.shape[-2:])
     progress = []
     result = DirectSegmenter(model).segment(volume(), None, "blob", progress.append)
     expected = math.exp(4) / (math.exp(4) + 2)
@@ -77,10 +76,24 @@ def test_load_direct_runs_the_checkpointed_teacher(tmp_path):
     assert segmenter.structures == ["blob", "ring"]
     for loaded, expected in zip(segmenter.student.state_dict().values(), teacher.state_dict().values(), strict=True):
         assert torch.equal(loaded, expected)
-    supervised = TrainingState(step=5, models={"student": trained.state_dict()}, optimizer={}, scheduler={},
-                               config={"method": "supervised"})
-    with pytest.raises(CheckpointError, match="method 'supervised' stores no student config"):
-        load_direct(save_checkpoint(supervised, tmp_path / "other"))
-    wrong = {**state.objective, "student_config": {**CONFIG.to_dict(), "features": [8, 8, 8, 8, 16, 4]}}
+    unknown = TrainingState(step=5, models={"student": trained.state_dict()}, optimizer={}, scheduler={},
+                            config={"method": "dusss"})
+    with pytest.raises(CheckpointError, match="not a student checkpoint of stage 2 \\(method 'dusss'\\)"):
+        load_direct(save_checkpoint(unknown, tmp_path / "other"))
+    wrong = {**state.objective, "student_config": {**CONFIG.to_dict(), "channels": [8, 8, 16]}}
     with pytest.raises(CheckpointError, match="do not fit"):
         load_direct(save_checkpoint(TrainingState(**{**state.__dict__, "objective": wrong}), tmp_path / "wrong"))
+
+
+def test_load_direct_runs_a_supervised_checkpoint(make_spec, tmp_path):
+    from vessa.train.distributed import Runtime
+    from vessa.train.objective import build_setup
+
+    spec = make_spec()  # the supervised method on the tiny cohort
+    trained = build_setup(spec, Runtime(0, 1, 0, torch.device("cpu"))).objective.student.eval()
+    state = TrainingState(step=5, models={"student": trained.state_dict()}, optimizer={}, scheduler={},
+                          config=spec.to_dict())
+    segmenter = load_direct(save_checkpoint(state, tmp_path))
+    assert segmenter.structures == spec.structures
+    x = torch.rand(1, 1, spec.image_size, spec.image_size)
+    assert torch.equal(segmenter.student(x), trained(x))

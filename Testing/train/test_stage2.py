@@ -21,7 +21,7 @@ from vessa.train.unimatch import UniMatchOptions, VessaOptions
 from vessa.train.vessa_labels import VessaRefiner, template_bank
 
 CPU = Runtime(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-TINY = [4, 4, 8, 8, 16, 4]
+TINY = [4, 8, 16]
 UNTRAINED_VESSA = {"vessa_untrained": True, "vessa_image_size": 128, "vessa_bank_size": 2, "vessa_batch_size": 4}
 
 
@@ -29,7 +29,8 @@ UNTRAINED_VESSA = {"vessa_untrained": True, "vessa_image_size": 128, "vessa_bank
 def stage2_spec(make_spec):
     def make(method: str, **options):
         extra = UNTRAINED_VESSA if method == "vessa" else {}
-        return make_spec(method=method, structures=["blob", "ring"], options={"features": TINY, **extra, **options})
+        options = {"channels": TINY, "res_units": 1, **extra, **options}
+        return make_spec(method=method, structures=["blob", "ring"], options=options)
     return make
 
 
@@ -72,8 +73,12 @@ def one_step(setup, step=0, nets=None):
 
 def test_options_are_checked_against_the_method(stage2_spec):
     assert parse_options(UniMatchOptions, stage2_spec("unimatch", threshold=1)).threshold == 1.0
-    with pytest.raises(JobError, match="unknown option.*channels"):
-        parse_options(UniMatchOptions, stage2_spec("unimatch", channels=[4]))
+    with pytest.raises(JobError, match="unknown option.*features"):
+        parse_options(UniMatchOptions, stage2_spec("unimatch", features=[4]))
+    with pytest.raises(JobError, match="'channels'.*like \\[16, 32, 64, 128\\]"):
+        parse_options(UniMatchOptions, stage2_spec("unimatch", channels=[4.5, 8]))
+    with pytest.raises(JobError, match="image_size 32: must be a multiple of 64"):
+        build_setup(stage2_spec("unimatch", channels=[4, 4, 4, 4, 4, 4, 4]), CPU)
     with pytest.raises(JobError, match="'complementary_dropout'.*like True"):
         parse_options(UniMatchOptions, stage2_spec("unimatch", complementary_dropout="yes"))
     with pytest.raises(JobError, match="threshold"):
@@ -120,7 +125,7 @@ def test_ema_teacher_follows_the_student_and_is_checkpointed(stage2_spec):
     assert state["student_config"]["class_names"] == ["background", "blob", "ring"]
     objective.load_state_dict(state)
     with pytest.raises(JobError, match="student config"):
-        objective.load_state_dict({**state, "student_config": {**state["student_config"], "norm": "instance"}})
+        objective.load_state_dict({**state, "student_config": {**state["student_config"], "norm": "batch"}})
 
 
 class FixedRefiner:

@@ -8,7 +8,8 @@ student's image_size (bilinear) and the class probabilities resized back to the 
 rows x columns, so the probability volume lies on the input's exact grid.
 
 `load_direct(checkpoint)` reads a stage-2 training checkpoint (`vessa train` output:
-ckpt_step*.pt, last.pt, best.pt) and runs its EMA teacher, the model validated as "dice".
+ckpt_step*.pt, last.pt, best.pt): of the semi-supervised methods it runs the EMA teacher (the
+model validated as "dice"), of the supervised method its student (the same MONAI UNet).
 slice_confidence: mean probability of the structure over the pixels predicted as it (0 on
 slices without any).
 """
@@ -78,20 +79,34 @@ class DirectSegmenter:
                              time.perf_counter() - start, 0)
 
 
+def student_from_checkpoint(state: Any, path: str | Path) -> StudentUNet:
+    """The model a training checkpoint's direct use runs: a stage-2 objective's EMA teacher
+    (its `student_config` is stored), or the supervised method's student, whose network is the
+    same MONAI UNet, rebuilt from the spec stored with it."""
+    config = state.config
+    if "student_config" in state.objective and "teacher" in state.objective:
+        student_config, weights = StudentConfig.from_dict(state.objective["student_config"]), state.objective["teacher"]
+    elif config.get("method") == "supervised" and "student" in state.models:
+        from vessa.train.supervised import DEFAULT_OPTIONS
+
+        options = {**DEFAULT_OPTIONS, **config.get("options", {})}
+        student_config = StudentConfig(class_names=["background", *config["structures"]], channels=options["channels"],
+                                       strides=[2] * (len(options["channels"]) - 1), res_units=options["res_units"],
+                                       image_size=config["image_size"])
+        weights = state.models["student"]
+    else:
+        raise CheckpointError(f"{path}: not a student checkpoint of stage 2 (method {config.get('method', '?')!r})")
+    student = StudentUNet(student_config)
+    try:
+        student.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the student config "
+                              f"({str(error).strip().splitlines()[0]})") from None
+    return student
+
+
 def load_direct(checkpoint: str | Path, device: str | torch.device = "cpu", batch_size: int = 16) -> DirectSegmenter:
-    """A DirectSegmenter from a stage-2 training checkpoint (its EMA teacher's weights)."""
+    """A DirectSegmenter from a stage-2 training checkpoint (`student_from_checkpoint`)."""
     from vessa.train.checkpoint import load_checkpoint
 
-    state = load_checkpoint(checkpoint)
-    config_dict = state.objective.get("student_config")
-    if config_dict is None or "teacher" not in state.objective:
-        method = state.config.get("method", "?")
-        raise CheckpointError(f"{checkpoint}: not a stage-2 student checkpoint (method {method!r} stores no "
-                              "student config and teacher)")
-    student = StudentUNet(StudentConfig.from_dict(config_dict))
-    try:
-        student.load_state_dict(state.objective["teacher"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{checkpoint}: teacher weights do not fit the student config "
-                              f"({str(error).strip().splitlines()[0]})") from None
-    return DirectSegmenter(student, device, batch_size)
+    return DirectSegmenter(student_from_checkpoint(load_checkpoint(checkpoint), checkpoint), device, batch_size)

@@ -150,12 +150,12 @@ class HeadOutputs:
 
 
 class DuSSSHeads(nn.Module):
-    """Trainable DuSSS parts on a student's bottleneck (x4, `bottleneck` channels).
+    """Trainable DuSSS parts on a student's bottleneck (last encoder map, `bottleneck` channels).
 
     image_proj / text_proj: to a shared `dim`-d space; image_gauss / text_gauss: their
-    Gaussians (only with `gaussian`, i.e. SSS on); grounding: bottleneck [B, C, S/16, S/16] ->
-    pixel embeddings v_f [B, dim, S/4, S/4]; log_tau: learnable temperature (τ = exp(log_tau),
-    initially 0.07).
+    Gaussians (only with `gaussian`, i.e. SSS on); grounding (`pixel_embeddings`): bottleneck
+    [B, C, h, w] -> 1x1 conv, bilinear to S/4 -> 3x3 conv, ReLU, 1x1 conv = pixel embeddings v_f
+    [B, dim, S/4, S/4]; log_tau: learnable temperature (τ = exp(log_tau), initially 0.07).
     """
 
     def __init__(self, bottleneck: int, text_dim: int, dim: int = 128, tau: float = 0.07, gaussian: bool = True):
@@ -164,13 +164,8 @@ class DuSSSHeads(nn.Module):
         self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.ReLU(), nn.Linear(dim, dim))
         self.image_gauss = GaussianHead(dim, dim) if gaussian else None
         self.text_gauss = GaussianHead(dim, dim) if gaussian else None
-        self.grounding = nn.Sequential(
-            nn.Conv2d(bottleneck, dim, 1),
-            nn.Upsample(scale_factor=4, mode="bilinear", align_corners=False),
-            nn.Conv2d(dim, dim, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(dim, dim, 1),
-        )
+        self.grounding_in = nn.Conv2d(bottleneck, dim, 1)
+        self.grounding_out = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(), nn.Conv2d(dim, dim, 1))
         self.log_tau = nn.Parameter(torch.tensor(math.log(tau)))
 
     @property
@@ -182,9 +177,15 @@ class DuSSSHeads(nn.Module):
         logits = torch.einsum("bdhw,cd->bchw", F.normalize(pixels, dim=1), F.normalize(text, dim=-1)) / self.tau
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
+    def pixel_embeddings(self, bottleneck: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Grounding head: v_f [B, dim, H/4, W/4] for an output of size (H, W)."""
+        x = F.interpolate(self.grounding_in(bottleneck), size=(size[0] // 4, size[1] // 4), mode="bilinear",
+                          align_corners=False)
+        return self.grounding_out(x)
+
     def text_logits(self, bottleneck: torch.Tensor, text: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Per-class text-grounding logits [B, C, *size] from the bottleneck and projected texts [C, D]."""
-        return self.pixel_text_logits(self.grounding(bottleneck), text, size)
+        return self.pixel_text_logits(self.pixel_embeddings(bottleneck, size), text, size)
 
     def project_regions(self, bottleneck: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None,
                         classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -198,7 +199,7 @@ class DuSSSHeads(nn.Module):
         [C, T], region labels [B, H, W] with optional pixel weights, output size (H, W)."""
         classes = text_features.shape[0]
         text = self.text_proj(text_features)
-        pixels = self.grounding(bottleneck)
+        pixels = self.pixel_embeddings(bottleneck, size)
         text_logits = self.pixel_text_logits(pixels, text, size)
         regions, region_class, region_image = self.project_regions(bottleneck, labels, weight, classes)
         grounded, grounded_class, grounded_image = soft_region_embeddings(pixels, torch.softmax(text_logits, dim=1))

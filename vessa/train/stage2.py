@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from vessa.errors import JobError
+from vessa.errors import CheckpointError, JobError
 from vessa.jobs.spec import JobSpec
 from vessa.train.batches import EpochBatches
 from vessa.train.checkpoint import load_model_weights
@@ -39,15 +39,17 @@ from vessa.train.supervised import dice_per_structure
 class Stage2Options:
     """Options every stage-2 method accepts (spec "options").
 
-    features/norm/dropout: the student (`StudentConfig`); threshold: pseudo-label confidence;
+    channels/res_units/norm/dropout: the student (`StudentConfig`, strides 2; the defaults are
+    the supervised method's network); threshold: pseudo-label confidence;
     unlabelled_batch_size: 0 = the spec's batch_size; weak/strong: augmentation on/off;
     cutmix: probability of a CutMix box per strong view (0 = off); ema_momentum: the
     teacher's maximum momentum; labelled_as_unlabelled: also feed labelled slices to the
     unlabelled stream; workers: DataLoader worker processes.
     """
 
-    features: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256, 16])
-    norm: str = "batch"
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    res_units: int = 2
+    norm: str = "instance"
     dropout: float = 0.0
     threshold: float = 0.95
     unlabelled_batch_size: int = 0
@@ -154,8 +156,13 @@ class Stage2Objective:
         self.options = options
         self.device = runtime.device
         self.structures = list(spec.structures)
-        self.student_config = StudentConfig(class_names=["background", *self.structures], features=options.features,
-                                            norm=options.norm, dropout=options.dropout, image_size=spec.image_size)
+        try:
+            self.student_config = StudentConfig(
+                class_names=["background", *self.structures], channels=options.channels,
+                strides=[2] * (len(options.channels) - 1), res_units=options.res_units, norm=options.norm,
+                dropout=options.dropout, image_size=spec.image_size)
+        except CheckpointError as error:
+            raise JobError(f"method {spec.method!r}: {error}") from None
         self.student = StudentUNet(self.student_config)
         if spec.init_checkpoint:
             load_model_weights(spec.init_checkpoint, "student", self.student)

@@ -1,9 +1,10 @@
-"""The stage-2 student: MONAI's 2D `BasicUNet` with its encoder features exposed.
+"""The stage-2 student: MONAI's 2D residual `UNet` with its encoder features exposed.
 
-`StudentUNet` is `monai.networks.nets.BasicUNet` (same modules, same state_dict) whose forward
-is split into `encode` (five feature maps x0..x4, full to 1/16 resolution) and `decode`, so
-objectives can perturb encoder features (UniMatch complementary dropout, METHODS §3.2 [D])
-and read the bottleneck (DuSSS image embedding). Why this network: docs/stage2.md.
+`StudentUNet` is `monai.networks.nets.UNet` (same modules, same state_dict, so the same network
+as the supervised method's) plus forward hooks on its encoder blocks (each strided down block
+and the bottom block), so objectives can scale encoder features per sample and channel
+(UniMatch complementary dropout, METHODS §3.2 [D]) and read them (DuSSS uses the bottleneck).
+Why this network: docs/stage2.md "Choice of the student".
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from monai.networks.nets import BasicUNet
+from monai.networks.nets import UNet
+from torch import nn
 
 from vessa.errors import CheckpointError
 
@@ -21,27 +23,37 @@ from vessa.errors import CheckpointError
 class StudentConfig:
     """Architecture of a student, stored in its checkpoint.
 
-    features: BasicUNet widths (5 encoder levels + the last decoder level); class_names[c]
-    names output channel c (channel 0 is the background); image_size: side of the square
-    slice the student is trained and run on.
+    channels / strides / res_units / norm / dropout: MONAI `UNet` arguments (channels per
+    level, strides between levels); class_names[c] names output channel c (0 = background);
+    image_size: side of the square slices it is trained and run on.
     """
 
     class_names: list[str] = field(default_factory=lambda: ["background", "foreground"])
     in_channels: int = 1
-    features: tuple[int, ...] = (16, 32, 64, 128, 256, 16)
-    norm: str = "batch"
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2)
+    res_units: int = 2
+    norm: str = "instance"
     dropout: float = 0.0
     image_size: int = 256
 
     def __post_init__(self) -> None:
-        self.features = tuple(int(f) for f in self.features)
+        self.channels = tuple(int(c) for c in self.channels)
+        self.strides = tuple(int(s) for s in self.strides)
         self.class_names = list(self.class_names)
-        if len(self.features) != 6 or min(self.features) < 1:
-            raise CheckpointError(f"student features {self.features}: expected 6 positive widths")
+        if len(self.channels) < 2 or min(self.channels) < 1:
+            raise CheckpointError(f"student channels {self.channels}: expected >= 2 positive widths")
+        if len(self.strides) != len(self.channels) - 1 or min(self.strides) < 1:
+            raise CheckpointError(f"student strides {self.strides}: expected {len(self.channels) - 1} positive "
+                                  "integers (one between each pair of levels)")
         if len(self.class_names) < 2:
             raise CheckpointError(f"student class_names {self.class_names}: need background + >= 1 structure")
-        if self.image_size % 16:
-            raise CheckpointError(f"student image_size {self.image_size}: must be a multiple of 16")
+        factor = 1
+        for stride in self.strides:
+            factor *= stride
+        if self.image_size % factor:
+            raise CheckpointError(f"student image_size {self.image_size}: must be a multiple of {factor} "
+                                  f"(the product of the strides)")
 
     @property
     def num_classes(self) -> int:
@@ -49,7 +61,7 @@ class StudentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["features"] = list(self.features)
+        data["channels"], data["strides"] = list(self.channels), list(self.strides)
         return data
 
     @classmethod
@@ -60,49 +72,50 @@ class StudentConfig:
         return cls(**data)
 
 
-class StudentUNet(BasicUNet):
-    """2D BasicUNet: `[N, in_channels, S, S]` -> logits `[N, num_classes, S, S]` (S % 16 == 0)."""
+def encoder_blocks(model: nn.Module) -> list[nn.Module]:
+    """The encoder blocks of a MONAI UNet's nested `model`: each level's down block, then the bottom."""
+    blocks, node = [], model
+    while isinstance(node, nn.Sequential):  # Sequential(down, SkipConnection(submodule), up)
+        blocks.append(node[0])
+        node = node[1].submodule
+    return [*blocks, node]
+
+
+class StudentUNet(UNet):
+    """2D MONAI UNet: `[N, in_channels, S, S]` -> logits `[N, num_classes, S, S]`."""
 
     def __init__(self, config: StudentConfig):
-        super().__init__(
-            spatial_dims=2,
-            in_channels=config.in_channels,
-            out_channels=config.num_classes,
-            features=config.features,
-            norm=config.norm,
-            dropout=config.dropout,
-        )
+        super().__init__(spatial_dims=2, in_channels=config.in_channels, out_channels=config.num_classes,
+                         channels=config.channels, strides=config.strides, num_res_units=config.res_units,
+                         norm=config.norm, dropout=config.dropout)
         self.config = config
+        self._mask: torch.Tensor | None = None
+        self._features: list[torch.Tensor] | None = None
+        for block in encoder_blocks(self.model):
+            block.register_forward_hook(self._encoder_output)
 
     @property
     def encoder_channels(self) -> tuple[int, ...]:
-        """Channels of the five encoder feature maps x0..x4."""
-        return self.config.features[:5]
+        """Channels of the encoder feature maps (one per level; the last is the bottleneck)."""
+        return self.config.channels
 
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Encoder feature maps [x0 (S), x1 (S/2), x2 (S/4), x3 (S/8), x4 (S/16)]."""
-        x0 = self.conv_0(x)
-        x1 = self.down_1(x0)
-        x2 = self.down_2(x1)
-        x3 = self.down_3(x2)
-        return [x0, x1, x2, x3, self.down_4(x3)]
-
-    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Logits from the five encoder feature maps."""
-        x0, x1, x2, x3, x4 = features
-        u = self.upcat_4(x4, x3)
-        u = self.upcat_3(u, x2)
-        u = self.upcat_2(u, x1)
-        return self.final_conv(self.upcat_1(u, x0))
+    def _encoder_output(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        if self._mask is not None:
+            output = output * self._mask[:, : output.shape[1], None, None].to(output.dtype)
+        if self._features is not None:
+            self._features.append(output)
+        return output
 
     def forward(self, x: torch.Tensor, channel_mask: torch.Tensor | None = None,
                 return_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits; `channel_mask` [N, max(encoder_channels)] multiplies every encoder feature
-        map per sample and channel (its first C_l entries on a level of C_l channels: one mask
-        for all levels, as UniMatch V2 applies one dropout mask to all its feature levels).
-        With `return_features`, (logits, encoder features after the mask)."""
-        features = self.encode(x)
-        if channel_mask is not None:
-            features = [f * channel_mask[:, : f.shape[1], None, None].to(f.dtype) for f in features]
-        logits = self.decode(features)
+        """Logits; `channel_mask` [N, max(encoder_channels)] multiplies every encoder feature map
+        per sample and channel (its first C_l entries on a level of C_l channels: one mask for
+        all levels, as UniMatch V2 applies one dropout mask to all its feature levels).
+        With `return_features`, (logits, encoder feature maps after the mask, finest first)."""
+        self._mask, self._features = channel_mask, [] if return_features else None
+        try:
+            logits = super().forward(x)
+            features = self._features
+        finally:
+            self._mask, self._features = None, None
         return (logits, features) if return_features else logits
