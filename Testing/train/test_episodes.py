@@ -36,6 +36,13 @@ def test_batch_shapes_and_ranges(sampler):
     assert (batch["template_masks"].sum(dim=(-1, -2, -3)) > 0).all()
 
 
+def test_absent_targets_have_empty_masks_and_present_templates():
+    config = EpisodeConfig(image_size=32, max_templates=2, absent_probability=1.0)
+    batch = EpisodeSampler([toy_case()], config, seed=2, structures=["box"]).batch(0, 3)
+    assert batch["mask"].sum() == 0  # the box is absent from slices 0, 1, 8, 9
+    assert (batch["template_masks"].sum(dim=(-1, -2, -3)) > 0).all()
+
+
 def test_same_step_same_batch_other_step_differs(sampler):
     first, again, other = sampler.batch(5, 2), sampler.batch(5, 2), sampler.batch(6, 2)
     for key in ("image", "mask", "templates", "template_masks"):
@@ -46,7 +53,7 @@ def test_same_step_same_batch_other_step_differs(sampler):
 
 def test_mask_is_the_named_structure():
     config = EpisodeConfig(image_size=40, max_templates=1, elastic_magnitude=(0.0, 0.0), z_jitter=0,
-                           synthetic_probability=0.0)
+                           synthetic_probability=0.0, absent_probability=0.0)
     sampler = EpisodeSampler([toy_case()], config, seed=1, structures=["band"])
     batch = sampler.batch(0, 1)
     mask = batch["mask"][0, 0]

@@ -56,6 +56,7 @@ class EpisodeConfig:
     min_area: int = 20  # slices where the structure covers fewer voxels are not used
     z_jitter: int = 3  # template slice = target slice +- this many slices
     synthetic_probability: float = 0.5  # per slice: GMM intensities instead of real ones
+    absent_probability: float = 0.25  # target slice without the structure (teaches "absent")
     elastic_magnitude: tuple[float, float] = (0.0, 3.0)
 
 
@@ -68,6 +69,7 @@ class EpisodeSampler:
         # (case index, slicing axis, structure, usable slices); a case is cut along every axis
         # the segmenter may cut it along (in-plane isotropic), as VolumeSegmenter does.
         self.tasks: list[tuple[int, int, str, np.ndarray]] = []
+        self.absent: list[np.ndarray] = []  # per task: the slices where the structure is absent
         for case_index, case in enumerate(cases):
             for axis in sliceable_axes(case.image.shape, case.spacing):
                 for name, mask in case.masks.items():
@@ -77,6 +79,7 @@ class EpisodeSampler:
                     slices = np.flatnonzero(area >= config.min_area)
                     if len(slices):
                         self.tasks.append((case_index, axis, name, slices))
+                        self.absent.append(np.flatnonzero(area == 0))
         self.by_name: dict[tuple[str, int], list[int]] = {}
         by_case: dict[int, list[int]] = {}
         for index, (case_index, axis, name, _) in enumerate(self.tasks):
@@ -113,8 +116,14 @@ class EpisodeSampler:
         case_tasks = self.by_case[int(rng.integers(len(self.by_case)))]
         task = int(case_tasks[int(rng.integers(len(case_tasks)))])
         case_index, axis, name, slices = self.tasks[task]
-        target = int(rng.choice(slices))
-        relative = (target - slices[0]) / max(1, slices[-1] - slices[0])
+        # Most target slices show the structure; some do not, as most slices of a volume at
+        # inference, so that the object score learns "absent" (the loss then has no mask term).
+        absent = self.absent[task]
+        if len(absent) and rng.random() < self.config.absent_probability:
+            target = int(rng.choice(absent))
+        else:
+            target = int(rng.choice(slices))
+        relative = float(np.clip((target - slices[0]) / max(1, slices[-1] - slices[0]), 0.0, 1.0))
         # Templates come from other subjects with this structure and modality when there are any
         # (with probability 0.8 each), else from the same subject under another deformation.
         modality = self.cases[case_index].modality

@@ -12,7 +12,8 @@ decoder pass (METHODS §1.2 adds a pass; one pass halves the CPU cost — a docu
 Options (spec "options"; defaults in DEFAULT_OPTIONS): "sam2_config" (tiny|small|base_plus|
 large|half_tiny), "max_templates", "rehearsal_probability", "encoder_lr_scale" (x spec.lr for Hiera +
 FPN), "new_lr_scale" (x spec.lr for the matching/text token layers), "freeze_encoder",
-"synthetic_probability", "val_episodes". `init_checkpoint`: a VESSA or official SAM2.1 file.
+"synthetic_probability", "absent_probability" (target slices without the structure),
+"val_episodes". `init_checkpoint`: a VESSA or official SAM2.1 file.
 Cases: the manifest's labelled "train" cases; "val" cases give the validation episodes.
 Every segment of a case is a task unless `structures` names a subset ("*" = all).
 """
@@ -48,6 +49,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "new_lr_scale": 10.0,
     "freeze_encoder": False,
     "synthetic_probability": 0.5,
+    "absent_probability": 0.25,
     "val_episodes": 16,
 }
 REHEARSAL_CLICKS = 7
@@ -63,7 +65,7 @@ def stage1_options(spec: JobSpec) -> dict[str, Any]:
     variants = [*SAM2_CONFIGS, *SAM2_PRESETS]
     if options["sam2_config"] not in variants:
         raise JobError(f"option 'sam2_config' must be one of {', '.join(variants)}, got {options['sam2_config']!r}")
-    for name in ("rehearsal_probability", "synthetic_probability"):
+    for name in ("rehearsal_probability", "synthetic_probability", "absent_probability"):
         if not isinstance(options[name], (int, float)) or not 0 <= options[name] <= 1:
             raise JobError(f"option {name!r} must be a number in [0, 1], got {options[name]!r}")
     for name in ("max_templates", "val_episodes"):
@@ -190,7 +192,8 @@ def build_stage1(spec: JobSpec, runtime: Runtime) -> TrainingSetup:
     options = stage1_options(spec)
     cohort = read_manifest(spec.manifest)
     config = EpisodeConfig(image_size=spec.image_size, max_templates=options["max_templates"],
-                           synthetic_probability=options["synthetic_probability"])
+                           synthetic_probability=options["synthetic_probability"],
+                           absent_probability=options["absent_probability"])
     train_cases = episode_cases(cohort.select("train", labelled=True), spec.structures)
     if not train_cases:
         raise JobError(f"{cohort.path}: no labelled training case holds any of the structures {spec.structures}")
