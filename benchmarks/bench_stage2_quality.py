@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--unlabelled", type=int, default=8)
     parser.add_argument("--test", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--methods", nargs="+", default=["supervised", "unimatch", "unimatch-ema0.99", "dusss"],
+    parser.add_argument("--methods", nargs="*", default=["supervised", "unimatch", "unimatch-ema0.99", "dusss"],
                         help="supervised, supervised-student, unimatch, unimatch-ema0.99, dusss")
     parser.add_argument("--vessa-checkpoint", help="a trained stage-1 checkpoint; adds the 'vessa' method")
     parser.add_argument("--threads", type=int, default=0)
