@@ -59,8 +59,20 @@ OFFICIAL = (
     _sam21("large", "L", "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 898083611),
 )
 
-# Checkpoints shipped in vessa/data/ (KnownWeights with packaged_file set); none yet.
-SHIPPED: tuple[KnownWeights, ...] = ()
+# Checkpoints shipped in vessa/data/ (KnownWeights with packaged_file set); the first "vessa"
+# one is the default of `load_segmenter` / `vessa segment` / `vessa demo`.
+SHIPPED: tuple[KnownWeights, ...] = (
+    KnownWeights(
+        "vessa-starter",
+        None,
+        "ae4eb7e1f41e58a3a59dfb0a5af762929d0ce4374babf71312b0ad306d71f2cd",
+        "vessa",
+        "our starter: half-width Hiera-T at 128 px, 250 steps of the starter recipe on 2 CPU cores "
+        "(weak: see benchmarks/RESULTS.md)",
+        31879169,
+        packaged_file="vessa_starter.pt",
+    ),
+)
 
 
 def default_checkpoint() -> str | None:

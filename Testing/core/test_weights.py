@@ -13,7 +13,7 @@ from local_http import FileServer
 from vessa import cli
 from vessa.download import sha256_file
 from vessa.errors import CheckpointError, ChecksumError
-from vessa.weights import OFFICIAL, KnownWeights, WeightsRegistry, resolve_weights
+from vessa.weights import OFFICIAL, SHIPPED, KnownWeights, WeightsRegistry, resolve_weights
 
 
 @pytest.fixture(autouse=True)
@@ -80,8 +80,8 @@ def test_add_list_path_verify(cache, checkpoint, capsys):
     assert code == 0 and out == f"liver-v1: ok {cached}\n"
     code, out, _ = run(capsys, "verify", checkpoint)
     assert code == 0 and "this is liver-v1 (vessa)" in out
-    code, out, _ = run(capsys, "verify")
-    assert code == 0 and out.endswith("1 cached checkpoints verified\n")
+    code, out, _ = run(capsys, "verify")  # every available checkpoint: ours plus the shipped ones
+    assert code == 0 and out.endswith(f"{1 + len(SHIPPED)} cached checkpoints verified\n")
     assert resolve_weights("liver-v1") == cached
 
 
@@ -97,7 +97,7 @@ def test_corrupt_cached_file_detected(cache, checkpoint, capsys):
     assert err.startswith("vessa weights: error: ") and f"{cached}: SHA-256" in err and "'mine'" in err
     assert err.count("\n") == 1
     code, out, err = run(capsys, "verify")
-    assert code == 2 and "mine: FAILED" in out and "1 of 1 cached checkpoints failed: mine" in err
+    assert code == 2 and "mine: FAILED" in out and f"1 of {1 + len(SHIPPED)} cached checkpoints failed: mine" in err
     with pytest.raises(CheckpointError, match="'mine' \\(added from a local file\\) is corrupt"):
         resolve_weights("mine")
 

@@ -131,7 +131,19 @@ def test_wrong_content_is_refused(saved, tmp_path):
         load_assistant(path)
 
 
-def test_load_segmenter_needs_a_checkpoint_unless_untrained_is_allowed(saved, caplog):
+def test_load_segmenter_defaults_to_the_shipped_starter():
+    from vessa.weights import default_checkpoint
+
+    assert default_checkpoint() == "vessa-starter"
+    segmenter = load_segmenter(None, device="cpu")
+    assert segmenter.assistant.config.image_size == 128
+    assert segmenter.assistant.config.sam2_overrides  # the half_tiny layout
+
+
+def test_load_segmenter_needs_a_checkpoint_unless_untrained_is_allowed(saved, caplog, monkeypatch):
+    import vessa.weights
+
+    monkeypatch.setattr(vessa.weights, "SHIPPED", ())  # as if no checkpoint were shipped
     with pytest.raises(CheckpointError, match="no trained VESSA checkpoint"):
         load_segmenter(None)
     with pytest.raises(CheckpointError, match="not a known checkpoint"):
