@@ -13,9 +13,9 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 QtWidgets = pytest.importorskip("PySide6.QtWidgets")
-from PySide6.QtCore import QFile, QMetaObject, QObject  # noqa: E402
+from PySide6.QtCore import QMetaObject, QObject  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
-from PySide6.QtUiTools import QUiLoader  # noqa: E402
+from ui_files import loaded_panel, ui_classes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 UI_FILE = ROOT / "VESSASegment" / "Resources" / "UI" / "SegmentEditorVESSA.ui"
@@ -31,23 +31,9 @@ def effect_source() -> str:
     return EFFECT.read_text()
 
 
-def ui_classes() -> dict[str, str]:
-    """objectName -> class of every widget in the .ui."""
-    return {w.get("name"): w.get("class") for w in ET.parse(UI_FILE).iter("widget")}
-
-
 @pytest.fixture(scope="module")
 def panel():
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-    ui = QFile(str(UI_FILE))
-    assert ui.open(QFile.ReadOnly)
-    loader = QUiLoader()
-    widget = loader.load(ui)
-    ui.close()
-    assert widget is not None, loader.errorString()
-    yield widget
-    widget.deleteLater()
-    app.processEvents()
+    yield from loaded_panel(UI_FILE)
 
 
 def test_every_widget_the_effect_and_its_self_test_use_exists(panel):
@@ -69,7 +55,7 @@ def test_connected_signals_exist(panel):
     connections = re.findall(r"self\.ui\.(\w+)\.connect\(\"([^\"]+)\"", effect_source())
     connections += re.findall(r"\(self\.ui\.(\w+), \"([^\"]+)\"\)", effect_source())
     assert len(connections) >= 15
-    classes = ui_classes()
+    classes = ui_classes(UI_FILE)
     for name, signal in connections:
         if classes[name] in CTK_SIGNALS:
             assert signal in CTK_SIGNALS[classes[name]], (name, signal)
@@ -81,7 +67,7 @@ def test_connected_signals_exist(panel):
 def test_assigned_properties_exist(panel):
     assignments = re.findall(r"self\.ui\.(\w+)\.(\w+) = ", effect_source())
     assert len(assignments) >= 15
-    classes = ui_classes()
+    classes = ui_classes(UI_FILE)
     for name, prop in assignments:
         if classes[name] in CTK_PROPERTIES:
             assert prop in CTK_PROPERTIES[classes[name]], (name, prop)

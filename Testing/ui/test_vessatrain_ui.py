@@ -11,8 +11,8 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 QtWidgets = pytest.importorskip("PySide6.QtWidgets")
-from PySide6.QtCore import QFile, QObject  # noqa: E402
-from PySide6.QtUiTools import QUiLoader  # noqa: E402
+from PySide6.QtCore import QObject  # noqa: E402
+from ui_files import loaded_panel, ui_classes  # noqa: E402
 
 MODULE = Path(__file__).resolve().parents[2] / "VESSATrain"
 UI_FILE = MODULE / "Resources" / "UI" / "VESSATrain.ui"
@@ -50,23 +50,9 @@ def used_names() -> set[str]:
     return {name for path in CODE_FILES for name in re.findall(r"\.ui\.(\w+)", path.read_text())}
 
 
-def ui_classes() -> dict[str, str]:
-    """objectName -> class of every widget declared in the .ui."""
-    return {w.get("name"): w.get("class") for w in ET.parse(UI_FILE).iter("widget")}
-
-
 @pytest.fixture(scope="module")
 def panel():
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-    ui = QFile(str(UI_FILE))
-    assert ui.open(QFile.ReadOnly)
-    loader = QUiLoader()
-    widget = loader.load(ui)
-    ui.close()
-    assert widget is not None, loader.errorString()
-    yield widget
-    widget.deleteLater()
-    app.processEvents()
+    yield from loaded_panel(UI_FILE)
 
 
 def test_ui_loads_with_the_module_root(panel):
@@ -82,7 +68,7 @@ def test_every_widget_the_code_uses_exists(panel):
 
 
 def test_widgets_have_the_classes_the_code_relies_on():
-    declared = ui_classes()
+    declared = ui_classes(UI_FILE)
     assert {name: declared.get(name) for name in EXPECTED_CLASSES} == EXPECTED_CLASSES
     assert set(EXPECTED_CLASSES) <= used_names()
 
