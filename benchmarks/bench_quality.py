@@ -8,8 +8,13 @@ Two groups, each against a no-model baseline measured in the same run:
   affine deformation (a synthetic "new subject") and the templates are Colin27 itself and
   differently deformed copies (K = 1 and 3). This measures matching across deformation, not
   across real anatomy — read it as an upper bound.
-Baseline "position transfer": the template mask slice at the same relative slice position,
-resized onto the target slice (what a template gives without any model).
+Baseline "position transfer": each template's mask slice at the same relative slice position,
+resized onto the target slice, and with K templates their majority vote (mean >= 0.5): what
+the templates give without any model. The model's location prior (`location_prior` > 0)
+starts from the same information (in the model's square frame, averaged not voted), so a
+model that only reproduces its prior scores about the baseline; compare the two columns.
+Column "untrained": the same model layout with random weights (seed 0) in the same run, so
+the table shows what training added over the architecture and its prior alone.
 
     python benchmarks/bench_quality.py --checkpoint runs/starter/job/vessa_stage1.pt --regions 8
 """
@@ -28,6 +33,8 @@ from monai.transforms import Rand3DElasticd
 from vessa.evaluate import score_masks
 from vessa.io import Template, Volume, read_segmentation, read_volume
 from vessa.model import load_segmenter
+from vessa.model.assistant import TemplateAssistant
+from vessa.model.volume import VolumeSegmenter
 from vessa.samples import fetch, load_manifest
 
 
@@ -55,21 +62,24 @@ def deformed(image: Volume, masks: dict[str, np.ndarray], seed: int) -> tuple[Vo
             {name: warped_labels == index for index, name in enumerate(names, start=1)})
 
 
-def run_case(segmenter, group: str, name: str, target: Volume, truth: np.ndarray, templates: list[Template],
+def run_case(segmenters, group: str, name: str, target: Volume, truth: np.ndarray, templates: list[Template],
              text: str, modality: str) -> dict:
+    trained, untrained = segmenters
     started = time.perf_counter()
-    result = segmenter.segment(target, templates, text, modality=modality)
+    result = trained.segment(target, templates, text, modality=modality)
     seconds = time.perf_counter() - started
-    predicted = result.probability.array >= 0.5
-    dice, hd95 = score_masks(predicted, truth, target.spacing[::-1])
-    baseline, _ = score_masks(position_transfer(templates[0], target.shape), truth, target.spacing[::-1])
+    dice, hd95 = score_masks(result.probability.array >= 0.5, truth, target.spacing[::-1])
+    reference = untrained.segment(target, templates, text, modality=modality).probability.array >= 0.5
+    untrained_dice, _ = score_masks(reference, truth, target.spacing[::-1])
+    votes = np.mean([position_transfer(t, target.shape) for t in templates], axis=0)
+    baseline, _ = score_masks(votes >= 0.5, truth, target.spacing[::-1])
     row = {"group": group, "case": name, "templates": len(templates), "dice": dice, "hd95_mm": hd95,
-           "baseline_dice": baseline, "seconds": seconds}
+           "baseline_dice": baseline, "untrained_dice": untrained_dice, "seconds": seconds}
     print(json.dumps(row), flush=True)
     return row
 
 
-def lesion_rows(segmenter) -> list[dict]:
+def lesion_rows(segmenters) -> list[dict]:
     fetch("pyradiomics")
     cases = {c.case_id: c for c in load_manifest("pyradiomics")}
     rows = []
@@ -79,12 +89,12 @@ def lesion_rows(segmenter) -> list[dict]:
         template_seg = read_segmentation(cases[source].segmentation).get("lesion")
         template = Template(read_volume(cases[source].image), template_seg.mask, "lesion", case_id=source,
                             modality=cases[source].modality)
-        rows.append(run_case(segmenter, "unseen patient", f"{target} lesion <- {source}", image, truth,
+        rows.append(run_case(segmenters, "unseen patient", f"{target} lesion <- {source}", image, truth,
                              [template], "lesion", cases[target].modality))
     return rows
 
 
-def region_rows(segmenter, regions: int) -> list[dict]:
+def region_rows(segmenters, regions: int) -> list[dict]:
     fetch("colin27")
     case = next(c for c in load_manifest("colin27") if c.case_id == "colin27_harvardoxford")
     image = read_volume(case.image)
@@ -98,7 +108,7 @@ def region_rows(segmenter, regions: int) -> list[dict]:
         for count in (1, 3):
             templates = [Template(im, m[name], name, case_id=f"colin27_copy{i}", modality="MR")
                          for i, (im, m) in enumerate(copies[:count])]
-            rows.append(run_case(segmenter, "unseen structure", name, target, target_masks[name], templates,
+            rows.append(run_case(segmenters, "unseen structure", name, target, target_masks[name], templates,
                                  name, "MR"))
     return rows
 
@@ -111,19 +121,25 @@ def main() -> None:
     parser.add_argument("--json", help="write all rows here")
     args = parser.parse_args()
     segmenter = load_segmenter(args.checkpoint, device=args.device)
-    rows = lesion_rows(segmenter) + region_rows(segmenter, args.regions)
-    print("\n| group | case | K | Dice | baseline Dice | HD95 mm | s |\n|---|---|---|---|---|---|---|")
+    torch.manual_seed(0)
+    untrained = VolumeSegmenter(TemplateAssistant(segmenter.assistant.config), device=args.device)
+    segmenters = (segmenter, untrained)
+    rows = lesion_rows(segmenters) + region_rows(segmenters, args.regions)
+    print("\n| group | case | K | Dice | baseline Dice | untrained Dice | HD95 mm | s |\n"
+          "|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['group']} | {r['case']} | {r['templates']} | {r['dice']:.3f} | {r['baseline_dice']:.3f} | "
-              f"{r['hd95_mm']:.1f} | {r['seconds']:.1f} |")
+              f"{r['untrained_dice']:.3f} | {r['hd95_mm']:.1f} | {r['seconds']:.1f} |")
     for group in ("unseen patient", "unseen structure"):
         for count in (1, 3):
             picked = [r for r in rows if r["group"] == group and r["templates"] == count]
             if picked:
                 dice = np.array([r["dice"] for r in picked])
                 base = np.array([r["baseline_dice"] for r in picked])
+                plain = np.array([r["untrained_dice"] for r in picked])
                 print(f"{group}, K={count}: Dice {dice.mean():.3f} ± {dice.std():.3f} (n={len(picked)}), "
-                      f"baseline {base.mean():.3f} ± {base.std():.3f}")
+                      f"baseline {base.mean():.3f} ± {base.std():.3f}, "
+                      f"untrained {plain.mean():.3f} ± {plain.std():.3f}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)

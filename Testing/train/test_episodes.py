@@ -137,3 +137,17 @@ def test_batches_are_plain_tensors(sampler):
     # a MONAI MetaTensor here would route every model op through its slow __torch_function__
     batch = sampler.batch(0, 1)
     assert all(type(batch[key]) is torch.Tensor for key in ("image", "mask", "templates", "template_masks"))
+
+
+def test_location_prior_is_the_template_subjects_mask_at_the_relative_position():
+    """One subject: templates are re-deformed copies of it, so the prior of an absent target
+    slice (box on slices 2-7 only) is empty and that of a present one shows the box."""
+    config = EpisodeConfig(image_size=32, max_templates=2, absent_probability=1.0, elastic_magnitude=(0.0, 0.5))
+    absent = EpisodeSampler([toy_case()], config, seed=2, structures=["box"]).batch(0, 4)
+    assert absent["location_prior"].shape == (4, 1, 32, 32) and absent["location_prior"].sum() == 0
+    config.absent_probability = 0.0
+    present = EpisodeSampler([toy_case()], config, seed=2, structures=["box"]).batch(0, 4)
+    prior, truth = present["location_prior"], present["mask"]
+    assert prior.min() >= 0 and prior.max() <= 1
+    overlap = (prior * truth).sum(dim=(1, 2, 3)) / truth.sum(dim=(1, 2, 3))
+    assert (overlap > 0.3).all()  # misaligned by the deformations, not unrelated

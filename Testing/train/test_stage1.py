@@ -83,6 +83,8 @@ def test_batches_restart_at_any_step(manifest, tmp_path):
     ({"sam2_config": "huge"}, "sam2_config"),
     ({"rehearsal_probability": 2}, "rehearsal_probability"),
     ({"max_templates": 0}, "max_templates"),
+    ({"location_prior": -1}, "location_prior"),
+    ({"location_prior": True}, "location_prior"),
 ])
 def test_ill_options(manifest, tmp_path, options, message):
     with pytest.raises(JobError, match=message):

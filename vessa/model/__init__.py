@@ -26,10 +26,10 @@ def load_segmenter(
 ):
     """A `VolumeSegmenter` from a checkpoint file or registry name (`vessa weights list`).
 
-    No trained VESSA checkpoint is shipped yet, so `checkpoint=None` is an error unless
-    `allow_untrained=True`, which builds a randomly initialised model (for tests and
-    plumbing only; its output is meaningless) and says so loudly. `options` go to
-    `VolumeSegmenter` (batch_size, propagate, ct_window).
+    `checkpoint=None` uses `vessa.weights.default_checkpoint()` (the shipped starter); if there
+    is none, it is an error unless `allow_untrained=True`, which builds a randomly initialised
+    model (for tests and plumbing only; its output is meaningless) and says so loudly.
+    `options` go to `VolumeSegmenter` (batch_size, propagate, ct_window).
     """
     from vessa.errors import CheckpointError
     from vessa.model.assistant import TemplateAssistant

@@ -13,6 +13,13 @@ Pipeline for B target slices, each with K template slices (image + mask):
    and `text_proj(text embedding)` (both zero-initialised, so with official SAM2.1 weights
    and untrained new layers the model starts as plain SAM2 with generated prompts).
 6. sam2 mask decoder with high-res features, 3 masks + IoU + object score.
+7. Location prior (`ModelConfig.location_prior` > 0): the templates' masks at the target's
+   relative position in the common slice frame (what an atlas gives without a model; the
+   caller passes it, else the mean of the K template masks is used) are mapped to logits
+   2p - 1, averaged into the dense prompt with the similarity-derived logits, and added to
+   the decoder's mask logits times a learned gate. The decoder thus predicts a correction of
+   the transferred template mask (atlas-prior residual), which a model trained briefly
+   already profits from; with the option off (0) the model is plain sam2 decoding.
 """
 
 from __future__ import annotations
@@ -101,6 +108,7 @@ class TemplateAssistant(nn.Module):
         for layer in (self.prototype_proj, self.text_proj):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.prior_gate = nn.Parameter(torch.tensor(float(config.location_prior))) if config.location_prior else None
 
     @property
     def image_size(self) -> int:
@@ -113,7 +121,7 @@ class TemplateAssistant(nn.Module):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by role, for per-group learning rates: encoder (Hiera + FPN), memory
         (memory encoder/attention, temporal encoding), decoder (prompt encoder + mask
-        decoder), new (prototype/text token projections). sam2 parts this model never
+        decoder), new (prototype/text token projections, location-prior gate). sam2 parts this model never
         uses (object pointers, no-memory embeddings) are left out."""
         sam = self.sam
         return {
@@ -121,7 +129,8 @@ class TemplateAssistant(nn.Module):
             "memory": [*sam.memory_encoder.parameters(), *sam.memory_attention.parameters(), sam.maskmem_tpos_enc]
             + ([sam.no_obj_embed_spatial] if sam.no_obj_embed_spatial is not None else []),
             "decoder": [*sam.sam_prompt_encoder.parameters(), *sam.sam_mask_decoder.parameters()],
-            "new": [*self.prototype_proj.parameters(), *self.text_proj.parameters()],
+            "new": [*self.prototype_proj.parameters(), *self.text_proj.parameters()]
+            + ([self.prior_gate] if self.prior_gate is not None else []),
         }
 
     def encode(self, images: torch.Tensor) -> ImageFeatures:
@@ -193,19 +202,19 @@ class TemplateAssistant(nn.Module):
         mask_prompt: torch.Tensor | None = None,
         extra_points: tuple[torch.Tensor, torch.Tensor] | None = None,
         extra_memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+        location_prior: torch.Tensor | None = None,
     ) -> AssistantOutput:
         """Segment B encoded targets given their templates [B, K, ...] (see `forward`)."""
         match = self.matcher(target.embedding, templates.embedding, templates.masks)
         prompts = self.prompter(match.similarity, match.bg_similarity)
         mask_input = prompts.mask_logits
+        prior = None
+        if self.prior_gate is not None:
+            prior = templates.masks.float().mean(1) if location_prior is None else location_prior.float()
+            prior_prompt = _resize(prior, mask_input.shape[-2:]) * 2 - 1
+            mask_input = 0.5 * (mask_input + prior_prompt * self.config.matching.mask_logit_scale)
         if mask_prompt is not None:
-            mask_input = F.interpolate(
-                mask_prompt.float(),
-                size=mask_input.shape[-2:],
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
-            )
+            mask_input = _resize(mask_prompt.float(), mask_input.shape[-2:])
         coords, labels = prompts.point_coords, prompts.point_labels
         if extra_points is not None:
             coords = torch.cat([coords, extra_points[0].to(coords)], dim=1)
@@ -225,6 +234,10 @@ class TemplateAssistant(nn.Module):
         )
         low_res = low_res.float()
         logits = F.interpolate(low_res, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
+        if prior is not None:
+            gate = self.prior_gate.float()
+            logits = logits + gate * (_resize(prior, logits.shape[-2:]) * 2 - 1)
+            low_res = low_res + gate * (_resize(prior, low_res.shape[-2:]) * 2 - 1)
         return AssistantOutput(
             logits=logits,
             low_res_logits=low_res,
@@ -243,6 +256,7 @@ class TemplateAssistant(nn.Module):
         texts: list[str],
         mask_prompt: torch.Tensor | None = None,
         extra_points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        location_prior: torch.Tensor | None = None,
     ) -> AssistantOutput:
         """Differentiable forward for training.
 
@@ -254,6 +268,9 @@ class TemplateAssistant(nn.Module):
                         similarity-derived dense prompt (feedback rehearsal, stage 2)
         extra_points    optional (coords [B, P, 2] (x, y) pixels, labels [B, P]: 1 positive,
                         0 negative, -1 ignore) appended to the generated points
+        location_prior  optional [B, 1, S, S] in [0, 1]: the templates' masks at the target's
+                        relative position (used when `config.location_prior` > 0; default:
+                        the mean of the K template masks)
         Returns an `AssistantOutput` (logits [B, 3, S, S], iou [B, 3], object score, best).
         """
         batch, count = template_images.shape[:2]
@@ -270,9 +287,17 @@ class TemplateAssistant(nn.Module):
         features = self.encode(torch.cat([target_images, template_images.flatten(0, 1)]))
         memory = self.encode_templates(features[batch:], template_masks.flatten(0, 1))
         index = torch.arange(batch * count, device=target_images.device).view(batch, count)
-        return self.decode(features[:batch], memory.gather(index), self.embed_text(texts), mask_prompt, extra_points)
+        return self.decode(features[:batch], memory.gather(index), self.embed_text(texts), mask_prompt, extra_points,
+                           location_prior=location_prior)
 
     def predict(self, *args, **kwargs) -> AssistantOutput:
         """`forward` under `torch.inference_mode` and autocast (bf16 on CUDA)."""
         with torch.inference_mode(), autocast(self.device):
             return self.forward(*args, **kwargs)
+
+
+def _resize(maps: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bilinear (anti-aliased when shrinking) resize of maps [B, C, H, W] to `size`."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)

@@ -82,6 +82,10 @@ class ModelConfig:
     text: TextConfig = field(default_factory=TextConfig)
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     max_templates: int = 3
+    # Location prior (see vessa.model.assistant): 0 = off (plain sam2 decoding of the generated
+    # prompts); > 0 = the templates' masks at the target's relative position are mixed into the
+    # dense prompt and added to the mask logits with a learned gate starting at this value.
+    location_prior: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sam2_config in SAM2_PRESETS:
@@ -102,6 +106,8 @@ class ModelConfig:
             raise ValueError(f"image_size={self.image_size}: must be a multiple of 64, at least 128")
         if self.max_templates < 1:
             raise ValueError(f"max_templates={self.max_templates}: must be >= 1")
+        if not 0.0 <= self.location_prior <= 20.0:
+            raise ValueError(f"location_prior={self.location_prior}: must be in [0, 20] (0 = off)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (only str/int/float), safe for `torch.load(weights_only=True)`."""

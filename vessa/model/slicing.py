@@ -17,7 +17,9 @@ Conventions: arrays are (k, j, i); "array axis" a = 0, 1, 2 is k, j, i, whose sp
   input grid exactly.
 - Template slice per target slice (`template_slices`): the target slice's relative position
   z / (n - 1) (0.5 for a single slice) is mapped to the template's slice range, and the
-  nearest template slice that contains the structure is used.
+  nearest template slice that contains the structure is used. The location prior of a
+  target slice (`relative_slices`) is the template's slice at that relative position itself,
+  empty or not.
 """
 
 from __future__ import annotations
@@ -118,7 +120,16 @@ def template_slices(target_count: int, present: np.ndarray, template_count: int)
 
     present: sorted indices of the template slices that contain the structure (non-empty).
     """
-    relative = np.array([0.5]) if target_count == 1 else np.arange(target_count) / (target_count - 1)
-    wanted = relative * (template_count - 1)
+    wanted = _relative_positions(target_count) * (template_count - 1)
     nearest = np.abs(np.asarray(present)[None, :] - wanted[:, None]).argmin(axis=1)
     return np.asarray(present)[nearest]
+
+
+def relative_slices(target_count: int, template_count: int) -> np.ndarray:
+    """Template slice index at each target slice's relative position (nearest, empty or not)."""
+    return np.rint(_relative_positions(target_count) * (template_count - 1)).astype(int)
+
+
+def _relative_positions(count: int) -> np.ndarray:
+    """z / (count - 1) for each slice z (0.5 for a single slice)."""
+    return np.array([0.5]) if count == 1 else np.arange(count) / (count - 1)

@@ -7,7 +7,8 @@ One call (`segment`) does, for a target volume and up to `max_templates` templat
    target's axis order, along the same axis (`slicing`); intensities by `intensity`;
 3. encodes each needed template slice once (batched) into sam2 memory, embeds the text once;
 4. encodes target slices in batches and decodes them with their own template slices
-   (chosen by relative position); with `propagate=True` slices are decoded one after the
+   (chosen by relative position) and, when the model uses a location prior, the mean of the
+   templates' masks at each target slice's relative position; with `propagate=True` slices are decoded one after the
    other and a slice where the structure was found adds its prediction's memory to the
    next slice's (sam2's previous-frame memory), the encoder still running batched;
 5. maps the best mask's logits back to each slice's grid; probability = sigmoid(logit),
@@ -33,7 +34,14 @@ from vessa.model.assistant import AssistantOutput, TemplateAssistant, TemplateMe
 from vessa.model.device import autocast, is_out_of_memory, resolve_device
 from vessa.model.encoder import ImageFeatures
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
-from vessa.model.slicing import SquareFrame, array_spacing, orient_like, slicing_axis, template_slices
+from vessa.model.slicing import (
+    SquareFrame,
+    array_spacing,
+    orient_like,
+    relative_slices,
+    slicing_axis,
+    template_slices,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,21 @@ class _Slices:
     def square(self, rows: slice | np.ndarray) -> torch.Tensor:
         """Model-sized slices [m, 1, S, S] of the selected rows of the stack."""
         return self.frame.to_square(torch.from_numpy(np.ascontiguousarray(self.stack[rows]))[:, None])
+
+
+@dataclass
+class _LocationPrior:
+    """A template's masks cut like the target ([m, rows, cols]) and, per target slice, the
+    index of the mask slice at the same relative position."""
+
+    stack: np.ndarray
+    frame: SquareFrame
+    picks: np.ndarray
+
+    def square(self, rows: slice) -> torch.Tensor:
+        """Model-sized prior slices [r, 1, S, S] in [0, 1] for the selected target slices."""
+        planes = torch.from_numpy(self.stack[self.picks[rows]].astype(np.float32))[:, None]
+        return self.frame.to_square(planes).clamp(0, 1)
 
 
 class _FallBackToCpu(Exception):
@@ -130,12 +153,15 @@ class VolumeSegmenter:
         axis = slicing_axis(image.shape, image.spacing)
         target = _cut(image.array, array_spacing(image.spacing), axis, size, modality, self.ct_window)
         count = target.stack.shape[0]
-        units, masks, index = [], [], []
+        units, masks, index, priors = [], [], [], []
         for template in templates:
-            unit, mask, chosen = _template_slices(template, image, axis, size, count, self.ct_window)
+            unit, mask, chosen, prior = _template_slices(template, image, axis, size, count, self.ct_window)
             index.append(chosen + sum(len(u) for u in units))
             units.append(unit)
             masks.append(mask)
+            priors.append(prior)
+        if self.assistant.prior_gate is None:
+            priors = []
         index = torch.from_numpy(np.stack(index, axis=1))  # [n, K] into the concatenated template slices
         units, masks = torch.cat(units), torch.cat(masks)
         total, done = len(units) + count, 0
@@ -158,7 +184,7 @@ class VolumeSegmenter:
                 torch.cat([p.memory for p in parts]),
                 parts[0].memory_pos,
             )
-            probability, confidence = self._decode_targets(target, memory, index, text_embedding, report)
+            probability, confidence = self._decode_targets(target, memory, index, text_embedding, priors, report)
         return np.ascontiguousarray(np.moveaxis(probability, 0, axis)), confidence, axis
 
     def _decode_targets(
@@ -167,9 +193,11 @@ class VolumeSegmenter:
         memory: TemplateMemory,
         index: torch.Tensor,
         text_embedding: torch.Tensor,
+        priors: list[_LocationPrior],
         report: Callable[[int], None],
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities [n, rows, cols] and confidences [n] of all target slices."""
+        """Probabilities [n, rows, cols] and confidences [n] of all target slices (`priors`:
+        one per template when the model uses a location prior, else empty)."""
         count, frame = target.stack.shape[0], target.frame
         probability = np.zeros((count, frame.rows, frame.cols), dtype=np.float32)
         confidence = np.zeros(count, dtype=np.float32)
@@ -177,12 +205,15 @@ class VolumeSegmenter:
 
         def step(rows: slice) -> None:
             features = self.assistant.encode(self._prepare(target.square(rows)))
+            prior = torch.stack([p.square(rows) for p in priors]).mean(0).to(self.device) if priors else None
             if self.propagate:
                 logits, objects, scores, previous["memory"] = self._propagate(
-                    features, memory, index[rows], text_embedding, previous["memory"]
+                    features, memory, index[rows], text_embedding, previous["memory"], prior
                 )
             else:
-                logits, objects, scores = _summary(self._decode(features, memory, index[rows], text_embedding, None))
+                logits, objects, scores = _summary(
+                    self._decode(features, memory, index[rows], text_embedding, None, prior)
+                )
             present = (objects > 0).float().view(-1, 1, 1, 1)
             probability[rows] = (torch.sigmoid(frame.from_square(logits)) * present).squeeze(1).cpu().numpy()
             confidence[rows] = scores.cpu().numpy()
@@ -197,13 +228,15 @@ class VolumeSegmenter:
         index: torch.Tensor,
         text_embedding: torch.Tensor,
         previous: tuple[torch.Tensor, torch.Tensor] | None,
+        prior: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """Decode slices in order, each with the previous slice's prediction as extra memory
         (only when the structure was found there); also returns the last slice's memory."""
         summaries = []
         for row in range(len(features)):
             one = features[row : row + 1]
-            out = self._decode(one, memory, index[row : row + 1], text_embedding, previous)
+            one_prior = None if prior is None else prior[row : row + 1]
+            out = self._decode(one, memory, index[row : row + 1], text_embedding, previous, one_prior)
             previous = self.assistant.prediction_memory(one, out) if out.object_score_logits.item() > 0 else None
             summaries.append(_summary(out))
         logits, objects, scores = (torch.cat(parts) for parts in zip(*summaries, strict=True))
@@ -226,12 +259,14 @@ class VolumeSegmenter:
         index: torch.Tensor,
         text_embedding: torch.Tensor,
         extra_memory: tuple[torch.Tensor, torch.Tensor] | None,
+        prior: torch.Tensor | None,
     ) -> AssistantOutput:
         return self.assistant.decode(
             features,
             memory.gather(index.to(self.device)),
             text_embedding.expand(len(features), -1),
             extra_memory=extra_memory,
+            location_prior=prior,
         )
 
     def _batched(self, count: int, step: Callable[[slice], None], report: Callable[[int], None]) -> None:
@@ -292,9 +327,10 @@ def _cut(array: np.ndarray, spacing: np.ndarray, axis: int, size: int, modality:
 
 def _template_slices(
     template: Template, image: Volume, axis: int, size: int, count: int, ct_window: str
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """The template slices that contain the structure ([m, 1, S, S] images and masks) and,
-    for each of the `count` target slices, the index of its template slice among them."""
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, _LocationPrior]:
+    """The template slices that contain the structure ([m, 1, S, S] images and masks), for
+    each of the `count` target slices the index of its template slice among them, and the
+    template's location prior."""
     direction = template.image.direction
     oriented, order = orient_like(template.image.array, direction, image.direction)
     mask, _ = orient_like(np.asarray(template.mask), direction, image.direction)
@@ -305,4 +341,5 @@ def _template_slices(
     chosen = template_slices(count, present, stack_mask.shape[0])
     used = np.unique(chosen)
     masks = cut.frame.to_square(torch.from_numpy(stack_mask[used].astype(np.float32))[:, None])
-    return cut.square(used), masks.clamp(0, 1), np.searchsorted(used, chosen)
+    prior = _LocationPrior(stack_mask, cut.frame, relative_slices(count, stack_mask.shape[0]))
+    return cut.square(used), masks.clamp(0, 1), np.searchsorted(used, chosen), prior

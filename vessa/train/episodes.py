@@ -7,6 +7,11 @@ intensities are either the real ones with a bias field, gamma and noise, or draw
 label (a random Gaussian mixture over the slice's label map, then blurred) so the model
 learns to match the template, not to remember one contrast.
 
+Each episode also carries the templates' location prior as the segmenter computes it at
+inference: per template subject, its mask slice at the target slice's relative position in
+the volume (empty where the structure is not there), under its own random deformation,
+averaged over the K templates.
+
 Episode `step` is a pure function of (seed, step): resuming a run reproduces its batches.
 """
 
@@ -58,6 +63,9 @@ class EpisodeConfig:
     synthetic_probability: float = 0.5  # per slice: GMM intensities instead of real ones
     absent_probability: float = 0.25  # target slice without the structure (teaches "absent")
     elastic_magnitude: tuple[float, float] = (0.0, 3.0)
+    # per-slice random pose: rotation (rad), scale and translation (fraction of S) ranges,
+    # all multiplied by affine_scale; two slices of an episode differ by up to twice these
+    affine_scale: float = 1.0
 
 
 class EpisodeSampler:
@@ -90,13 +98,13 @@ class EpisodeSampler:
             raise JobError(
                 f"no structure covers >= {config.min_area} voxels on any slice of the training cases"
             )
-        size = config.image_size
-        self.deform = Rand2DElasticd(
-            keys=["image", "labels", "mask"], spacing=(size // 8, size // 8),
-            magnitude_range=config.elastic_magnitude,
-            prob=1.0, rotate_range=0.25, scale_range=0.15, translate_range=size // 16,
-            mode=("bilinear", "nearest", "nearest"), padding_mode="zeros",
-        )
+        size, pose = config.image_size, config.affine_scale
+        common = {"spacing": (size // 8, size // 8), "magnitude_range": config.elastic_magnitude, "prob": 1.0,
+                  "rotate_range": 0.25 * pose, "scale_range": 0.15 * pose, "translate_range": size / 16 * pose,
+                  "padding_mode": "zeros"}
+        self.deform = Rand2DElasticd(keys=["image", "labels", "mask"], mode=("bilinear", "nearest", "nearest"),
+                                     **common)
+        self.deform_mask = Rand2DElasticd(keys=["mask"], mode="nearest", **common)
 
     def batch(self, step: int, batch_size: int) -> dict:
         """Episode batch `step`: images/masks as float tensors, K templates shared by the batch."""
@@ -108,6 +116,7 @@ class EpisodeSampler:
             "mask": torch.stack([e[1][0] for e in episodes]),  # [B,1,S,S] in {0,1}
             "templates": torch.stack([torch.stack(e[0][1:]) for e in episodes]),  # [B,K,1,S,S]
             "template_masks": torch.stack([torch.stack(e[1][1:]) for e in episodes]),  # [B,K,1,S,S]
+            "location_prior": torch.stack([e[3] for e in episodes]),  # [B,1,S,S] in [0,1]
             "text": [e[2] for e in episodes],
         }
 
@@ -142,14 +151,33 @@ class EpisodeSampler:
             image, mask = self._subject_slice(self.cases[source], axis, name, z, rng)
             images.append(image)
             masks.append(mask)
-        return images, masks, name
+        count = self.cases[case_index].image.shape[axis]
+        position = 0.5 if count == 1 else target / (count - 1)
+        prior = torch.stack([
+            self._prior_slice(self.cases[source], axis, name,
+                              int(round(position * (self.cases[source].image.shape[axis] - 1))), rng)
+            for source, _ in chosen[1:]
+        ]).mean(0)
+        return images, masks, name, prior
+
+    def _prior_slice(self, case: EpisodeCase, axis: int, name: str, z: int, rng: np.random.Generator) -> torch.Tensor:
+        """Mask slice z along `axis` of a new random "subject" (may be empty), framed and deformed: [1,S,S]."""
+        frame = self._frame(case, axis)
+        plane = torch.from_numpy(np.ascontiguousarray(np.take(case.masks[name], z, axis=axis)).astype(np.float32))
+        self.deform_mask.set_random_state(int(rng.integers(2**31)))
+        out = self.deform_mask({"mask": frame.to_square(plane[None, None], "nearest")[0]})
+        return (convert_to_tensor(out["mask"], track_meta=False) > 0.5).float()
+
+    def _frame(self, case: EpisodeCase, axis: int) -> SquareFrame:
+        """The inference frame of `case`'s slices along `axis`."""
+        rows, cols = (n for a, n in enumerate(case.image.shape) if a != axis)
+        row_spacing, col_spacing = (s for a, s in enumerate(case.spacing) if a != axis)
+        return SquareFrame.for_slices(rows, cols, row_spacing, col_spacing, self.config.image_size)
 
     def _subject_slice(self, case: EpisodeCase, axis: int, name: str, z: int, rng: np.random.Generator):
         """Slice z along `axis` of a new random "subject": framed as at inference (`SquareFrame`),
         deformed, re-rendered; returns ([1,S,S] image, [1,S,S] mask)."""
-        rows, cols = (n for a, n in enumerate(case.image.shape) if a != axis)
-        row_spacing, col_spacing = (s for a, s in enumerate(case.spacing) if a != axis)
-        frame = SquareFrame.for_slices(rows, cols, row_spacing, col_spacing, self.config.image_size)
+        frame = self._frame(case, axis)
 
         def square(array: np.ndarray, mode: str = "bilinear") -> torch.Tensor:
             plane = torch.from_numpy(np.ascontiguousarray(np.take(array, z, axis=axis)))

@@ -13,7 +13,9 @@ Options (spec "options"; defaults in DEFAULT_OPTIONS): "sam2_config" (tiny|small
 large|half_tiny), "max_templates", "rehearsal_probability", "encoder_lr_scale" (x spec.lr for Hiera +
 FPN), "new_lr_scale" (x spec.lr for the matching/text token layers), "freeze_encoder",
 "synthetic_probability", "absent_probability" (target slices without the structure),
-"val_episodes". `init_checkpoint`: a VESSA or official SAM2.1 file.
+"val_episodes", "affine_scale" (x the episodes' random pose ranges), "location_prior" (initial
+gate of the model's location prior, 0 = off; see `vessa.model.assistant`).
+`init_checkpoint`: a VESSA or official SAM2.1 file.
 Cases: the manifest's labelled "train" cases; "val" cases give the validation episodes.
 Every segment of a case is a task unless `structures` names a subset ("*" = all).
 """
@@ -51,6 +53,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "synthetic_probability": 0.5,
     "absent_probability": 0.25,
     "val_episodes": 16,
+    "location_prior": 0.0,
+    "affine_scale": 1.0,
 }
 REHEARSAL_CLICKS = 7
 EXPORT_NAME = "vessa_stage1.pt"
@@ -65,9 +69,15 @@ def stage1_options(spec: JobSpec) -> dict[str, Any]:
     variants = [*SAM2_CONFIGS, *SAM2_PRESETS]
     if options["sam2_config"] not in variants:
         raise JobError(f"option 'sam2_config' must be one of {', '.join(variants)}, got {options['sam2_config']!r}")
+    scale = options["affine_scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= 4:
+        raise JobError(f"option 'affine_scale' must be a number in [0, 4], got {scale!r}")
     for name in ("rehearsal_probability", "synthetic_probability", "absent_probability"):
         if not isinstance(options[name], (int, float)) or not 0 <= options[name] <= 1:
             raise JobError(f"option {name!r} must be a number in [0, 1], got {options[name]!r}")
+    prior = options["location_prior"]
+    if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0 <= prior <= 20:
+        raise JobError(f"option 'location_prior' must be a number in [0, 20] (0 = off), got {prior!r}")
     for name in ("max_templates", "val_episodes"):
         if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < 1:
             raise JobError(f"option {name!r} must be an integer >= 1, got {options[name]!r}")
@@ -118,7 +128,7 @@ class StageOneObjective:
     def __init__(self, spec: JobSpec, runtime: Runtime, options: dict[str, Any], val: EpisodeSampler | None):
         self.spec, self.options, self.device, self.val = spec, options, runtime.device, val
         config = ModelConfig(sam2_config=options["sam2_config"], image_size=spec.image_size,
-                             max_templates=options["max_templates"])
+                             max_templates=options["max_templates"], location_prior=float(options["location_prior"]))
         self.assistant = init_assistant(config, spec.init_checkpoint).to(self.device)
         used = {id(p) for params in self.assistant.parameter_groups().values() for p in params}
         for parameter in self.assistant.parameters():  # sam2 parts this model never runs
@@ -140,18 +150,19 @@ class StageOneObjective:
         batch_size, count = batch["templates"].shape[:2]
         templates = normalize_for_sam(batch["templates"].to(self.device).flatten(0, 1))
         templates = templates.view(batch_size, count, *templates.shape[1:])
-        return target, templates, batch["template_masks"].to(self.device), batch["mask"].to(self.device)
+        return (target, templates, batch["template_masks"].to(self.device), batch["mask"].to(self.device),
+                batch["location_prior"].to(self.device))
 
     def training_step(self, batch: dict[str, Any], step: int,
                       nets: Mapping[str, nn.Module]) -> tuple[torch.Tensor, dict[str, float]]:
-        target, templates, template_masks, truth = self._inputs(batch)
+        target, templates, template_masks, truth, prior = self._inputs(batch)
         mask_prompt = extra_points = None
         rehearsal = bool(torch.rand(()) < self.options["rehearsal_probability"])
         if rehearsal:
             corrupted = corrupt_masks(truth.cpu()).to(self.device)
             extra_points = error_clicks(corrupted, truth, REHEARSAL_CLICKS)
             mask_prompt = (corrupted * 2 - 1) * self.assistant.config.matching.mask_logit_scale
-        out = nets["assistant"](target, templates, template_masks, batch["text"], mask_prompt, extra_points)
+        out = nets["assistant"](target, templates, template_masks, batch["text"], mask_prompt, extra_points, prior)
         loss, terms = multimask_loss(out.logits, out.iou, out.object_score_logits, truth)
         with torch.no_grad():
             dice = dice_score(out.probabilities().float(), truth)
@@ -169,8 +180,8 @@ class StageOneObjective:
         scores = []
         for index in range(self.options["val_episodes"]):
             batch = self.val.batch(index, 1)
-            target, templates, template_masks, truth = self._inputs(batch)
-            out = self.assistant.predict(target, templates, template_masks, batch["text"])
+            target, templates, template_masks, truth, prior = self._inputs(batch)
+            out = self.assistant.predict(target, templates, template_masks, batch["text"], location_prior=prior)
             scores.append(dice_score(out.probabilities().float(), truth))
         self.assistant.train()
         return {"dice": float(torch.cat(scores).mean())}
@@ -193,14 +204,16 @@ def build_stage1(spec: JobSpec, runtime: Runtime) -> TrainingSetup:
     cohort = read_manifest(spec.manifest)
     config = EpisodeConfig(image_size=spec.image_size, max_templates=options["max_templates"],
                            synthetic_probability=options["synthetic_probability"],
-                           absent_probability=options["absent_probability"])
+                           absent_probability=options["absent_probability"],
+                           affine_scale=float(options["affine_scale"]))
     train_cases = episode_cases(cohort.select("train", labelled=True), spec.structures)
     if not train_cases:
         raise JobError(f"{cohort.path}: no labelled training case holds any of the structures {spec.structures}")
     sampler = EpisodeSampler(train_cases, config, seed=spec.seed * 1000 + runtime.rank)
     val_cases = episode_cases(cohort.select("val", labelled=True), ["*"])
-    val = EpisodeSampler(val_cases, EpisodeConfig(image_size=spec.image_size, max_templates=options["max_templates"]),
-                         seed=10_000 + spec.seed) if val_cases else None
+    val_config = EpisodeConfig(image_size=spec.image_size, max_templates=options["max_templates"],
+                               affine_scale=float(options["affine_scale"]))
+    val = EpisodeSampler(val_cases, val_config, seed=10_000 + spec.seed) if val_cases else None
 
     def batches(start_step: int):
         step = start_step
