@@ -65,11 +65,11 @@ SHIPPED: tuple[KnownWeights, ...] = (
     KnownWeights(
         "vessa-starter",
         None,
-        "ae4eb7e1f41e58a3a59dfb0a5af762929d0ce4374babf71312b0ad306d71f2cd",
+        "395b1163591ff2be271f3f89aa9deddfb069f8f43006d412371ce2e3a5ddac11",
         "vessa",
-        "our starter: half-width Hiera-T at 128 px, 250 steps of the starter recipe on 2 CPU cores "
-        "(weak: see benchmarks/RESULTS.md)",
-        31879169,
+        "our starter: half-width Hiera-T at 128 px with the location prior, best validation step (100) "
+        "of the starter recipe on 2 CPU cores (its Dice comes from the prior: see benchmarks/RESULTS.md)",
+        31879311,
         packaged_file="vessa_starter.pt",
     ),
 )
