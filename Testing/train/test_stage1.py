@@ -1,5 +1,6 @@
 """Stage-1 objective: builds from a manifest, one step moves every trainable part, bad options."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -168,3 +169,28 @@ def test_stage1_trains_under_torchrun_with_two_cpu_processes(manifest, tmp_path)
     assert run.finish(timeout=600) == 0, run.stderr[-3000:]
     assert run.of("started")[0]["world_size"] == 2
     assert [e["event"] for e in run.events] == ["started", "progress", "progress", "log", "checkpoint", "finished"]
+
+
+def test_location_prior_option_builds_a_gated_model_that_learns_the_gate(manifest, tmp_path):
+    torch.manual_seed(0)
+    setup = build_stage1(spec(manifest, tmp_path, location_prior=4.0, rehearsal_probability=0.0), CPU)
+    objective = setup.objective
+    assert float(objective.assistant.prior_gate) == 4.0
+    batch = next(setup.batches(0))
+    assert batch["location_prior"].shape == (2, 1, 128, 128)
+    loss, _ = objective.training_step(batch, 0, objective.models())
+    loss.backward()
+    assert objective.assistant.prior_gate.grad.abs() > 0
+
+
+def test_location_prior_option_must_match_the_init_checkpoint(manifest, tmp_path):
+    from vessa.model.assistant import TemplateAssistant
+    from vessa.model.checkpoint import save_checkpoint
+    from vessa.model.config import ModelConfig
+
+    torch.manual_seed(0)
+    path = save_checkpoint(TemplateAssistant(ModelConfig(sam2_config="half_tiny", image_size=128)),
+                           tmp_path / "plain.pt")
+    job = dataclasses.replace(spec(manifest, tmp_path, location_prior=4.0), init_checkpoint=str(path))
+    with pytest.raises(JobError, match="location_prior.*init checkpoint"):
+        build_stage1(job, CPU)

@@ -130,6 +130,10 @@ class StageOneObjective:
         config = ModelConfig(sam2_config=options["sam2_config"], image_size=spec.image_size,
                              max_templates=options["max_templates"], location_prior=float(options["location_prior"]))
         self.assistant = init_assistant(config, spec.init_checkpoint).to(self.device)
+        loaded_prior = self.assistant.config.location_prior
+        if "location_prior" in spec.options and float(spec.options["location_prior"]) != loaded_prior:
+            raise JobError(f"option 'location_prior' {spec.options['location_prior']} differs from the init "
+                           f"checkpoint's model ({loaded_prior}); leave the option out to keep the checkpoint's")
         used = {id(p) for params in self.assistant.parameter_groups().values() for p in params}
         for parameter in self.assistant.parameters():  # sam2 parts this model never runs
             parameter.requires_grad_(id(parameter) in used)
