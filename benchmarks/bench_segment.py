@@ -212,6 +212,8 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=0, help="time N evenly spaced slices (0: all)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--location-prior", type=float, default=0.0,
+                        help="the model's location prior gate (the shipped starter: 4; 0 = off)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -220,7 +222,8 @@ def main() -> None:
     torch.manual_seed(0)
     load_start = os.getloadavg()[0]
     image, templates = load_inputs(args)
-    assistant = TemplateAssistant(ModelConfig(sam2_config=args.model, image_size=args.image_size))
+    assistant = TemplateAssistant(ModelConfig(sam2_config=args.model, image_size=args.image_size,
+                                              location_prior=args.location_prior))
     segmenter = VolumeSegmenter(assistant, device=resolve_device(args.device), batch_size=args.batch_size)
     device, axis = segmenter.device, slicing_axis(image.shape, image.spacing)
     total = image.shape[axis]
