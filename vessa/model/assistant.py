@@ -121,8 +121,8 @@ class TemplateAssistant(nn.Module):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by role, for per-group learning rates: encoder (Hiera + FPN), memory
         (memory encoder/attention, temporal encoding), decoder (prompt encoder + mask
-        decoder), new (prototype/text token projections, location-prior gate). sam2 parts this model never
-        uses (object pointers, no-memory embeddings) are left out."""
+        decoder), new (prototype/text token projections, location-prior gate). sam2 parts
+        this model never uses (object pointers, no-memory embeddings) are left out."""
         sam = self.sam
         return {
             "encoder": list(sam.image_encoder.parameters()),

@@ -8,9 +8,10 @@ One call (`segment`) does, for a target volume and up to `max_templates` templat
 3. encodes each needed template slice once (batched) into sam2 memory, embeds the text once;
 4. encodes target slices in batches and decodes them with their own template slices
    (chosen by relative position) and, when the model uses a location prior, the mean of the
-   templates' masks at each target slice's relative position; with `propagate=True` slices are decoded one after the
-   other and a slice where the structure was found adds its prediction's memory to the
-   next slice's (sam2's previous-frame memory), the encoder still running batched;
+   templates' masks at each target slice's relative position; with `propagate=True` slices
+   are decoded one after the other and a slice where the structure was found adds its
+   prediction's memory to the next slice's (sam2's previous-frame memory), the encoder
+   still running batched;
 5. maps the best mask's logits back to each slice's grid; probability = sigmoid(logit),
    set to 0 on slices whose object score says the structure is absent.
 On CUDA: bf16 autocast (fp16 where bf16 is missing), channels-last; always
