@@ -155,19 +155,25 @@ def tiny_cohort(folder: Path) -> Path:
     return manifest
 
 
+def endless_supervised_spec(tmp_path, batch_size: int):
+    """A tiny CPU supervised job on `tiny_cohort` that runs until cancelled; its job.json path."""
+    from vessa.jobs import JobSpec
+
+    spec = JobSpec(stage="stage2", method="supervised", manifest=str(tiny_cohort(tmp_path)),
+                   output_dir=str(tmp_path / "job"), structures=["blob"], steps=100_000, batch_size=batch_size,
+                   image_size=32, log_every=1, checkpoint_every=100_000, device="cpu", amp=False,
+                   options={"channels": [4, 8], "res_units": 0})
+    return spec.to_json(tmp_path / "job.json")
+
+
 @pytest.mark.slow
 def test_real_training_progress_cancel_within_2s_and_resume(tmp_path):
     """`vessa train` (supervised, CPU) launched as TrainLogic launches it, through the runner."""
     from VESSATrainLib.train_logic import TrainLogic
 
-    from vessa.jobs import JobSpec
     from vessa.train.checkpoint import load_checkpoint
 
-    spec = JobSpec(stage="stage2", method="supervised", manifest=str(tiny_cohort(tmp_path)),
-                   output_dir=str(tmp_path / "job"), structures=["blob"], steps=100_000, batch_size=2,
-                   image_size=32, log_every=1, checkpoint_every=100_000, device="cpu", amp=False,
-                   options={"channels": [4, 8], "res_units": 0})
-    spec_path = spec.to_json(tmp_path / "job.json")
+    spec_path = endless_supervised_spec(tmp_path, batch_size=2)
     logic = TrainLogic(python=sys.executable)
     runner = SubprocessJobRunner(parse_progress_line)
 
@@ -203,15 +209,10 @@ def test_torchrun_job_tree_is_cancelled_whole(tmp_path):
     """The >1-GPU command (torch.distributed.run), here with 2 CPU processes on gloo: cancel ends the tree."""
     from VESSATrainLib.train_logic import TrainLogic
 
-    from vessa.jobs import JobSpec
     from vessa.train.checkpoint import load_checkpoint
 
-    spec = JobSpec(stage="stage2", method="supervised", manifest=str(tiny_cohort(tmp_path)),
-                   output_dir=str(tmp_path / "job"), structures=["blob"], steps=100_000, batch_size=1,
-                   image_size=32, log_every=1, checkpoint_every=100_000, device="cpu", amp=False,
-                   options={"channels": [4, 8], "res_units": 0})
     logic = TrainLogic(python=sys.executable)
-    argv = logic.argv(spec.to_json(tmp_path / "job.json"), resume=False, gpus=2)
+    argv = logic.argv(endless_supervised_spec(tmp_path, batch_size=1), resume=False, gpus=2)
     assert argv[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     runner = SubprocessJobRunner(parse_progress_line)
     runner.start(argv, env=logic.environment(), cwd=tmp_path)
