@@ -51,7 +51,8 @@ def segment_volume(image: Volume, templates: list[Template], text: str, checkpoi
         raise InputError("the text prompt is empty: give the structure's name or a description")
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold {threshold} must be between 0 and 1")
-    segmenter = load_segmenter(checkpoint, device=device, allow_untrained=allow_untrained)
+    # one call per segmenter: no feature cache (it would only hold the target's features in memory)
+    segmenter = load_segmenter(checkpoint, device=device, allow_untrained=allow_untrained, cache_mib=0)
     result = segmenter.segment(image, templates, text.strip())
     segmentation = Segmentation.on_grid(image)
     segmentation.add(name or text.strip(), result.probability.array >= threshold, default_color(0))

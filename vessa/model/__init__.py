@@ -4,7 +4,8 @@ Parts (one job per file, shapes in each docstring): `config` (ModelConfig), `int
 (grey levels -> sam2 input), `encoder` (sam2 build + image features), `text` (frozen
 open_clip text tower, cached), `matching` (template similarity maps), `prompts` (points,
 box, dense prompt), `assistant` (TemplateAssistant, the nn.Module), `slicing` (volume <->
-2D slices on the exact grid), `volume` (VolumeSegmenter), `checkpoint` (save/load).
+2D slices on the exact grid), `volume` (VolumeSegmenter), `feature_cache` (encoder features
+kept across calls), `checkpoint` (save/load).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def load_segmenter(
     `checkpoint=None` uses `vessa.weights.default_checkpoint()` (the shipped starter); if there
     is none, it is an error unless `allow_untrained=True`, which builds a randomly initialised
     model (for tests and plumbing only; its output is meaningless) and says so loudly.
-    `options` go to `VolumeSegmenter` (batch_size, propagate, ct_window).
+    `options` go to `VolumeSegmenter` (batch_size, propagate, ct_window, cache_mib).
     """
     from vessa.errors import CheckpointError
     from vessa.model.assistant import TemplateAssistant

@@ -6,6 +6,8 @@ One call (`segment`) does, for a target volume and up to `max_templates` templat
 2. cuts the target into 2D slices along its slicing axis and each template, brought to the
    target's axis order, along the same axis (`slicing`); intensities by `intensity`;
 3. encodes each needed template slice once (batched) into sam2 memory, embeds the text once;
+   encoder features of target and template slices are kept across calls (`feature_cache`:
+   re-runs, several structures of one volume, one template image with several masks);
 4. encodes target slices in batches and decodes them with their own template slices
    (chosen by relative position) and, when the model uses a location prior, the mean of the
    templates' masks at each target slice's relative position; with `propagate=True` slices
@@ -21,6 +23,7 @@ batch size 1 the model moves to the CPU (logged) and the call restarts there.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +37,7 @@ from vessa.io import Template, Volume
 from vessa.model.assistant import AssistantOutput, TemplateAssistant, TemplateMemory
 from vessa.model.device import autocast, is_out_of_memory, resolve_device
 from vessa.model.encoder import ImageFeatures
+from vessa.model.feature_cache import FeatureCache, volume_key
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
 from vessa.model.slicing import (
     SquareFrame,
@@ -60,16 +64,44 @@ class SegmentResult:
     axis: int
 
 
-@dataclass
 class _Slices:
-    """One volume cut along the slicing axis: unit-range stack [n, rows, cols] and its frame."""
+    """One volume (k, j, i) cut along the slicing axis: `raw` [n, rows, cols] (a view), its frame
+    for S x S model slices, its intensity window (computed on first use, so slices served from
+    the feature cache cost no intensity pass) and `key`, its slices' key in the feature cache."""
 
-    stack: np.ndarray
-    frame: SquareFrame
+    def __init__(self, array: np.ndarray, spacing: np.ndarray, axis: int, size: int, modality: str,
+                 ct_window: str, key: tuple | None):
+        self.raw = np.moveaxis(array, axis, 0)
+        row_spacing, col_spacing = (spacing[a] for a in range(3) if a != axis)
+        self.frame = SquareFrame.for_slices(self.raw.shape[1], self.raw.shape[2], row_spacing, col_spacing, size)
+        self.key = key
+        self._array, self._modality, self._ct_window = array, modality, ct_window
+
+    def __len__(self) -> int:
+        return self.raw.shape[0]
+
+    @functools.cached_property
+    def window(self) -> tuple[float, float]:
+        """(low, high) grey values mapped to 0 and 1 (`intensity.intensity_range` of the volume)."""
+        return intensity_range(self._array, self._modality, self._ct_window)
 
     def square(self, rows: slice | np.ndarray) -> torch.Tensor:
-        """Model-sized slices [m, 1, S, S] of the selected rows of the stack."""
-        return self.frame.to_square(torch.from_numpy(np.ascontiguousarray(self.stack[rows]))[:, None])
+        """Model-sized slices [m, 1, S, S] in [0, 1] of the selected rows."""
+        unit = np.ascontiguousarray(to_unit_range(self.raw[rows], *self.window))
+        return self.frame.to_square(torch.from_numpy(unit)[:, None])
+
+
+@dataclass
+class _TemplatePlan:
+    """A template cut like the target: `used`, its slices (holding the structure) that some
+    target slice needs, their masks [len(used), 1, S, S], `chosen`, per target slice the index
+    of its slice in `used`, and the template's location prior."""
+
+    slices: _Slices
+    used: np.ndarray
+    masks: torch.Tensor
+    chosen: np.ndarray
+    prior: _LocationPrior
 
 
 @dataclass
@@ -97,6 +129,7 @@ class VolumeSegmenter:
     batch_size: target/template slices per encoder call (halved automatically on CUDA OOM).
     propagate: add the previous slice's prediction as memory (sequential decoding).
     ct_window: CT window preset name (`intensity.CT_WINDOWS`).
+    cache_mib: memory for encoder features kept across calls (`feature_cache`; 0 = none).
     """
 
     def __init__(
@@ -106,9 +139,13 @@ class VolumeSegmenter:
         batch_size: int = 8,
         propagate: bool = False,
         ct_window: str = "soft_tissue",
+        cache_mib: float = 1024,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        if cache_mib < 0:
+            raise ValueError(f"cache_mib={cache_mib}: must be >= 0")
+        self.cache = FeatureCache(int(cache_mib * 2**20))
         self.assistant = assistant.eval()
         self.batch_size = batch_size
         self.propagate = propagate
@@ -117,6 +154,7 @@ class VolumeSegmenter:
         self._move_to(resolve_device(device))
 
     def _move_to(self, device: torch.device) -> None:
+        self.cache.clear()
         self.device = device
         self.assistant.to(device)
         if device.type == "cuda":
@@ -150,22 +188,18 @@ class VolumeSegmenter:
     def _run(
         self, image: Volume, templates: list[Template], text: str, progress: Progress | None, modality: str
     ) -> tuple[np.ndarray, np.ndarray, int]:
-        size = self.assistant.image_size
+        size, keyed = self.assistant.image_size, self.cache.max_bytes > 0
         axis = slicing_axis(image.shape, image.spacing)
-        target = _cut(image.array, array_spacing(image.spacing), axis, size, modality, self.ct_window)
-        count = target.stack.shape[0]
-        units, masks, index, priors = [], [], [], []
-        for template in templates:
-            unit, mask, chosen, prior = _template_slices(template, image, axis, size, count, self.ct_window)
-            index.append(chosen + sum(len(u) for u in units))
-            units.append(unit)
-            masks.append(mask)
-            priors.append(prior)
-        if self.assistant.prior_gate is None:
-            priors = []
-        index = torch.from_numpy(np.stack(index, axis=1))  # [n, K] into the concatenated template slices
-        units, masks = torch.cat(units), torch.cat(masks)
-        total, done = len(units) + count, 0
+        spacing = array_spacing(image.spacing)
+        key = volume_key(image.array, tuple(spacing), axis, size, modality, self.ct_window) if keyed else None
+        target = _Slices(image.array, spacing, axis, size, modality, self.ct_window, key)
+        count = len(target)
+        plans = [_template_plan(t, image, axis, size, count, self.ct_window, keyed) for t in templates]
+        offsets = np.cumsum([0] + [len(plan.used) for plan in plans[:-1]])
+        # [n, K]: per target slice, its slice of each template among all templates' encoded slices
+        index = torch.from_numpy(np.stack([plan.chosen + o for plan, o in zip(plans, offsets, strict=True)], axis=1))
+        priors = [plan.prior for plan in plans] if self.assistant.prior_gate is not None else []
+        total, done = sum(len(plan.used) for plan in plans) + count, 0
 
         def report(n: int) -> None:
             nonlocal done
@@ -176,9 +210,10 @@ class VolumeSegmenter:
         with torch.inference_mode(), autocast(self.device):
             text_embedding = self.assistant.embed_text([text])
             parts: list[TemplateMemory] = []
-            self._batched(
-                len(units), lambda rows: parts.append(self._encode_templates(units[rows], masks[rows])), report
-            )
+            for plan in plans:
+                self._batched(
+                    len(plan.used), lambda rows, plan=plan: parts.append(self._encode_templates(plan, rows)), report
+                )
             memory = TemplateMemory(
                 torch.cat([p.embedding for p in parts]),
                 torch.cat([p.masks for p in parts]),
@@ -199,13 +234,13 @@ class VolumeSegmenter:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities [n, rows, cols] and confidences [n] of all target slices (`priors`:
         one per template when the model uses a location prior, else empty)."""
-        count, frame = target.stack.shape[0], target.frame
+        count, frame = len(target), target.frame
         probability = np.zeros((count, frame.rows, frame.cols), dtype=np.float32)
         confidence = np.zeros(count, dtype=np.float32)
         previous: dict[str, tuple | None] = {"memory": None}
 
         def step(rows: slice) -> None:
-            features = self.assistant.encode(self._prepare(target.square(rows)))
+            features = self._features(target, np.arange(count)[rows])
             prior = torch.stack([p.square(rows) for p in priors]).mean(0).to(self.device) if priors else None
             if self.propagate:
                 logits, objects, scores, previous["memory"] = self._propagate(
@@ -249,9 +284,14 @@ class VolumeSegmenter:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
 
-    def _encode_templates(self, unit: torch.Tensor, masks: torch.Tensor) -> TemplateMemory:
-        features = self.assistant.encode(self._prepare(unit))
-        return self.assistant.encode_templates(features, masks.to(self.device))
+    def _features(self, slices: _Slices, rows: np.ndarray) -> ImageFeatures:
+        """Encoder features of the given rows of `slices`, through the feature cache."""
+        return self.cache.features(slices.key, rows, lambda missing: self.assistant.encode(
+            self._prepare(slices.square(missing))))
+
+    def _encode_templates(self, plan: _TemplatePlan, rows: slice) -> TemplateMemory:
+        features = self._features(plan.slices, plan.used[rows])
+        return self.assistant.encode_templates(features, plan.masks[rows].to(self.device))
 
     def _decode(
         self,
@@ -281,6 +321,7 @@ class VolumeSegmenter:
                 if not is_out_of_memory(error):
                     raise
                 if self.device.type == "cuda":
+                    self.cache.clear()
                     torch.cuda.empty_cache()
                 if size == 1:
                     if self.device.type == "cpu":
@@ -318,29 +359,28 @@ def _check_input(image: Volume, templates: list[Template], text: str, max_templa
     return list(templates[:max_templates])
 
 
-def _cut(array: np.ndarray, spacing: np.ndarray, axis: int, size: int, modality: str, ct_window: str) -> _Slices:
-    """`array` (k, j, i) in unit range, cut along `axis`, with its frame for S x S slices."""
-    low, high = intensity_range(array, modality, ct_window)
-    stack = np.moveaxis(to_unit_range(array, low, high), axis, 0)
-    row_spacing, col_spacing = (spacing[a] for a in range(3) if a != axis)
-    return _Slices(stack, SquareFrame.for_slices(stack.shape[1], stack.shape[2], row_spacing, col_spacing, size))
-
-
-def _template_slices(
-    template: Template, image: Volume, axis: int, size: int, count: int, ct_window: str
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, _LocationPrior]:
-    """The template slices that contain the structure ([m, 1, S, S] images and masks), for
-    each of the `count` target slices the index of its template slice among them, and the
-    template's location prior."""
+def _template_plan(
+    template: Template, image: Volume, axis: int, size: int, count: int, ct_window: str, keyed: bool
+) -> _TemplatePlan:
+    """Which slices of `template` (cut like `image`) the `count` target slices need, and its
+    location prior; `keyed`: give its slices a feature-cache key."""
     direction = template.image.direction
     oriented, order = orient_like(template.image.array, direction, image.direction)
     mask, _ = orient_like(np.asarray(template.mask), direction, image.direction)
     spacing = array_spacing(template.image.spacing)[list(order)]
-    cut = _cut(oriented, spacing, axis, size, template.modality, ct_window)
+    key = None
+    if keyed:
+        key = volume_key(template.image.array, tuple(template.image.spacing), _rounded(direction),
+                         _rounded(image.direction), axis, size, template.modality, ct_window)
+    cut = _Slices(oriented, spacing, axis, size, template.modality, ct_window, key)
     stack_mask = np.moveaxis(mask, axis, 0)
     present = np.flatnonzero(stack_mask.any(axis=(1, 2)))
     chosen = template_slices(count, present, stack_mask.shape[0])
     used = np.unique(chosen)
-    masks = cut.frame.to_square(torch.from_numpy(stack_mask[used].astype(np.float32))[:, None])
+    masks = cut.frame.to_square(torch.from_numpy(stack_mask[used].astype(np.float32))[:, None]).clamp(0, 1)
     prior = _LocationPrior(stack_mask, cut.frame, relative_slices(count, stack_mask.shape[0]))
-    return cut.square(used), masks.clamp(0, 1), np.searchsorted(used, chosen), prior
+    return _TemplatePlan(cut, used, masks, np.searchsorted(used, chosen), prior)
+
+
+def _rounded(direction: np.ndarray) -> bytes:
+    return np.round(np.asarray(direction, dtype=np.float64), 6).tobytes()
