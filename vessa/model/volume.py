@@ -175,6 +175,7 @@ class VolumeSegmenter:
         """
         start = time.perf_counter()
         templates = _check_input(image, templates, text, self.assistant.config.max_templates)
+        hits, misses = self.cache.hits, self.cache.misses
         try:
             probability, confidence, axis = self._run(image, templates, text, progress, modality)
         except _FallBackToCpu:
@@ -183,6 +184,8 @@ class VolumeSegmenter:
             probability, confidence, axis = self._run(image, templates, text, progress, modality)
         if progress:
             progress(1.0)
+        log.debug("feature cache: %d slices reused, %d encoded, %.0f MiB held", self.cache.hits - hits,
+                  self.cache.misses - misses, self.cache.bytes / 2**20)
         return SegmentResult(image.with_array(probability), confidence, time.perf_counter() - start, axis)
 
     def _run(
