@@ -90,6 +90,7 @@ def test_cancel_stops_the_real_model(slicer_scene, loader):
     scene = EffectScene(scene_io)
     logic = SegmentLogic(loader=loader)
     request = logic.request(UNTRAINED, scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]])
+    loader("", "cpu", True).cache.clear()  # encode everything again: a re-run would be over too soon
     job = logic.start(UNTRAINED, request)
     deadline = time.monotonic() + 300
     while job.state().fraction == 0.0 and not job.state().done and time.monotonic() < deadline:
@@ -100,3 +101,20 @@ def test_cancel_stops_the_real_model(slicer_scene, loader):
     assert state.status == JobStatus.CANCELLED and state.results == []
     assert state.fraction < 1.0
     assert not scene.mask("liver").any()
+
+
+def test_a_rerun_reuses_the_encoder_features(slicer_scene, loader):
+    """Auto-segment twice (as after Cancel): the second run encodes nothing and gives the same map."""
+    scene = EffectScene(scene_io)
+    logic = SegmentLogic(loader=loader)
+    cache = loader("", "cpu", True).cache
+    cache.clear()
+    runs = []
+    for _ in range(2):
+        request = logic.request(UNTRAINED, scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]])
+        misses = cache.misses
+        state = logic.start(UNTRAINED, request).wait(300)
+        assert state.status == JobStatus.FINISHED, state.error
+        runs.append((cache.misses - misses, state.results[0].sourceProbability.array))
+    assert runs[0][0] >= SHAPE[0] and runs[1][0] == 0
+    np.testing.assert_array_equal(runs[1][1], runs[0][1])
