@@ -77,6 +77,8 @@ def test_a_zero_budget_stores_nothing_and_clear_empties():
     assert len(cache) == 0 and cache.bytes == 0
     with pytest.raises(ValueError, match="max_bytes"):
         FeatureCache(-1)
+    with pytest.raises(ValueError, match="no slices"):
+        cache.features(("a",), np.array([], dtype=int), encode)
 
 
 def test_stored_rows_do_not_hold_their_batch_alive():

@@ -65,22 +65,24 @@ class FeatureCache:
         """Features of `slices` (indices into the volume `key` names), in that order; the
         slices not in the cache go to `encode(indices)` in one call and are then stored."""
         slices = np.asarray(slices, dtype=np.int64)
+        if slices.size == 0:
+            raise ValueError("no slices asked for")
         missing = list(dict.fromkeys(int(s) for s in slices if (key, int(s)) not in self._entries))
         self.misses += len(missing)
         self.hits += len(slices) - len(missing)
-        if len(missing) == len(slices) and self.max_bytes == 0:
+        if self.max_bytes == 0:
             return encode(slices)
-        fresh: dict[int, ImageFeatures] = {}
-        if missing:
-            encoded = encode(np.asarray(missing))
-            fresh = {s: encoded[i : i + 1] for i, s in enumerate(missing)}
-        rows = [fresh[int(s)] if int(s) in fresh else self._take((key, int(s))) for s in slices]
+        encoded = encode(np.asarray(missing)) if missing else None
+        fresh = {s: encoded[i : i + 1] for i, s in enumerate(missing)}
+        if len(missing) == len(slices):  # all new and distinct: the encoded batch is the answer
+            result = encoded
+        else:
+            rows = [fresh[int(s)] if int(s) in fresh else self._take((key, int(s))) for s in slices]
+            result = ImageFeatures(torch.cat([r.s0 for r in rows]), torch.cat([r.s1 for r in rows]),
+                                   torch.cat([r.embedding for r in rows]), rows[0].pos)
         for s, row in fresh.items():
             self._store((key, s), row)
-        return ImageFeatures(
-            torch.cat([r.s0 for r in rows]), torch.cat([r.s1 for r in rows]),
-            torch.cat([r.embedding for r in rows]), rows[0].pos,
-        )
+        return result
 
     def _take(self, entry: tuple) -> ImageFeatures:
         self._entries.move_to_end(entry)
@@ -91,13 +93,12 @@ class FeatureCache:
         only rows of the same volume are left, keep those and drop `row` instead (a volume
         larger than the budget then keeps as many slices as fit, rather than each new slice
         pushing out the one a re-run needs next)."""
-        # a copy of its own, so a stored row does not keep its whole batch's storage alive
-        row = ImageFeatures(row.s0.clone(), row.s1.clone(), row.embedding.clone(), row.pos)
         size = _nbytes(row)
         while self.bytes + size > self.max_bytes:
             victim = next((key for key in self._entries if key[0] != entry[0]), None)
             if victim is None:
                 return
             self.bytes -= _nbytes(self._entries.pop(victim))
-        self._entries[entry] = row
+        # a copy of its own, so a stored row does not keep its whole batch's storage alive
+        self._entries[entry] = ImageFeatures(row.s0.clone(), row.s1.clone(), row.embedding.clone(), row.pos)
         self.bytes += size
