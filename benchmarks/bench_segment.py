@@ -10,8 +10,8 @@ One `TemplateAssistant` (random weights: speed does not depend on the weights) s
                filled by an untimed first call (the Segment Editor effect's re-run after Cancel, or
                another structure of the same volume from the same template images): what is left is
                template memory, matching, memory attention, decoding. (2) itself runs without the cache.
-CPU: float32; CUDA: bf16 autocast for all three. The pipelines run interleaved, `--repeats` rounds of
-(1), (2), (3) after one warm-up round on 2 slices; the table gives medians. `--slices N` times N evenly
+CPU: float32; CUDA: bf16 autocast for all four. The pipelines run interleaved, `--repeats` rounds of
+(1), (2), (3), (2r) after one warm-up round on 2 slices; the table gives medians. `--slices N` times N evenly
 spaced slices (a volume of N slices along the slicing axis, spacing scaled, so the share of template
 slices that (2) encodes stays that of the whole volume) and extrapolates s/volume linearly.
 Peak memory above the pipeline's start (the shared weights, printed apart, excluded): CUDA
