@@ -1,6 +1,6 @@
 """Stage-1 segmentation speed: bare image encoder vs `vessa segment` vs sam2's own predictor loop.
 
-One `TemplateAssistant` (random weights: speed does not depend on the weights) serves all three:
+One `TemplateAssistant` (random weights: speed does not depend on the weights) serves all four:
 (1) encoder:   `assistant.encode` (sam2 `forward_image`) on the prepared target slices, same batch as (2);
 (2) vessa:     `VolumeSegmenter.segment` on the volume: intensity, slicing, template encoding, matching,
                prompts, memory attention, decoding and mapping back to the grid, all included;
