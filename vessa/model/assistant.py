@@ -237,7 +237,7 @@ class TemplateAssistant(nn.Module):
         if prior is not None:
             gate = self.prior_gate.float()
             logits = logits + gate * (_resize(prior, logits.shape[-2:]) * 2 - 1)
-            low_res = low_res + gate * (_resize(prior, low_res.shape[-2:]) * 2 - 1)
+            low_res = low_res + gate * prior_prompt  # the prompt's grid is the low-res logits' grid
         return AssistantOutput(
             logits=logits,
             low_res_logits=low_res,

@@ -61,8 +61,7 @@ def starter_spec(output_dir: str | Path, steps: int = 4000, time_budget_s: float
         structures=["*"], steps=steps, batch_size=4, lr=2e-4, weight_decay=0.05, schedule="cosine",
         warmup_steps=50, grad_clip=1.0, checkpoint_every=100, keep_checkpoints=2,
         log_every=10, seed=0, device=device, image_size=128, time_budget_s=time_budget_s,
-        recipe="starter", options={"sam2_config": STARTER_MODEL, "val_episodes": 24,
-                                            "location_prior": 4.0},
+        recipe="starter", options={"sam2_config": STARTER_MODEL, "val_episodes": 24, "location_prior": 4.0},
     )
     path = output_dir / "job.json"
     spec.to_json(path)

@@ -60,6 +60,13 @@ REHEARSAL_CLICKS = 7
 EXPORT_NAME = "vessa_stage1.pt"
 
 
+def _require_number(options: dict[str, Any], name: str, high: float, note: str = "") -> None:
+    """JobError unless option `name` is a number (not a bool) in [0, high]."""
+    value = options[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+        raise JobError(f"option {name!r} must be a number in [0, {high}]{note}, got {value!r}")
+
+
 def stage1_options(spec: JobSpec) -> dict[str, Any]:
     """The spec's options over the defaults; JobError naming an unknown or bad option."""
     unknown = sorted(set(spec.options) - set(DEFAULT_OPTIONS))
@@ -69,15 +76,11 @@ def stage1_options(spec: JobSpec) -> dict[str, Any]:
     variants = [*SAM2_CONFIGS, *SAM2_PRESETS]
     if options["sam2_config"] not in variants:
         raise JobError(f"option 'sam2_config' must be one of {', '.join(variants)}, got {options['sam2_config']!r}")
-    scale = options["affine_scale"]
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= 4:
-        raise JobError(f"option 'affine_scale' must be a number in [0, 4], got {scale!r}")
+    _require_number(options, "affine_scale", 4)
     for name in ("rehearsal_probability", "synthetic_probability", "absent_probability"):
         if not isinstance(options[name], (int, float)) or not 0 <= options[name] <= 1:
             raise JobError(f"option {name!r} must be a number in [0, 1], got {options[name]!r}")
-    prior = options["location_prior"]
-    if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0 <= prior <= 20:
-        raise JobError(f"option 'location_prior' must be a number in [0, 20] (0 = off), got {prior!r}")
+    _require_number(options, "location_prior", 20, " (0 = off)")
     for name in ("max_templates", "val_episodes"):
         if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < 1:
             raise JobError(f"option {name!r} must be an integer >= 1, got {options[name]!r}")
