@@ -46,6 +46,21 @@ def test_starting_at_step_n_continues_the_same_stream(start):
     assert take(batches, start, 4) == take(batches, 0, start + 4)[start:]
 
 
+def test_workers_give_the_same_stream_across_epochs_from_one_set_of_processes(monkeypatch):
+    plain = EpochBatches(Numbers(10), batch_size=3, seed=7, runtime=runtime())
+    ahead = EpochBatches(Numbers(10), batch_size=3, seed=7, runtime=runtime(), num_workers=2)
+    loaders = []
+    real_loader = torch.utils.data.DataLoader
+
+    def counting_loader(*args, **kwargs):
+        loaders.append(kwargs["num_workers"])
+        return real_loader(*args, **kwargs)
+
+    monkeypatch.setattr("vessa.train.batches.DataLoader", counting_loader)
+    assert take(ahead, 2, 8) == take(plain, 2, 8)  # 8 steps: 3 epochs of 3 steps
+    assert loaders == [2, 0]  # one loader (one set of workers) for all epochs
+
+
 def test_a_new_object_with_the_same_seed_gives_the_same_batches_and_another_seed_does_not():
     make = lambda seed: EpochBatches(Numbers(10), batch_size=2, seed=seed, runtime=runtime())  # noqa: E731
     assert take(make(1), 0, 10) == take(make(1), 0, 10)

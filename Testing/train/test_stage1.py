@@ -77,6 +77,10 @@ def test_batches_restart_at_any_step(manifest, tmp_path):
     next(stream)
     second = next(stream)
     assert torch.equal(next(setup.batches(1))["image"], second["image"])
+    # episodes built ahead by worker processes: the same stream
+    ahead = next(build_stage1(spec(manifest, tmp_path, workers=2), CPU).batches(1))
+    for key in ("image", "mask", "templates", "template_masks", "location_prior"):
+        assert torch.equal(ahead[key], second[key])
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -86,6 +90,7 @@ def test_batches_restart_at_any_step(manifest, tmp_path):
     ({"max_templates": 0}, "max_templates"),
     ({"location_prior": -1}, "location_prior"),
     ({"location_prior": True}, "location_prior"),
+    ({"workers": -1}, "workers"),
 ])
 def test_ill_options(manifest, tmp_path, options, message):
     with pytest.raises(JobError, match=message):

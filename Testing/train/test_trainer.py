@@ -63,6 +63,7 @@ def test_a_full_run_writes_checkpoints_curves_status_and_events(make_spec):
     rows = metrics_rows(job)
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]
     assert all(float(r["loss"]) > 0 and float(r["lr"]) > 0 for r in rows)
+    assert all(float(r["data_wait_s"]) >= 0 and float(r["step_s"]) > 0 for r in rows)  # loader wait, step time
     assert rows[1]["val_dice"] != "" and rows[0]["val_dice"] == ""  # validation at checkpoints only
     assert [e["event"] for e in events.events] == ["started", "progress", "progress", "checkpoint", "progress",
                                                    "progress", "checkpoint", "finished"]

@@ -1,6 +1,6 @@
 """`vessa train --spec JOB.json [--resume] [--stage 1|2]`: run a training job, JSON lines on stdout.
 
-`vessa train --recipe starter --output DIR [--steps N] [--time-budget S]` writes the recipe's
+`vessa train --recipe starter --output DIR [--steps N] [--time-budget S] [--workers W]` writes the recipe's
 cohort manifest and spec (vessa.train.recipes) into DIR first, then runs it the same way.
 
 Also runs under torchrun: `torchrun --nproc_per_node N -m vessa.cli train --spec JOB.json`.
@@ -28,6 +28,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=4000, help="steps for --recipe")
     parser.add_argument("--time-budget", type=float, help="seconds for --recipe (stop and save when spent)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for --recipe")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes building batches ahead for --recipe (same batches; use on GPU)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in the spec's output_dir")
     parser.add_argument("--stage", choices=sorted(STAGE_NAMES), help="override the spec's stage")
@@ -48,7 +50,7 @@ def run_train(args: argparse.Namespace) -> int:
             from vessa.train.recipes import RECIPES
 
             args.spec = RECIPES[args.recipe](args.output, steps=args.steps, time_budget_s=args.time_budget,
-                                             device=args.device)
+                                             device=args.device, workers=args.workers)
         spec = JobSpec.from_json(args.spec)
         if args.stage:
             spec = spec.replace(stage=STAGE_NAMES[args.stage])

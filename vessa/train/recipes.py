@@ -42,8 +42,11 @@ def _sample_cases(names: tuple[str, ...]) -> dict[str, object]:
 
 
 def starter_spec(output_dir: str | Path, steps: int = 4000, time_budget_s: float | None = None,
-                 device: str = "auto") -> Path:
-    """Write the starter recipe's cohort manifest and job spec into `output_dir`; return the spec path."""
+                 device: str = "auto", workers: int = 0) -> Path:
+    """Write the starter recipe's cohort manifest and job spec into `output_dir`; return the spec path.
+
+    `workers` only sets how many processes build episodes ahead: the batches, so the run, are the same.
+    """
     output_dir = Path(output_dir).resolve()
     cases = _sample_cases(STARTER_TRAIN + STARTER_VAL)
     entries = []
@@ -61,7 +64,8 @@ def starter_spec(output_dir: str | Path, steps: int = 4000, time_budget_s: float
         structures=["*"], steps=steps, batch_size=4, lr=2e-4, weight_decay=0.05, schedule="cosine",
         warmup_steps=50, grad_clip=1.0, checkpoint_every=100, keep_checkpoints=2,
         log_every=10, seed=0, device=device, image_size=128, time_budget_s=time_budget_s,
-        recipe="starter", options={"sam2_config": STARTER_MODEL, "val_episodes": 24, "location_prior": 4.0},
+        recipe="starter", options={"sam2_config": STARTER_MODEL, "val_episodes": 24, "location_prior": 4.0,
+                                  "workers": workers},
     )
     path = output_dir / "job.json"
     spec.to_json(path)

@@ -14,7 +14,9 @@ large|half_tiny), "max_templates", "rehearsal_probability", "encoder_lr_scale" (
 FPN), "new_lr_scale" (x spec.lr for the matching/text token layers), "freeze_encoder",
 "synthetic_probability", "absent_probability" (target slices without the structure),
 "val_episodes", "affine_scale" (x the episodes' random pose ranges), "location_prior" (initial
-gate of the model's location prior, 0 = off; see `vessa.model.assistant`).
+gate of the model's location prior, 0 = off; see `vessa.model.assistant`), "workers" (processes
+building episodes ahead of the training step, same stream as 0; for GPU runs, where building
+episodes on the main process would leave the GPU waiting).
 `init_checkpoint`: a VESSA or official SAM2.1 file.
 Cases: the manifest's labelled "train" cases; "val" cases give the validation episodes.
 Every segment of a case is a task unless `structures` names a subset ("*" = all).
@@ -22,6 +24,7 @@ Every segment of a case is a task unless `structures` names a subset ("*" = all)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ from vessa.model.checkpoint import load_assistant, read_checkpoint, save_checkpo
 from vessa.model.config import SAM2_CONFIGS, SAM2_PRESETS, ModelConfig
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
 from vessa.model.slicing import array_spacing
+from vessa.train.batches import StepBatches
 from vessa.train.cohort import CohortCase, read_manifest
 from vessa.train.distributed import Runtime
 from vessa.train.episodes import EpisodeCase, EpisodeConfig, EpisodeSampler
@@ -55,6 +59,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "val_episodes": 16,
     "location_prior": 0.0,
     "affine_scale": 1.0,
+    "workers": 0,
 }
 REHEARSAL_CLICKS = 7
 EXPORT_NAME = "vessa_stage1.pt"
@@ -81,9 +86,9 @@ def stage1_options(spec: JobSpec) -> dict[str, Any]:
         if not isinstance(options[name], (int, float)) or not 0 <= options[name] <= 1:
             raise JobError(f"option {name!r} must be a number in [0, 1], got {options[name]!r}")
     _require_number(options, "location_prior", 20, " (0 = off)")
-    for name in ("max_templates", "val_episodes"):
-        if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < 1:
-            raise JobError(f"option {name!r} must be an integer >= 1, got {options[name]!r}")
+    for name, low in (("max_templates", 1), ("val_episodes", 1), ("workers", 0)):
+        if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < low:
+            raise JobError(f"option {name!r} must be an integer >= {low}, got {options[name]!r}")
     if spec.image_size % 64:
         raise JobError(f"image_size {spec.image_size} must be a multiple of 64 for the sam2 encoder")
     return options
@@ -222,10 +227,5 @@ def build_stage1(spec: JobSpec, runtime: Runtime) -> TrainingSetup:
                                affine_scale=float(options["affine_scale"]))
     val = EpisodeSampler(val_cases, val_config, seed=10_000 + spec.seed) if val_cases else None
 
-    def batches(start_step: int):
-        step = start_step
-        while True:
-            yield sampler.batch(step, spec.batch_size)
-            step += 1
-
+    batches = StepBatches(functools.partial(sampler.batch, batch_size=spec.batch_size), runtime, options["workers"])
     return TrainingSetup(StageOneObjective(spec, runtime, options, val), batches)

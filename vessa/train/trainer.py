@@ -3,7 +3,8 @@
 Per step: cancel / time-budget check (agreed across ranks), batch, forward under bf16 autocast
 on CUDA, NaN/inf check (agreed across ranks), backward, gradient clipping, AdamW step, lr
 schedule step, `after_step` (EMA). Every `log_every` steps a `progress` event and a
-metrics.csv row (means over the interval and the ranks); every `checkpoint_every` steps, on
+metrics.csv row (means over the interval and the ranks, with `data_wait_s`, the seconds spent
+waiting for the batch, and `step_s`, the seconds of the step itself); every `checkpoint_every` steps, on
 cancel, on a spent time budget and at the end: validation (rank 0), checkpoint, curves.
 """
 
@@ -245,7 +246,12 @@ class Trainer:
                 return self._stop("cancelled", window)
             if out_of_time:
                 return self._stop("time_budget", window, f"time budget of {budget} s reached at step {self.step}")
-            window.append(self._train_step(next(batches)))
+            waiting = time.perf_counter()
+            batch = next(batches)
+            computing = time.perf_counter()
+            values = self._train_step(batch)  # its float() reads wait for the device: step_s covers GPU time
+            values.update(data_wait_s=computing - waiting, step_s=time.perf_counter() - computing)
+            window.append(values)
             self.step += 1
             if self.step % self.spec.log_every == 0 or self.step == self.spec.steps:
                 self._log(window)
