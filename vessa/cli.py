@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "vessa.samples",
     "vessa.weights",
     "vessa.bank_cli",
+    "vessa.text_cli",
     "vessa.segment",
     "vessa.evaluate",
     "vessa.train.cli",

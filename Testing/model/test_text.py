@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from vessa.errors import CheckpointError, InputError
+from vessa.model import text
 from vessa.model.config import TextConfig
-from vessa.model.text import TextEncoder
+from vessa.model.text import TABLE_ENV, TextEncoder, write_embedding_table
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +24,21 @@ def test_minilm_similarity_follows_meaning(encoder):
     assert float(left @ right) > float(left @ liver) + 0.5
 
 
-def test_each_string_is_encoded_once(encoder, monkeypatch):
+def counting_tower(monkeypatch, config: TextConfig) -> list[int]:
+    """Make the tower of `config` count the strings it embeds (in the returned list)."""
     calls = []
-    tower = encoder._tower
+    tower, tokenizer, dim = text._load_tower(config.kind, config.model, config.pretrained)
 
     def counting(tokens):
         calls.append(tokens.shape[0])
         return tower(tokens)
 
-    monkeypatch.setattr(encoder, "_tower", counting)
+    monkeypatch.setattr(text, "_load_tower", lambda *_: (counting, tokenizer, dim))
+    return calls
+
+
+def test_each_string_is_encoded_once(encoder, monkeypatch):
+    calls = counting_tower(monkeypatch, encoder.config)
     first = encoder.encode(["spleen", "pancreas", "spleen"])
     second = encoder.encode(["pancreas", "spleen"])
     assert calls == [2]  # one tower call for the two new strings, none for the repeat
@@ -51,3 +58,27 @@ def test_open_clip_tower_needs_local_weights(tmp_path):
         TextEncoder(TextConfig(kind="open_clip", model="ViT-B-32"))
     with pytest.raises(CheckpointError, match="file not found"):
         TextEncoder(TextConfig(kind="open_clip", model="ViT-B-32", pretrained=str(tmp_path / "missing.bin")))
+
+
+def test_an_embedding_table_replaces_the_tower_for_its_strings(encoder, tmp_path, monkeypatch):
+    path = write_embedding_table(TextConfig(), ["liver", "left kidney", "liver"], tmp_path / "names.pt")
+    expected = encoder.encode(["left kidney", "liver"])
+    calls = counting_tower(monkeypatch, TextConfig())
+    monkeypatch.setenv(TABLE_ENV, str(path))
+    tabled = TextEncoder(TextConfig())  # the table from the environment, as in a training job
+    assert tabled.dim == 384 and calls == []
+    assert torch.equal(tabled.encode(["left kidney", "liver"]), expected)
+    assert calls == []  # the tower was not used for strings in the table
+    tabled.encode(["spleen"])
+    assert calls == [1]  # a string outside the table goes to the tower
+
+
+def test_a_table_of_another_tower_or_a_bad_file_is_refused(tmp_path):
+    path = write_embedding_table(TextConfig(), ["liver"], tmp_path / "names.pt")
+    with pytest.raises(CheckpointError, match="made by text tower"):
+        TextEncoder(TextConfig(kind="open_clip", model="ViT-B-32", pretrained="weights.bin"), table=path)
+    (tmp_path / "bad.pt").write_bytes(b"not a table")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        TextEncoder(TextConfig(), table=tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="file not found"):
+        TextEncoder(TextConfig(), table=tmp_path / "missing.pt")
