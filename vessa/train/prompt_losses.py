@@ -22,7 +22,9 @@ _DICE = DiceLoss(sigmoid=True, reduction="none", smooth_nr=1.0, smooth_dr=1.0)
 def multimask_loss(logits: torch.Tensor, iou_pred: torch.Tensor, object_logits: torch.Tensor,
                    target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of M candidate masks: logits [B, M, H, W], iou_pred [B, M], object_logits [B, 1],
-    target [B, 1, H, W] in {0, 1}. Returns the scalar loss and its terms as floats."""
+    target [B, 1, H, W] in {0, 1}. Returns the scalar loss and its terms as floats.
+    Computed in float32 whatever the decoder's autocast dtype (bf16 sums over a mask lose precision)."""
+    logits = logits.float()
     target = target.to(logits.dtype)
     expanded = target.expand_as(logits)
     focal = sigmoid_focal_loss(logits, expanded, alpha=0.25, gamma=2.0, reduction="none").flatten(2).mean(-1)
