@@ -12,6 +12,8 @@ Policy (the same in training and inference):
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import torch
 
@@ -27,6 +29,7 @@ CT_AIR_THRESHOLD = -500.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MAX_PERCENTILE_SAMPLES = 2_000_000
+ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 
 
 def is_ct(array: np.ndarray, modality: str = "") -> bool:
@@ -50,8 +53,10 @@ def intensity_range(array: np.ndarray, modality: str = "", ct_window: str = "sof
     return float(low), float(high)
 
 
-def to_unit_range(array: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Clip to [low, high] and scale to float32 [0, 1]."""
+def to_unit_range(array: ArrayOrTensor, low: float, high: float) -> ArrayOrTensor:
+    """Clip to [low, high] and scale to float32 [0, 1] (a tensor stays on its device)."""
+    if isinstance(array, torch.Tensor):
+        return ((array.float() - low) / (high - low)).clamp_(0.0, 1.0)
     scaled = (np.asarray(array, dtype=np.float32) - low) / (high - low)
     return np.clip(scaled, 0.0, 1.0, out=scaled)
 
