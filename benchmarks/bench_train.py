@@ -11,8 +11,13 @@ same MONAI UNet, MONAI DiceCELoss, flips only). VESSA runs an untrained stage-1 
 Methods are stepped in turn, `repeats` rounds, on the same batch; the table gives medians of
 wall time and of process CPU time (CPU time is the fairer measure on a shared machine: other
 processes inflate wall time, not CPU time; with --threads 1 it is single-core time).
+With `--loader-steps N` each method then runs N steps on its real batch stream (the trainer's
+batch factory, `--workers` DataLoader processes) as `vessa train` does: a second table gives the
+seconds per step spent waiting for the batch and in the step, and on CUDA the mean GPU
+utilisation over those steps (NVML, sampled every 20 ms).
 
     .venv/bin/python benchmarks/bench_train.py --image-size 256 --batch-size 8 --repeats 3 --threads 1
+    python benchmarks/bench_train.py --device cuda --repeats 10 --loader-steps 50 --workers 4
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import platform
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -96,6 +102,59 @@ class SupervisedPart:
         """Nothing to restore."""
 
 
+class GpuUtilisation:
+    """Mean GPU utilisation (%) over a `with` block, NVML sampled every 20 ms; None off CUDA."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.samples, self.mean = device, [], None
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        import pynvml  # nvidia-ml-py: ships with CUDA PyTorch images; only needed on CUDA runs
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(self.device.index or 0)
+        while not self._stop.wait(0.02):
+            self.samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+
+    def __enter__(self) -> GpuUtilisation:
+        if self.device.type == "cuda":
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            self._stop.set()
+            self._thread.join()
+            self.mean = statistics.mean(self.samples) if self.samples else None
+
+
+def loader_rows(trainers: dict[str, Trainer], setups: dict[str, TrainingSetup], steps: int,
+                device: torch.device) -> list[dict[str, Any]]:
+    """Each method's `steps` steps on its own batch stream: data wait and step seconds, GPU utilisation."""
+    rows = []
+    for name, trainer in trainers.items():
+        stream = setups[name].batches(0)
+        next(stream)  # workers started, first batch out of the way
+        waits, computes = [], []
+        with GpuUtilisation(device) as utilisation:
+            for step in range(steps):
+                start = time.perf_counter()
+                batch = next(stream)
+                ready = time.perf_counter()
+                trainer.step = step
+                trainer._train_step(batch)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                waits.append(ready - start)
+                computes.append(time.perf_counter() - ready)
+        wait, compute = statistics.mean(waits), statistics.mean(computes)
+        rows.append({"method": name, "data_wait_s": wait, "step_s": compute, "wait_share": wait / (wait + compute),
+                     "gpu_utilisation": utilisation.mean})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-size", type=int, default=256)
@@ -107,6 +166,9 @@ def main() -> None:
                         help="stage-1 input sizes to time VESSA at (none: no VESSA rows)")
     parser.add_argument("--vessa-budget", type=int, default=2, help="vessa_per_step of the budgeted VESSA rows")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--loader-steps", type=int, default=0,
+                        help="then N steps per method on its real batch stream (data wait, GPU utilisation)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for --loader-steps")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -116,12 +178,14 @@ def main() -> None:
     device = torch.device(args.device)
     runtime = Runtime(rank=0, world_size=1, local_rank=0, device=device)
     root = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    manifest = write_cohort(root, args.image_size, depth=args.batch_size, cases=2)
+    # enough slices that an epoch (a new DataLoader, new workers) spans several steps
+    depth = args.batch_size * (8 if args.loader_steps else 1)
+    manifest = write_cohort(root, args.image_size, depth=depth, cases=2)
     common = {"stage": "stage2", "manifest": str(manifest), "structures": ["ellipse"], "image_size": args.image_size,
               "batch_size": args.batch_size, "steps": 1000, "lr": 1e-4, "device": args.device, "amp": True}
-    student = {"channels": args.channels}
+    student = {"channels": args.channels, "workers": args.workers}
     variants: dict[str, tuple[str, dict[str, Any]]] = {
-        "stage2:supervised": ("supervised", {"channels": args.channels}),
+        "stage2:supervised": ("supervised", student),
         "supervised (same student)": ("unimatch", student),
         "stage2:unimatch": ("unimatch", student),
         "stage2:unimatch, unlabelled batch B/2": (
@@ -133,13 +197,14 @@ def main() -> None:
         variants[f"stage2:vessa @{size}, every slice"] = ("vessa", vessa)
         variants[f"stage2:vessa @{size}, {args.vessa_budget}/step"] = (
             "vessa", {**vessa, "vessa_per_step": args.vessa_budget})
-    trainers, batches = {}, {}
+    trainers, setups, batches = {}, {}, {}
     for name, (method, options) in variants.items():
         spec = JobSpec(method=method, output_dir=str(root / name.replace(" ", "_")), options=options, **common)
         setup = build_setup(spec, runtime)
         if name.startswith("supervised (same student)"):
             setup = TrainingSetup(SupervisedPart(setup.objective), setup.batches)
         trainers[name] = Trainer(spec, setup, runtime, progress=ProgressWriter(enabled=False))
+        setups[name] = setup
         batches[name] = next(setup.batches(0))
     labelled = batches["stage2:unimatch"]["labelled"]
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -172,9 +237,18 @@ def main() -> None:
     for row in rows:
         print(f"| {row['method']} | {row['median_s']:.3f} | {row['ratio']:.2f} | {row['cpu_s']:.3f} | "
               f"{row['cpu_ratio']:.2f} |")
+    loading = loader_rows(trainers, setups, args.loader_steps, device) if args.loader_steps else []
+    if loading:
+        print(f"\n{args.loader_steps} steps per method on its batch stream, {args.workers} loader workers:")
+        print("| method | data wait s/step | step s/step | wait share | GPU utilisation |")
+        print("|---|---|---|---|---|")
+        for row in loading:
+            gpu = "n/a" if row["gpu_utilisation"] is None else f"{row['gpu_utilisation']:.0f} %"
+            print(f"| {row['method']} | {row['data_wait_s']:.4f} | {row['step_s']:.4f} | "
+                  f"{100 * row['wait_share']:.1f} % | {gpu} |")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine,
-                                         "rows": rows}, indent=2))
+                                         "rows": rows, "loader_rows": loading}, indent=2))
 
 
 if __name__ == "__main__":
