@@ -65,11 +65,11 @@ SHIPPED: tuple[KnownWeights, ...] = (
     KnownWeights(
         "vessa-starter",
         None,
-        "395b1163591ff2be271f3f89aa9deddfb069f8f43006d412371ce2e3a5ddac11",
+        "d7754962c43903681705c5fc629f5435963d06298405846bb6f50fe4e6289910",
         "vessa",
         "our starter: half-width Hiera-T at 128 px with the location prior, best validation step (100) "
-        "of the starter recipe on 2 CPU cores (its Dice comes from the prior: see benchmarks/RESULTS.md)",
-        31879311,
+        "of the starter recipe on one H200 (slightly above the position prior: see benchmarks/RESULTS.md)",
+        31873895,
         packaged_file="vessa_starter.pt",
     ),
 )

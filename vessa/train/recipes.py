@@ -10,8 +10,10 @@ Harvard-Oxford regions (unseen structures, benchmarks/bench_quality.py), the AAL
 (the stage-2 benchmark's structures, benchmarks/bench_stage2_quality.py, so VESSA in the
 loop has never seen them), the lesions of brain2 and lung2 (unseen patients, segmented from
 brain1/lung1 templates) and breast1. Model: sam2.1 Hiera-T layout with half-width trunk
-(embed_dim 48) and 2 memory-attention layers at 128 px, so it trains on 2 CPU cores and
-ships in under 40 MB (float16 weights), with the location prior on (initial gate 4).
+(embed_dim 48) and 2 memory-attention layers at 128 px, so it also trains on 2 CPU cores and
+ships in under 40 MB (float16 weights), with the location prior on (initial gate 4); lr 1e-4
+and per-slice poses at 0.4 of the episode defaults, the settings whose validation held up on
+a GPU (docs/stage1_training.md).
 """
 
 from __future__ import annotations
@@ -61,11 +63,11 @@ def starter_spec(output_dir: str | Path, steps: int = 4000, time_budget_s: float
         tmp.write_text(json.dumps({"version": 1, "structures": structures, "cases": entries}, indent=2))
     spec = JobSpec(
         stage="stage1", method="vessa", manifest=str(manifest), output_dir=str(output_dir / "job"),
-        structures=["*"], steps=steps, batch_size=4, lr=2e-4, weight_decay=0.05, schedule="cosine",
+        structures=["*"], steps=steps, batch_size=4, lr=1e-4, weight_decay=0.05, schedule="cosine",
         warmup_steps=50, grad_clip=1.0, checkpoint_every=100, keep_checkpoints=2,
         log_every=10, seed=0, device=device, image_size=128, time_budget_s=time_budget_s,
         recipe="starter", options={"sam2_config": STARTER_MODEL, "val_episodes": 24, "location_prior": 4.0,
-                                  "workers": workers},
+                                  "affine_scale": 0.4, "workers": workers},
     )
     path = output_dir / "job.json"
     spec.to_json(path)
