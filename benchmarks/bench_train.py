@@ -178,7 +178,7 @@ def main() -> None:
     device = torch.device(args.device)
     runtime = Runtime(rank=0, world_size=1, local_rank=0, device=device)
     root = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    # enough slices that an epoch (a new DataLoader, new workers) spans several steps
+    # several steps per epoch for the loader rows, as in a real cohort
     depth = args.batch_size * (8 if args.loader_steps else 1)
     manifest = write_cohort(root, args.image_size, depth=depth, cases=2)
     common = {"stage": "stage2", "manifest": str(manifest), "structures": ["ellipse"], "image_size": args.image_size,

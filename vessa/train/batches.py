@@ -61,7 +61,6 @@ class EpochBatches:
                                pin_memory=self.runtime.device.type == "cuda"))
 
 
-
 class _Steps(Dataset):
     """Item `step` is `make_batch(step)` (a map-style view, so DataLoader workers can build batches)."""
 
