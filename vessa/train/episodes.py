@@ -26,7 +26,7 @@ from monai.transforms import Rand2DElasticd
 from monai.utils import convert_to_tensor
 
 from vessa.errors import JobError
-from vessa.model.slicing import ISOTROPY_TOLERANCE, SquareFrame
+from vessa.model.slicing import ISOTROPY_TOLERANCE, SquareFrame, relative_slices
 
 
 @dataclass
@@ -152,10 +152,9 @@ class EpisodeSampler:
             images.append(image)
             masks.append(mask)
         count = self.cases[case_index].image.shape[axis]
-        position = 0.5 if count == 1 else target / (count - 1)
         prior = torch.stack([
             self._prior_slice(self.cases[source], axis, name,
-                              int(round(position * (self.cases[source].image.shape[axis] - 1))), rng)
+                              int(relative_slices(count, self.cases[source].image.shape[axis])[target]), rng)
             for source, _ in chosen[1:]
         ]).mean(0)
         return images, masks, name, prior
