@@ -37,7 +37,7 @@ def test_forward_shapes(assistant: TemplateAssistant):
     assert out.logits.shape == (2, 3, S, S)
     assert out.low_res_logits.shape == (2, 3, S // 4, S // 4)
     assert out.iou.shape == (2, 3) and out.object_score_logits.shape == (2, 1)
-    assert out.similarity.shape == (2, 1, S // 16, S // 16)
+    assert out.similarity.shape == (2, 1, S // 4, S // 4)  # fused with the s1/s0 levels on the s0 grid
     assert torch.equal(out.best, out.iou.argmax(-1))
     assert torch.equal(out.best_logits()[:, 0], out.logits[torch.arange(2), out.best])
     probabilities = out.probabilities()
@@ -114,6 +114,7 @@ def test_templates_condition_the_target(assistant: TemplateAssistant, encoded):
         a = model.condition(features, memory)
         b = model.condition(features, other.gather(torch.zeros(1, 1, dtype=torch.long)))
     assert memory.memory.shape == (1, 1, 64, S // 16, S // 16) and memory.memory_pos.shape == (1, 64, S // 16, S // 16)
+    assert [p.shape for p in memory.prototypes] == [(1, 1, 2, 64), (1, 1, 2, 32)]  # s1, s0: foreground, background
     assert a.shape == (1, 256, S // 16, S // 16)
     assert not torch.allclose(a, b)  # the memory attention reads the template masks
 

@@ -104,3 +104,17 @@ def test_prompts_from_matched_features_fall_inside_the_matched_region():
     rows, cols = TARGET_REGION
     assert (x0, y0) == (cols.start * 16, rows.start * 16)
     assert (x1, y1) == (cols.stop * 16 - 1, rows.stop * 16 - 1)
+
+
+def test_on_a_fine_grid_radius_and_box_keep_their_pixel_meaning():
+    """Similarity on the stride-4 grid (fine FPN levels): same blob, 4x the cells per side."""
+    fine = blob_map().repeat_interleave(4, -2).repeat_interleave(4, -1)  # [1, 1, 64, 64]
+    coarse_prompts = PromptGenerator(MatchingConfig(), SIZE)(blob_map(), 1.0 - blob_map())
+    prompts = PromptGenerator(MatchingConfig(), SIZE)(fine, 1.0 - fine)
+    assert prompts.boxes[0].tolist() == BLOB_BOX == coarse_prompts.boxes[0].tolist()
+    first, second = prompts.point_coords[0, :2]
+    assert cell_of(first) == (4, 9)  # in the peak's embedding cell
+    assert in_blob(*cell_of(second))
+    assert (first - second).abs().max() > 3 * 16  # suppression still spans 3 embedding cells
+    assert prompts.mask_logits.shape == (1, 1, SIZE // 4, SIZE // 4)
+    assert prompts.mask_logits[0, 0, 4 * 9, 4 * 12].item() == pytest.approx(6.0)

@@ -91,6 +91,8 @@ def test_batches_restart_at_any_step(manifest, tmp_path):
     ({"location_prior": -1}, "location_prior"),
     ({"location_prior": True}, "location_prior"),
     ({"workers": -1}, "workers"),
+    ({"fine_levels": ["s3"]}, "fine_levels"),
+    ({"fine_levels": "s0"}, "fine_levels"),
 ])
 def test_ill_options(manifest, tmp_path, options, message):
     with pytest.raises(JobError, match=message):
@@ -188,14 +190,22 @@ def test_location_prior_option_builds_a_gated_model_that_learns_the_gate(manifes
     assert objective.assistant.prior_gate.grad.abs() > 0
 
 
-def test_location_prior_option_must_match_the_init_checkpoint(manifest, tmp_path):
+@pytest.mark.parametrize(("option", "value"), [("location_prior", 4.0), ("fine_levels", ["s0"])])
+def test_model_options_must_match_the_init_checkpoint(manifest, tmp_path, option, value):
     from vessa.model.assistant import TemplateAssistant
     from vessa.model.checkpoint import save_checkpoint
-    from vessa.model.config import ModelConfig
+    from vessa.model.config import MatchingConfig, ModelConfig
 
     torch.manual_seed(0)
-    path = save_checkpoint(TemplateAssistant(ModelConfig(sam2_config="half_tiny", image_size=128)),
-                           tmp_path / "plain.pt")
-    job = dataclasses.replace(spec(manifest, tmp_path, location_prior=4.0), init_checkpoint=str(path))
-    with pytest.raises(JobError, match="location_prior.*init checkpoint"):
+    plain = ModelConfig(sam2_config="half_tiny", image_size=128, matching=MatchingConfig(fine_levels=[]))
+    path = save_checkpoint(TemplateAssistant(plain), tmp_path / "plain.pt")
+    job = dataclasses.replace(spec(manifest, tmp_path, **{option: value}), init_checkpoint=str(path))
+    with pytest.raises(JobError, match=f"{option}.*init checkpoint"):
         build_stage1(job, CPU)
+    kept = build_stage1(dataclasses.replace(job, options={"sam2_config": "half_tiny"}), CPU).objective.assistant
+    assert kept.config == plain  # without the options the checkpoint's model is trained as it is
+
+
+def test_fine_levels_option_sets_the_models_matching(manifest, tmp_path):
+    setup = build_stage1(spec(manifest, tmp_path, fine_levels=[]), CPU)
+    assert setup.objective.assistant.config.matching.fine_levels == []

@@ -7,8 +7,9 @@ Pipeline for B target slices, each with K template slices (image + mask):
 3. Memory attention: the target embedding attends to the K templates' memories (templates
    play sam2's "conditioning frames": temporal encoding `maskmem_tpos_enc[-1]`; an optional
    propagated neighbour-slice memory uses `maskmem_tpos_enc[-2]`, like the previous frame).
-4. Matching (raw target vs. template embeddings) -> similarity maps -> points, box and
-   dense mask prompt (`matching`, `prompts`).
+4. Matching (raw target vs. template embeddings, plus masked prototypes of the finer FPN
+   levels s1/s0 fused on the finest grid) -> similarity maps -> points, box and dense mask
+   prompt (`matching`, `prompts`).
 5. sam2 prompt encoder; two extra sparse tokens are appended: `prototype_proj(fg prototype)`
    and `text_proj(text embedding)` (both zero-initialised, so with official SAM2.1 weights
    and untrained new layers the model starts as plain SAM2 with generated prompts).
@@ -33,7 +34,7 @@ from torch import nn
 from vessa.model.config import ModelConfig
 from vessa.model.device import autocast
 from vessa.model.encoder import ImageFeatures, build_sam, encode_images
-from vessa.model.matching import MaskedFeatureMatcher
+from vessa.model.matching import MaskedFeatureMatcher, masked_prototypes
 from vessa.model.prompts import PromptGenerator, Prompts
 from vessa.model.text import TextEncoder
 
@@ -43,21 +44,35 @@ class TemplateMemory:
     """Encoded template slices, leading dims [N] (or [B, K] after `gather`).
 
     embedding [N, 256, h, w] raw encoder embedding (for matching), masks [N, 1, S, S] in
-    [0, 1], memory [N, 64, h, w] sam2 mask memory, memory_pos [1, 64, h, w].
+    [0, 1], memory [N, 64, h, w] sam2 mask memory, memory_pos [1, 64, h, w], prototypes:
+    per fine matching level (`MatchingConfig.fine_levels`, in order) the foreground and
+    background prototypes [N, 2, C_l] (`matching.masked_prototypes`).
     """
 
     embedding: torch.Tensor
     masks: torch.Tensor
     memory: torch.Tensor
     memory_pos: torch.Tensor
+    prototypes: tuple[torch.Tensor, ...] = ()
 
     def gather(self, index: torch.Tensor) -> TemplateMemory:
         """Select templates per target: index [B, K] into N -> fields [B, K, ...]."""
-        return TemplateMemory(self.embedding[index], self.masks[index], self.memory[index], self.memory_pos)
+        return TemplateMemory(self.embedding[index], self.masks[index], self.memory[index], self.memory_pos,
+                              tuple(p[index] for p in self.prototypes))
 
     def to(self, device: torch.device | str) -> TemplateMemory:
+        return TemplateMemory(self.embedding.to(device), self.masks.to(device), self.memory.to(device),
+                              self.memory_pos.to(device), tuple(p.to(device) for p in self.prototypes))
+
+    @staticmethod
+    def cat(parts: list[TemplateMemory]) -> TemplateMemory:
+        """Template slices of several encoded batches as one memory (leading dims [N])."""
         return TemplateMemory(
-            self.embedding.to(device), self.masks.to(device), self.memory.to(device), self.memory_pos.to(device)
+            torch.cat([p.embedding for p in parts]),
+            torch.cat([p.masks for p in parts]),
+            torch.cat([p.memory for p in parts]),
+            parts[0].memory_pos,
+            tuple(torch.cat(level) for level in zip(*(p.prototypes for p in parts), strict=True)),
         )
 
 
@@ -115,6 +130,11 @@ class TemplateAssistant(nn.Module):
         return self.config.image_size
 
     @property
+    def fine_levels(self) -> list[str]:
+        """FPN levels matched by prototypes besides the embedding (`MatchingConfig.fine_levels`)."""
+        return self.config.matching.fine_levels
+
+    @property
     def device(self) -> torch.device:
         return self.text_proj.weight.device
 
@@ -143,7 +163,8 @@ class TemplateAssistant(nn.Module):
         present = masks.flatten(1).amax(1, keepdim=True) > 0
         mask_logits = torch.logit(masks.float().clamp(1e-4, 1 - 1e-4))  # sigmoid() gives the mask back
         mem_feats, mem_pos = self._mask_memory(features, mask_logits, torch.where(present, 10.0, -10.0))
-        return TemplateMemory(features.embedding, masks, mem_feats, mem_pos)
+        prototypes = tuple(masked_prototypes(getattr(features, level), masks) for level in self.fine_levels)
+        return TemplateMemory(features.embedding, masks, mem_feats, mem_pos, prototypes)
 
     def prediction_memory(self, features: ImageFeatures, output: AssistantOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """sam2 memory [B, 64, h, w] and its position encoding of a prediction (propagation)."""
@@ -205,7 +226,8 @@ class TemplateAssistant(nn.Module):
         location_prior: torch.Tensor | None = None,
     ) -> AssistantOutput:
         """Segment B encoded targets given their templates [B, K, ...] (see `forward`)."""
-        match = self.matcher(target.embedding, templates.embedding, templates.masks)
+        fine = [(getattr(target, level), p) for level, p in zip(self.fine_levels, templates.prototypes, strict=True)]
+        match = self.matcher(target.embedding, templates.embedding, templates.masks, fine)
         prompts = self.prompter(match.similarity, match.bg_similarity)
         mask_input = prompts.mask_logits
         prior = None

@@ -27,6 +27,7 @@ SAM2_PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
     )),
 }
 TEXT_KINDS = ("minilm", "open_clip")
+FINE_LEVELS = ("s1", "s0")  # sam2's stride-8 and stride-4 FPN levels (`encoder.ImageFeatures`)
 
 
 @dataclass
@@ -61,8 +62,17 @@ class MatchingConfig:
     nms_radius: int = 3  # peak suppression radius, in embedding cells
     box_threshold: float = 0.5  # region = similarity above this fraction of its range
     mask_logit_scale: float = 10.0  # dense prompt: similarity mapped to +-scale logits
+    # FPN levels also matched, by their masked prototypes, and fused with the embedding's
+    # similarity on the finest grid ("s1": stride 8, "s0": stride 4; [] = the embedding alone,
+    # how configs saved without this key load)
+    fine_levels: list[str] = field(default_factory=lambda: list(FINE_LEVELS))
 
     def __post_init__(self) -> None:
+        self.fine_levels = list(self.fine_levels)
+        if any(level not in FINE_LEVELS for level in self.fine_levels) or len(set(self.fine_levels)) != len(
+            self.fine_levels
+        ):
+            raise ValueError(f"matching.fine_levels={self.fine_levels}: a list of distinct levels among {FINE_LEVELS}")
         for name in ("top_k", "n_pos", "nms_radius"):
             if getattr(self, name) < 1:
                 raise ValueError(f"matching.{name}={getattr(self, name)}: must be >= 1")
@@ -118,6 +128,8 @@ class ModelConfig:
         """Inverse of `to_dict`; raises ValueError on unknown keys or bad values."""
         data = dict(data)
         nested = {"text": TextConfig, "matching": MatchingConfig}
+        if "matching" in data:  # saved before fine-level matching existed: the embedding alone
+            data["matching"] = {"fine_levels": [], **data["matching"]}
         for key, sub in nested.items():
             if key in data:
                 data[key] = sub(**_known(sub, data[key], key))

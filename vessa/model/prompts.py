@@ -1,7 +1,8 @@
 """Similarity maps -> structured sam2 prompts (points, box, dense mask), batched on device.
 
 Given the matcher's similarity S and background similarity [B, 1, h, w] (one cell = one
-stride-16 embedding position), per image and without per-pixel Python loops:
+position of the grid they come on: the stride-16 embedding, or with fine FPN levels the
+stride-4 s0 grid), per image and without per-pixel Python loops:
 - S is rescaled per image so that its median (the background level, as long as the
   structure covers less than half the slice) maps to 0 and its maximum to 1, clipped to
   [0, 1]; a flat map (e.g. no template foreground) becomes box_threshold everywhere
@@ -9,13 +10,14 @@ stride-16 embedding position), per image and without per-pixel Python loops:
   (Not 0.5 * max S: encoder features share a large common component, so raw cosines
   are high everywhere.)
 - positive points: `n_pos` peaks of S inside the region by greedy non-maximum suppression
-  (each pick suppresses a (2r+1)^2 window, r = nms_radius cells);
+  (each pick suppresses a (2r+1)^2 window, r = nms_radius embedding cells, i.e.
+  16 * nms_radius pixels, in cells of the map's grid);
 - box: bounding box of the region's connected component that holds the highest peak
   (found by masked dilation from the peak until it stops growing; 8-connectivity). This
   is the component of the best match, not necessarily the largest one;
 - negative points: `n_neg` peaks of the background similarity inside the box grown by r
   cells, outside the region (label -1 = padding when there is no such cell);
-- dense prompt: rescaled S upsampled to 4x the embedding grid (sam2's mask-input size) and
+- dense prompt: rescaled S resized to 4x the embedding grid (S/4, sam2's mask-input size) and
   mapped piecewise linearly to logits: -scale at 0, 0 at the threshold, +scale at 1.
 Point and box coordinates are in input pixels (x, y), as sam2's prompt encoder expects:
 cell (row, col) -> centre ((col + 0.5) * stride - 0.5, (row + 0.5) * stride - 0.5).
@@ -29,6 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from vessa.model.config import MatchingConfig
+from vessa.model.matching import rescale_maps
+
+EMBEDDING_STRIDE = 16  # pixels per cell of sam2's image embedding (the top FPN level)
 
 
 @dataclass
@@ -57,17 +62,18 @@ class PromptGenerator:
         cfg = self.config
         batch, _, h, w = similarity.shape
         stride = self.image_size / w
-        norm = _rescale(similarity.float(), cfg.box_threshold)
+        radius = max(1, round(cfg.nms_radius * EMBEDDING_STRIDE / stride))
+        norm = rescale_maps(similarity.float(), cfg.box_threshold)
         region = norm >= cfg.box_threshold
-        pos_idx, pos_ok = _nms_peaks(norm.masked_fill(~region, float("-inf")), cfg.n_pos, cfg.nms_radius)
+        pos_idx, pos_ok = _nms_peaks(norm.masked_fill(~region, float("-inf")), cfg.n_pos, radius)
         component = _component_at(region, pos_idx[:, 0])
         cell_box = _cell_box(component)
         coords = [_cell_centres(pos_idx, w, stride)]
         labels = [torch.where(pos_ok, 1, -1).int()]
         if cfg.n_neg:
-            near = _box_mask(_grow(cell_box, cfg.nms_radius, h, w), h, w) & ~region
+            near = _box_mask(_grow(cell_box, radius, h, w), h, w) & ~region
             bg = bg_similarity.float().masked_fill(~near, float("-inf"))
-            neg_idx, neg_ok = _nms_peaks(bg, cfg.n_neg, cfg.nms_radius)
+            neg_idx, neg_ok = _nms_peaks(bg, cfg.n_neg, radius)
             coords.append(_cell_centres(neg_idx, w, stride))
             labels.append(torch.where(neg_ok, 0, -1).int())
         boxes = torch.stack(
@@ -87,18 +93,10 @@ class PromptGenerator:
         )
 
     def _mask_logits(self, norm: torch.Tensor) -> torch.Tensor:
-        size = (4 * norm.shape[-2], 4 * norm.shape[-1])
+        size = (self.image_size // 4,) * 2
         up = F.interpolate(norm, size=size, mode="bilinear", align_corners=False)
         thr, scale = self.config.box_threshold, self.config.mask_logit_scale
         return torch.where(up >= thr, (up - thr) / (1 - thr), (up - thr) / thr) * scale
-
-
-def _rescale(x: torch.Tensor, constant_value: float) -> torch.Tensor:
-    """Per image: median -> 0, max -> 1, clipped to [0, 1]; a flat map becomes `constant_value`."""
-    low = x.flatten(-2).median(dim=-1).values[..., None, None]
-    spread = x.amax(dim=(-2, -1), keepdim=True) - low
-    scaled = ((x - low) / spread.clamp(min=1e-6)).clamp(0.0, 1.0)
-    return torch.where(spread > 1e-6, scaled, constant_value)
 
 
 def _nms_peaks(score: torch.Tensor, count: int, radius: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -226,12 +226,7 @@ class VolumeSegmenter:
                 self._batched(
                     len(plan.used), lambda rows, plan=plan: parts.append(self._encode_templates(plan, rows)), report
                 )
-            memory = TemplateMemory(
-                torch.cat([p.embedding for p in parts]),
-                torch.cat([p.masks for p in parts]),
-                torch.cat([p.memory for p in parts]),
-                parts[0].memory_pos,
-            )
+            memory = TemplateMemory.cat(parts)
             probability, confidence = self._decode_targets(target, memory, index, text_embedding, priors, report)
         return np.ascontiguousarray(np.moveaxis(probability, 0, axis)), confidence, axis
 

@@ -13,7 +13,8 @@ brain1/lung1 templates) and breast1. Model: sam2.1 Hiera-T layout with half-widt
 (embed_dim 48) and 2 memory-attention layers at 128 px, so it also trains on 2 CPU cores and
 ships in under 40 MB (float16 weights), with the location prior on (initial gate 4); lr 1e-4
 and per-slice poses at 0.4 of the episode defaults, the settings whose validation held up on
-a GPU (docs/stage1_training.md).
+a GPU (docs/stage1_training.md); matching on the embedding alone (`fine_levels` []), as the
+shipped starter was trained, not the newer s1/s0 default (benchmarks/RESULTS.md, "Stage-1 matching").
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from vessa.jobs.spec import JobSpec
 STARTER_TRAIN = ("colin27_jhu", "colin27_brodmann", "nuclei2d", "nuclei3d", "brain1", "lung1")
 STARTER_VAL = ("colin27_aicha",)
 STARTER_MODEL = "half_tiny"
+STARTER_FINE_LEVELS: list[str] = []  # the shipped starter matches on the embedding alone (trained before s1/s0)
 
 
 def _sample_cases(names: tuple[str, ...]) -> dict[str, object]:
@@ -67,7 +69,7 @@ def starter_spec(output_dir: str | Path, steps: int = 4000, time_budget_s: float
         warmup_steps=50, grad_clip=1.0, checkpoint_every=100, keep_checkpoints=2,
         log_every=10, seed=0, device=device, image_size=128, time_budget_s=time_budget_s,
         recipe="starter", options={"sam2_config": STARTER_MODEL, "val_episodes": 24, "location_prior": 4.0,
-                                  "affine_scale": 0.4, "workers": workers},
+                                  "affine_scale": 0.4, "fine_levels": STARTER_FINE_LEVELS, "workers": workers},
     )
     path = output_dir / "job.json"
     spec.to_json(path)

@@ -14,7 +14,8 @@ large|half_tiny), "max_templates", "rehearsal_probability", "encoder_lr_scale" (
 FPN), "new_lr_scale" (x spec.lr for the matching/text token layers), "freeze_encoder",
 "synthetic_probability", "absent_probability" (target slices without the structure),
 "val_episodes", "affine_scale" (x the episodes' random pose ranges), "location_prior" (initial
-gate of the model's location prior, 0 = off; see `vessa.model.assistant`), "workers" (processes
+gate of the model's location prior, 0 = off; see `vessa.model.assistant`), "fine_levels" (FPN
+levels matched besides the embedding, `MatchingConfig.fine_levels`), "workers" (processes
 building episodes ahead of the training step, same stream as 0; for GPU runs, where building
 episodes on the main process would leave the GPU waiting).
 `init_checkpoint`: a VESSA or official SAM2.1 file.
@@ -37,7 +38,7 @@ from vessa.io import read_segmentation, read_volume
 from vessa.jobs.spec import JobSpec
 from vessa.model.assistant import TemplateAssistant
 from vessa.model.checkpoint import load_assistant, read_checkpoint, save_checkpoint
-from vessa.model.config import SAM2_CONFIGS, SAM2_PRESETS, ModelConfig
+from vessa.model.config import FINE_LEVELS, SAM2_CONFIGS, SAM2_PRESETS, MatchingConfig, ModelConfig
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
 from vessa.model.slicing import array_spacing
 from vessa.train.batches import StepBatches
@@ -58,6 +59,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "absent_probability": 0.25,
     "val_episodes": 16,
     "location_prior": 0.0,
+    "fine_levels": list(FINE_LEVELS),
     "affine_scale": 1.0,
     "workers": 0,
 }
@@ -86,6 +88,12 @@ def stage1_options(spec: JobSpec) -> dict[str, Any]:
         if not isinstance(options[name], (int, float)) or not 0 <= options[name] <= 1:
             raise JobError(f"option {name!r} must be a number in [0, 1], got {options[name]!r}")
     _require_number(options, "location_prior", 20, " (0 = off)")
+    levels = options["fine_levels"]
+    if not isinstance(levels, list) or any(level not in FINE_LEVELS for level in levels) or len(set(levels)) != len(
+        levels
+    ):
+        raise JobError(f"option 'fine_levels' must be a list of distinct levels among {list(FINE_LEVELS)}, "
+                       f"got {levels!r}")
     for name, low in (("max_templates", 1), ("val_episodes", 1), ("workers", 0)):
         if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < low:
             raise JobError(f"option {name!r} must be an integer >= {low}, got {options[name]!r}")
@@ -128,6 +136,19 @@ def init_assistant(config: ModelConfig, checkpoint: str | None) -> TemplateAssis
     return assistant
 
 
+def model_config(spec: JobSpec, options: dict[str, Any]) -> ModelConfig:
+    """The model a job trains when it does not start from a VESSA checkpoint (`stage1_options`' options)."""
+    return ModelConfig(sam2_config=options["sam2_config"], image_size=spec.image_size,
+                       matching=MatchingConfig(fine_levels=options["fine_levels"]),
+                       max_templates=options["max_templates"], location_prior=float(options["location_prior"]))
+
+
+def _model_options(job: ModelConfig, loaded: ModelConfig) -> list[tuple[str, Any, Any]]:
+    """(option, the job's value, the initialised model's value) of the options stored in the model."""
+    return [("location_prior", job.location_prior, loaded.location_prior),
+            ("fine_levels", job.matching.fine_levels, loaded.matching.fine_levels)]
+
+
 class StageOneObjective:
     """sam2 multimask loss on template-guided episodes, with feedback rehearsal steps."""
 
@@ -135,13 +156,12 @@ class StageOneObjective:
 
     def __init__(self, spec: JobSpec, runtime: Runtime, options: dict[str, Any], val: EpisodeSampler | None):
         self.spec, self.options, self.device, self.val = spec, options, runtime.device, val
-        config = ModelConfig(sam2_config=options["sam2_config"], image_size=spec.image_size,
-                             max_templates=options["max_templates"], location_prior=float(options["location_prior"]))
+        config = model_config(spec, options)
         self.assistant = init_assistant(config, spec.init_checkpoint).to(self.device)
-        loaded_prior = self.assistant.config.location_prior
-        if "location_prior" in spec.options and float(spec.options["location_prior"]) != loaded_prior:
-            raise JobError(f"option 'location_prior' {spec.options['location_prior']} differs from the init "
-                           f"checkpoint's model ({loaded_prior}); leave the option out to keep the checkpoint's")
+        for name, wanted, kept in _model_options(config, self.assistant.config):
+            if name in spec.options and wanted != kept:
+                raise JobError(f"option {name!r} {spec.options[name]} differs from the init checkpoint's model "
+                               f"({kept}); leave the option out to keep the checkpoint's")
         used = {id(p) for params in self.assistant.parameter_groups().values() for p in params}
         for parameter in self.assistant.parameters():  # sam2 parts this model never runs
             parameter.requires_grad_(id(parameter) in used)

@@ -93,8 +93,7 @@ class VessaRefiner:
             for c, (images, masks) in bank.items():
                 parts = [self._encode_templates(images[i : i + batch_size], masks[i : i + batch_size])
                          for i in range(0, len(images), batch_size)]
-                self.memories[c] = TemplateMemory(*(torch.cat([getattr(p, f) for p in parts])
-                                                    for f in ("embedding", "masks", "memory")), parts[0].memory_pos)
+                self.memories[c] = TemplateMemory.cat(parts)
                 self.keys[c] = F.normalize(self.memories[c].embedding.float().mean((2, 3)), dim=1)
 
     @property
