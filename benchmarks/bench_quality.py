@@ -22,6 +22,7 @@ the table shows what training added over the architecture and its prior alone.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -34,6 +35,7 @@ from vessa.evaluate import score_masks
 from vessa.io import Template, Volume, read_segmentation, read_volume
 from vessa.model import load_segmenter
 from vessa.model.assistant import TemplateAssistant
+from vessa.model.config import FINE_LEVELS
 from vessa.model.volume import VolumeSegmenter
 from vessa.samples import fetch, load_manifest
 
@@ -79,22 +81,24 @@ def run_case(segmenters, group: str, name: str, target: Volume, truth: np.ndarra
     return row
 
 
-def lesion_rows(segmenters) -> list[dict]:
+def lesion_cases() -> list[tuple[str, Volume, np.ndarray, Template, str]]:
+    """(name, target image, its lesion mask, the other patient's lesion as template, modality) per pair."""
     fetch("pyradiomics")
     cases = {c.case_id: c for c in load_manifest("pyradiomics")}
-    rows = []
+    out = []
     for target, source in (("lung2", "lung1"), ("brain2", "brain1")):
-        image = read_volume(cases[target].image)
         truth = read_segmentation(cases[target].segmentation).get("lesion").mask
         template_seg = read_segmentation(cases[source].segmentation).get("lesion")
         template = Template(read_volume(cases[source].image), template_seg.mask, "lesion", case_id=source,
                             modality=cases[source].modality)
-        rows.append(run_case(segmenters, "unseen patient", f"{target} lesion <- {source}", image, truth,
-                             [template], "lesion", cases[target].modality))
-    return rows
+        out.append((f"{target} lesion <- {source}", read_volume(cases[target].image), truth, template,
+                    cases[target].modality))
+    return out
 
 
-def region_rows(segmenters, regions: int) -> list[dict]:
+def region_cases(regions: int) -> tuple[Volume, dict[str, np.ndarray], list[tuple[Volume, dict[str, np.ndarray]]]]:
+    """The `regions` largest Harvard-Oxford regions: the deformed target and its masks, and the three
+    template subjects (Colin27 itself, then two other deformations) with theirs."""
     fetch("colin27")
     case = next(c for c in load_manifest("colin27") if c.case_id == "colin27_harvardoxford")
     image = read_volume(case.image)
@@ -102,9 +106,18 @@ def region_rows(segmenters, regions: int) -> list[dict]:
     largest = sorted(segmentation.segments, key=lambda s: -int(s.mask.sum()))[:regions]
     masks = {s.name: s.mask for s in largest}
     target, target_masks = deformed(image, masks, seed=1)
-    copies = [(image, masks)] + [deformed(image, masks, seed=seed) for seed in (2, 3)]
+    return target, target_masks, [(image, masks)] + [deformed(image, masks, seed=seed) for seed in (2, 3)]
+
+
+def lesion_rows(segmenters) -> list[dict]:
+    return [run_case(segmenters, "unseen patient", name, image, truth, [template], "lesion", modality)
+            for name, image, truth, template, modality in lesion_cases()]
+
+
+def region_rows(segmenters, regions: int) -> list[dict]:
+    target, target_masks, copies = region_cases(regions)
     rows = []
-    for name in masks:
+    for name in target_masks:
         for count in (1, 3):
             templates = [Template(im, m[name], name, case_id=f"colin27_copy{i}", modality="MR")
                          for i, (im, m) in enumerate(copies[:count])]
@@ -119,8 +132,15 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=8, help="largest Harvard-Oxford regions to score")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", help="write all rows here")
+    parser.add_argument("--fine-levels", nargs="*", choices=FINE_LEVELS,
+                        help="match these FPN levels besides the embedding instead of the checkpoint's own "
+                             "`matching.fine_levels` (no value: the embedding alone)")
     args = parser.parse_args()
     segmenter = load_segmenter(args.checkpoint, device=args.device)
+    config = segmenter.assistant.config
+    if args.fine_levels is not None:
+        config.matching = dataclasses.replace(config.matching, fine_levels=args.fine_levels)
+    print(f"matching levels: embedding + {config.matching.fine_levels}", flush=True)
     torch.manual_seed(0)
     untrained = VolumeSegmenter(TemplateAssistant(segmenter.assistant.config), device=args.device)
     segmenters = (segmenter, untrained)

@@ -43,7 +43,7 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from vessa.io import Template, Volume, read_volume
 from vessa.model.assistant import TemplateAssistant
-from vessa.model.config import ModelConfig
+from vessa.model.config import FINE_LEVELS, MatchingConfig, ModelConfig
 from vessa.model.device import autocast, resolve_device
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
 from vessa.model.slicing import SquareFrame, array_spacing, slicing_axis, template_slices
@@ -223,6 +223,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--location-prior", type=float, default=0.0,
                         help="the model's location prior gate (the shipped starter: 4; 0 = off)")
+    parser.add_argument("--fine-levels", nargs="*", choices=FINE_LEVELS, default=list(FINE_LEVELS),
+                        help="FPN levels matched besides the embedding (default: the new-model default; no "
+                             "value: the embedding alone, the shipped starter's matching)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -233,6 +236,7 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     image, templates = load_inputs(args)
     assistant = TemplateAssistant(ModelConfig(sam2_config=args.model, image_size=args.image_size,
+                                              matching=MatchingConfig(fine_levels=args.fine_levels),
                                               location_prior=args.location_prior))
     segmenter = VolumeSegmenter(assistant, device=resolve_device(args.device), batch_size=args.batch_size,
                                 cache_mib=0)
@@ -256,7 +260,8 @@ def main() -> None:
                f"{torch.get_num_threads()} torch threads, load average {load_start:.1f} -> {os.getloadavg()[0]:.1f}")
     memory_kind = f"{'max_memory_allocated' if cuda else 'RSS'} above start, weights ({weights_mib:.0f} MiB) apart"
     print(f"\nmodel {args.model} @ {args.image_size}, device {device}, {'bf16 autocast' if cuda else 'float32'}, "
-          f"batch {args.batch_size}, torch {torch.__version__}; {machine}")
+          f"batch {args.batch_size}, matching levels embedding + {args.fine_levels}, torch {torch.__version__}; "
+          f"{machine}")
     print(f"input {args.image or 'synthetic CT'} {image.shape}, {total} slices along axis {axis}; "
           f"{len(templates)} template(s), (2) encodes {template_slice_count(templates, axis, count)} template slices "
           f"for {count} target slices ({template_slice_count(templates, axis, total)} for all {total}); "
