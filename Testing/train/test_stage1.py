@@ -93,6 +93,7 @@ def test_batches_restart_at_any_step(manifest, tmp_path):
     ({"workers": -1}, "workers"),
     ({"fine_levels": ["s3"]}, "fine_levels"),
     ({"fine_levels": "s0"}, "fine_levels"),
+    ({"fine_levels": 1}, "fine_levels"),
 ])
 def test_ill_options(manifest, tmp_path, options, message):
     with pytest.raises(JobError, match=message):

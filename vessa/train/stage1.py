@@ -88,12 +88,10 @@ def stage1_options(spec: JobSpec) -> dict[str, Any]:
         if not isinstance(options[name], (int, float)) or not 0 <= options[name] <= 1:
             raise JobError(f"option {name!r} must be a number in [0, 1], got {options[name]!r}")
     _require_number(options, "location_prior", 20, " (0 = off)")
-    levels = options["fine_levels"]
-    if not isinstance(levels, list) or any(level not in FINE_LEVELS for level in levels) or len(set(levels)) != len(
-        levels
-    ):
-        raise JobError(f"option 'fine_levels' must be a list of distinct levels among {list(FINE_LEVELS)}, "
-                       f"got {levels!r}")
+    try:
+        MatchingConfig(fine_levels=options["fine_levels"])
+    except (TypeError, ValueError) as error:
+        raise JobError(f"option 'fine_levels' {options['fine_levels']!r}: {error}") from None
     for name, low in (("max_templates", 1), ("val_episodes", 1), ("workers", 0)):
         if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < low:
             raise JobError(f"option {name!r} must be an integer >= {low}, got {options[name]!r}")
