@@ -29,40 +29,31 @@ from vessa.io import Template, Volume
 from vessa.model import load_segmenter
 from vessa.model.assistant import TemplateAssistant
 from vessa.model.encoder import ImageFeatures
-from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
+from vessa.model.intensity import normalize_for_sam
 from vessa.model.matching import masked_prototypes, rescale_maps
-from vessa.model.slicing import SquareFrame, array_spacing, orient_like, slicing_axis, template_slices
+from vessa.model.slicing import array_spacing, slicing_axis
+from vessa.model.volume import _Slices, _template_plan  # the segmenter's own slicing, so the slices are its slices
 
+CT_WINDOW = "soft_tissue"  # VolumeSegmenter's default
 LEVELS = {"embedding": [], "embedding+s1": ["s1"], "embedding+s1+s0": ["s1", "s0"]}
-
-
-def square_slices(array: np.ndarray, mask: np.ndarray, spacing: np.ndarray, axis: int, rows: np.ndarray,
-                  size: int, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model inputs [m, 3, S, S] and masks [m, 1, S, S] of the given slices along `axis`."""
-    stack, masks = np.moveaxis(array, axis, 0), np.moveaxis(mask, axis, 0)
-    row_spacing, col_spacing = (spacing[a] for a in range(3) if a != axis)
-    frame = SquareFrame.for_slices(stack.shape[1], stack.shape[2], row_spacing, col_spacing, size)
-    unit = to_unit_range(torch.from_numpy(np.ascontiguousarray(stack[rows]).astype(np.float32)),
-                         *intensity_range(array, modality))
-    square_mask = frame.to_square(torch.from_numpy(masks[rows].astype(np.float32))[:, None]).clamp(0, 1)
-    return normalize_for_sam(frame.to_square(unit[:, None])), square_mask
 
 
 def pair_slices(target: Volume, truth: np.ndarray, template: Template, size: int, modality: str,
                 count: int) -> tuple[torch.Tensor, ...]:
-    """Target slices holding the structure (at most `count`) and the template slice for each."""
+    """Target slices holding the structure (at most `count`) and their masks, and the template slice
+    and mask the segmenter picks for each, all cut and framed by the segmenter's own code
+    (`vessa.model.volume`): model inputs [m, 3, S, S], masks [m, 1, S, S]."""
     axis = slicing_axis(target.shape, target.spacing)
-    present = np.flatnonzero(np.moveaxis(truth, axis, 0).any(axis=(1, 2)))
+    cut = _Slices(target.array, array_spacing(target.spacing), axis, size, modality, CT_WINDOW, None)
+    stack = np.moveaxis(truth, axis, 0)
+    present = np.flatnonzero(stack.any(axis=(1, 2)))
     rows = present[np.unique(np.linspace(0, len(present) - 1, count).round().astype(int))]
-    images, masks = square_slices(target.array, truth, array_spacing(target.spacing), axis, rows, size, modality)
-    oriented, order = orient_like(template.image.array, template.image.direction, target.direction)
-    mask, _ = orient_like(np.asarray(template.mask), template.image.direction, target.direction)
-    spacing = array_spacing(template.image.spacing)[list(order)]
-    stack = np.moveaxis(mask, axis, 0)
-    chosen = template_slices(np.moveaxis(truth, axis, 0).shape[0], np.flatnonzero(stack.any(axis=(1, 2))),
-                             stack.shape[0])[rows]
-    template_images, template_masks = square_slices(oriented, mask, spacing, axis, chosen, size, template.modality)
-    return images, masks, template_images, template_masks
+    masks = cut.frame.to_square(torch.from_numpy(stack[rows].astype(np.float32))[:, None]).clamp(0, 1)
+    plan = _template_plan(template, target, axis, size, len(cut), CT_WINDOW, keyed=False)
+    picks = plan.chosen[rows]
+    cpu = torch.device("cpu")
+    return (normalize_for_sam(cut.square(rows, cpu)), masks,
+            normalize_for_sam(plan.slices.square(plan.used[picks], cpu)), plan.masks[picks])
 
 
 def box_iou(box: torch.Tensor, mask: torch.Tensor) -> float:
