@@ -35,8 +35,8 @@ from vessa.evaluate import score_masks
 from vessa.io import Template, Volume, read_segmentation, read_volume
 from vessa.model import load_segmenter
 from vessa.model.assistant import TemplateAssistant
-from vessa.model.config import FINE_LEVELS
-from vessa.model.volume import VolumeSegmenter
+from vessa.model.config import FINE_LEVELS, PRECISIONS
+from vessa.model.volume import TEMPLATE_SLICE_LIMIT, VolumeSegmenter
 from vessa.samples import fetch, load_manifest
 
 
@@ -76,7 +76,8 @@ def run_case(segmenters, group: str, name: str, target: Volume, truth: np.ndarra
     votes = np.mean([position_transfer(t, target.shape) for t in templates], axis=0)
     baseline, _ = score_masks(votes >= 0.5, truth, target.spacing[::-1])
     row = {"group": group, "case": name, "templates": len(templates), "dice": dice, "hd95_mm": hd95,
-           "baseline_dice": baseline, "untrained_dice": untrained_dice, "seconds": seconds}
+           "baseline_dice": baseline, "untrained_dice": untrained_dice, "seconds": seconds,
+           "slices": len(result.slice_confidence), "slices_decoded": result.slices_decoded}
     print(json.dumps(row), flush=True)
     return row
 
@@ -135,14 +136,21 @@ def main() -> None:
     parser.add_argument("--fine-levels", nargs="*", choices=FINE_LEVELS,
                         help="match these FPN levels besides the embedding instead of the checkpoint's own "
                              "`matching.fine_levels` (no value: the embedding alone)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument("--slice-step", type=int, default=1, help="sparse pass: decode every k-th slice first")
+    parser.add_argument("--template-slice-limit", type=int, default=TEMPLATE_SLICE_LIMIT,
+                        help="distinct slices per template (0: no limit)")
     args = parser.parse_args()
-    segmenter = load_segmenter(args.checkpoint, device=args.device)
+    options = {"precision": args.precision, "slice_step": args.slice_step,
+               "template_slice_limit": args.template_slice_limit or None}
+    print(f"segmenter options: {options}", flush=True)
+    segmenter = load_segmenter(args.checkpoint, device=args.device, **options)
     config = segmenter.assistant.config
     if args.fine_levels is not None:
         config.matching = dataclasses.replace(config.matching, fine_levels=args.fine_levels)
     print(f"matching levels: embedding + {config.matching.fine_levels}", flush=True)
     torch.manual_seed(0)
-    untrained = VolumeSegmenter(TemplateAssistant(segmenter.assistant.config), device=args.device)
+    untrained = VolumeSegmenter(TemplateAssistant(segmenter.assistant.config), device=args.device, **options)
     segmenters = (segmenter, untrained)
     rows = lesion_rows(segmenters) + region_rows(segmenters, args.regions)
     print("\n| group | case | K | Dice | baseline Dice | untrained Dice | HD95 mm | s |\n"
@@ -157,9 +165,11 @@ def main() -> None:
                 dice = np.array([r["dice"] for r in picked])
                 base = np.array([r["baseline_dice"] for r in picked])
                 plain = np.array([r["untrained_dice"] for r in picked])
+                decoded = sum(r["slices_decoded"] for r in picked) / sum(r["slices"] for r in picked)
                 print(f"{group}, K={count}: Dice {dice.mean():.3f} ± {dice.std():.3f} (n={len(picked)}), "
                       f"baseline {base.mean():.3f} ± {base.std():.3f}, "
-                      f"untrained {plain.mean():.3f} ± {plain.std():.3f}")
+                      f"untrained {plain.mean():.3f} ± {plain.std():.3f}; slices decoded {decoded:.0%}, "
+                      f"{sum(r['seconds'] for r in picked):.1f} s")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)

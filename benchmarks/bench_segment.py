@@ -10,7 +10,8 @@ One `TemplateAssistant` (random weights: speed does not depend on the weights) s
                filled by an untimed first call (the Segment Editor effect's re-run after Cancel, or
                another structure of the same volume from the same template images): what is left is
                template memory, matching, memory attention, decoding. (2) itself runs without the cache.
-CPU: float32; CUDA: bf16 autocast for all four. The pipelines run interleaved, `--repeats` rounds of
+Precision `--precision` for all four (default "auto": bf16 autocast on CUDA and on CPUs with bf16
+instructions, else float32). The pipelines run interleaved, `--repeats` rounds of
 (1), (2), (3), (2r) after one warm-up round on 2 slices; the table gives medians. `--slices N` times N evenly
 spaced slices (a volume of N slices along the slicing axis, spacing scaled, so the share of template
 slices that (2) encodes stays that of the whole volume) and extrapolates s/volume linearly.
@@ -43,11 +44,11 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from vessa.io import Template, Volume, read_volume
 from vessa.model.assistant import TemplateAssistant
-from vessa.model.config import FINE_LEVELS, MatchingConfig, ModelConfig
+from vessa.model.config import FINE_LEVELS, PRECISIONS, MatchingConfig, ModelConfig
 from vessa.model.device import autocast, resolve_device
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
 from vessa.model.slicing import SquareFrame, array_spacing, slicing_axis, template_slices
-from vessa.model.volume import VolumeSegmenter
+from vessa.model.volume import TEMPLATE_SLICE_LIMIT, VolumeSegmenter
 from vessa.samples import load_manifest
 from vessa.segment import templates_from_pairs
 
@@ -92,10 +93,11 @@ def strided(image: Volume, axis: int, count: int) -> Volume:
     return Volume(np.take(image.array, index, axis), spacing, image.origin, image.direction)
 
 
-def template_slice_count(templates: list[Template], axis: int, count: int) -> int:
+def template_slice_count(templates: list[Template], axis: int, count: int, limit: int | None) -> int:
     """Template slices (2) encodes for `count` target slices (templates oriented like the target)."""
     masks = [np.moveaxis(t.mask, axis, 0) for t in templates]
-    return sum(len(np.unique(template_slices(count, np.flatnonzero(m.any(axis=(1, 2))), len(m)))) for m in masks)
+    return sum(len(np.unique(template_slices(count, np.flatnonzero(m.any(axis=(1, 2))), len(m), limit)))
+               for m in masks)
 
 
 class PeakMemory:
@@ -133,9 +135,11 @@ class PeakMemory:
 
 
 def pipelines(segmenter: VolumeSegmenter, cached: VolumeSegmenter, volume: Volume, templates: list[Template],
-              text: str, axis: int, modality: str) -> dict:
-    """name -> callable(n) running the pipeline on n slices of `volume` (the first n; (2): n evenly spaced)."""
+              text: str, axis: int, modality: str, decoded: list[int]) -> dict:
+    """name -> callable(n) running the pipeline on n slices of `volume` (the first n; (2): n evenly spaced);
+    (2) appends the slices it decoded to `decoded`."""
     assistant, device, size = segmenter.assistant, segmenter.device, segmenter.assistant.image_size
+    precision = segmenter.precision
     stack = np.moveaxis(to_unit_range(volume.array, *intensity_range(volume.array, modality)), axis, 0)
     row_spacing, col_spacing = (array_spacing(volume.spacing)[a] for a in range(3) if a != axis)
     frame = SquareFrame.for_slices(stack.shape[1], stack.shape[2], row_spacing, col_spacing, size)
@@ -149,12 +153,13 @@ def pipelines(segmenter: VolumeSegmenter, cached: VolumeSegmenter, volume: Volum
     box = np.array([width // 4, height // 4, 3 * width // 4, 3 * height // 4])  # x0, y0, x1, y1
 
     def encoder(n: int) -> None:
-        with torch.inference_mode(), autocast(device):
+        with torch.inference_mode(), autocast(device, precision):
             for start in range(0, n, segmenter.batch_size):
                 assistant.encode(images[start : min(n, start + segmenter.batch_size)])
 
     def vessa(n: int) -> None:
         result = segmenter.segment(strided(volume, axis, n), templates, text, modality=modality)
+        decoded.append(result.slices_decoded)
         if result.axis != axis:
             raise RuntimeError(f"vessa cut along axis {result.axis}, the benchmark along {axis}")
 
@@ -162,7 +167,7 @@ def pipelines(segmenter: VolumeSegmenter, cached: VolumeSegmenter, volume: Volum
         cached.segment(strided(volume, axis, n), templates, text, modality=modality)
 
     def sam2_loop(n: int) -> None:
-        with torch.inference_mode(), autocast(device):
+        with torch.inference_mode(), autocast(device, precision):
             for image in rgb[:n]:
                 predictor.set_image(image)
                 predictor.predict(box=box, multimask_output=True)
@@ -226,6 +231,11 @@ def main() -> None:
     parser.add_argument("--fine-levels", nargs="*", choices=FINE_LEVELS, default=list(FINE_LEVELS),
                         help="FPN levels matched besides the embedding (default: the new-model default; no "
                              "value: the embedding alone, the shipped starter's matching)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="for all four pipelines")
+    parser.add_argument("--slice-step", type=int, default=1,
+                        help="(2) and (2r): decode every k-th slice first, the rest beside the structure")
+    parser.add_argument("--template-slice-limit", type=int, default=TEMPLATE_SLICE_LIMIT,
+                        help="(2) and (2r): distinct slices encoded per template (0: no limit)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -238,13 +248,17 @@ def main() -> None:
     assistant = TemplateAssistant(ModelConfig(sam2_config=args.model, image_size=args.image_size,
                                               matching=MatchingConfig(fine_levels=args.fine_levels),
                                               location_prior=args.location_prior))
-    segmenter = VolumeSegmenter(assistant, device=resolve_device(args.device), batch_size=args.batch_size,
-                                cache_mib=0)
-    cached = VolumeSegmenter(assistant, device=segmenter.device, batch_size=args.batch_size, cache_mib=2**16)
+    limit = args.template_slice_limit or None
+    options = {"batch_size": args.batch_size, "precision": args.precision, "slice_step": args.slice_step,
+               "template_slice_limit": limit}
+    segmenter = VolumeSegmenter(assistant, device=resolve_device(args.device), cache_mib=0, **options)
+    cached = VolumeSegmenter(assistant, device=segmenter.device, cache_mib=2**16, **options)
     device, axis = segmenter.device, slicing_axis(image.shape, image.spacing)
     total = image.shape[axis]
     count = min(args.slices or total, total)
-    runs = pipelines(segmenter, cached, strided(image, axis, count), templates, args.text, axis, args.modality)
+    decoded: list[int] = []
+    runs = pipelines(segmenter, cached, strided(image, axis, count), templates, args.text, axis, args.modality,
+                     decoded)
     for run in runs.values():  # warm-up
         run(min(2, count))
     runs["vessa_rerun"](count)  # fills the cache (untimed)
@@ -259,12 +273,15 @@ def main() -> None:
                f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                f"{torch.get_num_threads()} torch threads, load average {load_start:.1f} -> {os.getloadavg()[0]:.1f}")
     memory_kind = f"{'max_memory_allocated' if cuda else 'RSS'} above start, weights ({weights_mib:.0f} MiB) apart"
-    print(f"\nmodel {args.model} @ {args.image_size}, device {device}, {'bf16 autocast' if cuda else 'float32'}, "
-          f"batch {args.batch_size}, matching levels embedding + {args.fine_levels}, torch {torch.__version__}; "
-          f"{machine}")
+    with autocast(device, args.precision):
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else torch.float32
+    print(f"\nmodel {args.model} @ {args.image_size}, device {device}, {str(dtype).removeprefix('torch.')}, "
+          f"batch {args.batch_size}, matching levels embedding + {args.fine_levels}, slice step {args.slice_step}, "
+          f"template slice limit {limit}, torch {torch.__version__}; {machine}")
     print(f"input {args.image or 'synthetic CT'} {image.shape}, {total} slices along axis {axis}; "
-          f"{len(templates)} template(s), (2) encodes {template_slice_count(templates, axis, count)} template slices "
-          f"for {count} target slices ({template_slice_count(templates, axis, total)} for all {total}); "
+          f"{len(templates)} template(s), (2) encodes {template_slice_count(templates, axis, count, limit)} template "
+          f"slices for {count} target slices ({template_slice_count(templates, axis, total, limit)} for all {total}) "
+          f"and (2) decodes {decoded[-1]} of the {count} target slices; "
           f"{count} slices timed, {args.repeats} round(s), medians; (2r) feature cache "
           f"{cached.cache.bytes / 2**20:.0f} MiB"
           + (f"; s/volume EXTRAPOLATED x{total / count:.2f} from {count} evenly spaced slices" if extrapolated else ""))
@@ -287,7 +304,8 @@ def main() -> None:
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         args.json.write_text(json.dumps({"args": config, "device": str(device), "machine": machine,
                                          "input_shape": image.shape, "slices_total": total, "slices_timed": count,
-                                         "extrapolated": extrapolated, "memory": memory_kind, **result}, indent=2))
+                                         "extrapolated": extrapolated, "memory": memory_kind,
+                                         "slices_decoded": decoded, **result}, indent=2))
 
 
 if __name__ == "__main__":

@@ -52,11 +52,21 @@ def test_segment_writes_the_structure_on_the_input_grid(files, capsys):
     assert "'box'" in capsys.readouterr().out
 
 
+def test_segment_sparse_pass_in_float32_says_how_many_slices_it_decoded(files, capsys):
+    out = files["dir"] / "sparse.seg.nrrd"
+    code = main(["segment", "--image", files["target"], "--bank", files["bank"], "--text", "box", "--out", str(out),
+                 "--checkpoint", files["checkpoint"], "--device", "cpu", "--slice-step", "2", "--precision", "float32"])
+    assert code == 0 and read_segmentation(out).names() == ["box"]
+    decoded = int(capsys.readouterr().out.split(" of 4 slices decoded")[0].rsplit(" ", 1)[1])
+    assert 3 <= decoded <= 4  # slices 0, 2 and 3 first (every 2nd and the last); slice 1 if 0 or 2 shows the box
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--text", "liver"], "no template named 'liver'"),
     (["--text", "  "], "no template named"),
     (["--text", "box", "--description", " "], "text prompt is empty"),
     (["--text", "box", "--threshold", "1.5"], "threshold 1.5"),
+    (["--text", "box", "--slice-step", "0"], "slice step 0 must be >= 1"),
 ])
 def test_segment_bad_input_is_one_line_and_writes_nothing(files, capsys, extra, message):
     out = files["dir"] / "bad.seg.nrrd"

@@ -124,9 +124,12 @@ def test_predict_matches_eval_forward_without_autograd(assistant: TemplateAssist
     inputs = episode(batch=1, count=1)
     with torch.no_grad():
         reference = model(*inputs, ["aorta"])
-    predicted = model.predict(*inputs, ["aorta"])
+    predicted = model.predict(*inputs, ["aorta"], precision="float32")
     assert not predicted.logits.requires_grad and predicted.logits.is_inference()
     torch.testing.assert_close(predicted.logits, reference.logits)
+    bf16 = model.predict(*inputs, ["aorta"], precision="bfloat16")
+    assert bf16.logits.dtype == torch.float32  # the decoder's output is cast back
+    torch.testing.assert_close(bf16.logits, reference.logits, atol=0.1, rtol=0.05)
 
 
 @pytest.mark.parametrize(

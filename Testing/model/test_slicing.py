@@ -65,3 +65,13 @@ def test_template_slices_follow_relative_position_within_the_structure():
     assert template_slices(5, present, 30).tolist() == [10, 10, 14, 20, 20]
     assert template_slices(1, present, 30).tolist() == [14]
     assert template_slices(3, np.array([3, 9]), 11).tolist() == [3, 3, 9]
+
+
+def test_template_slice_limit_picks_among_evenly_spaced_slices_of_the_structure():
+    present = np.arange(10, 41)  # 31 slices with the structure
+    chosen = template_slices(200, present, 60, limit=4)
+    assert sorted(set(chosen.tolist())) == [10, 20, 30, 40]  # first and last kept, evenly spaced
+    unlimited = template_slices(200, present, 60)
+    assert np.abs(chosen - unlimited).max() <= 5  # each target slice gets the nearest of the four
+    few = np.array([3, 9])  # fewer than the limit: unchanged
+    assert template_slices(5, few, 11, limit=4).tolist() == template_slices(5, few, 11).tolist()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -79,15 +80,80 @@ def test_propagation_feeds_each_found_slice_to_the_next(restore_assistant: Templ
         return decode(*args, **kwargs)
 
     image = target_volume()
-    plain = VolumeSegmenter(restore_assistant, device="cpu", batch_size=2).segment(image, [template()], "lesion")
-    monkeypatch.setattr(restore_assistant, "decode", spy)
-    propagated = VolumeSegmenter(restore_assistant, device="cpu", batch_size=2, propagate=True).segment(
+    plain = VolumeSegmenter(restore_assistant, device="cpu", batch_size=2, precision="float32").segment(
         image, [template()], "lesion"
     )
+    monkeypatch.setattr(restore_assistant, "decode", spy)
+    propagated = VolumeSegmenter(restore_assistant, device="cpu", batch_size=2, propagate=True,
+                                 precision="float32").segment(image, [template()], "lesion")
     assert extra == [False, True, True, True, True]  # one decode per slice, memory from the 2nd on
     assert propagated.probability.same_grid(image)
     np.testing.assert_allclose(propagated.probability.array[0], plain.probability.array[0], atol=1e-5)
     assert not np.allclose(propagated.probability.array[1:], plain.probability.array[1:])
+
+
+def with_object_scores(segmenter: VolumeSegmenter, monkeypatch, present: set[int]) -> list[int]:
+    """Make the object score say "present" on the target slices in `present` only; returns the
+    list the decoded target slices are appended to, in decoding order."""
+    decoded: list[int] = []
+    features, decode = segmenter._features, segmenter.assistant.decode
+
+    def target_features(slices, rows):
+        if slices.raw.shape[1:] == (40, 30):  # the target's slices (the template's are 36 x 32)
+            decoded.extend(int(r) for r in rows)
+        return features(slices, rows)
+
+    def scored(*args, **kwargs):
+        out = decode(*args, **kwargs)
+        rows = decoded[-len(out.object_score_logits):]
+        score = torch.tensor([[50.0 if r in present else -50.0] for r in rows])
+        return dataclasses.replace(out, object_score_logits=score)
+
+    monkeypatch.setattr(segmenter, "_features", target_features)
+    monkeypatch.setattr(segmenter.assistant, "decode", scored)
+    return decoded
+
+
+@pytest.mark.parametrize(("present", "order", "skipped"), [
+    ({4}, [0, 2, 4, 3], [1]),              # found on the last coarse slice: only the gap beside it
+    ({2}, [0, 2, 4, 1, 3], []),           # found in the middle: both gaps
+    (set(), [0, 2, 4], [1, 3]),            # found nowhere: nothing more
+])
+def test_sparse_pass_decodes_the_gaps_beside_the_structure_only(assistant, monkeypatch, present, order, skipped):
+    image = target_volume()
+    dense = VolumeSegmenter(assistant, device="cpu", batch_size=4, precision="float32")
+    reference = dense.segment(image, [template()], "lesion")
+    sparse = VolumeSegmenter(assistant, device="cpu", batch_size=4, precision="float32", slice_step=2)
+    decoded = with_object_scores(sparse, monkeypatch, present)
+    result = sparse.segment(image, [template()], "lesion")
+    assert decoded == order and result.slices_decoded == len(order) and reference.slices_decoded == 5
+    assert result.probability.same_grid(image)
+    for z in range(5):
+        if z in skipped:
+            assert np.all(result.probability.array[z] == 0) and result.slice_confidence[z] == 0
+        elif z in present:  # decoded slices are the dense pass's slices
+            np.testing.assert_allclose(result.probability.array[z], reference.probability.array[z], atol=1e-5)
+        else:
+            assert np.all(result.probability.array[z] == 0)
+
+
+def test_sparse_pass_and_propagation_are_refused_together(assistant):
+    with pytest.raises(ValueError, match="slice_step=2"):
+        VolumeSegmenter(assistant, device="cpu", slice_step=2, propagate=True)
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        VolumeSegmenter(assistant, device="cpu", precision="fp8")
+    with pytest.raises(ValueError, match="template_slice_limit=0"):
+        VolumeSegmenter(assistant, device="cpu", template_slice_limit=0)
+
+
+def test_template_slice_limit_bounds_the_template_slices_encoded(assistant, monkeypatch):
+    segmenter = VolumeSegmenter(assistant, device="cpu", batch_size=8, template_slice_limit=2)
+    shapes = []
+    features = segmenter._features
+    monkeypatch.setattr(segmenter, "_features", lambda slices, rows: shapes.append((slices.raw.shape, len(rows)))
+                        or features(slices, rows))
+    segmenter.segment(target_volume(), [template()], "lesion")  # the template's structure: 3 slices
+    assert shapes[0] == ((6, 36, 32), 2)  # 2 template slices (the first and last of the structure)
 
 
 def three_slices() -> Volume:

@@ -64,12 +64,14 @@ class ThresholdPredictor:
         self.device = device
         self.error = error
         self.axis = axis
+        self.slice_step = 1
         self.calls: list[dict] = []
         self.gate: threading.Semaphore | None = None
         self.entered = threading.Event()
 
     def segment(self, image: Volume, templates, text, progress=None, modality=""):
-        self.calls.append({"text": text, "templates": templates, "modality": modality, "shape": image.shape})
+        self.calls.append({"text": text, "templates": templates, "modality": modality, "shape": image.shape,
+                           "slice_step": self.slice_step})
         self.entered.set()
         if self.error is not None:
             raise self.error
@@ -87,7 +89,8 @@ class ThresholdPredictor:
 def loader_for(predictors: dict[str, ThresholdPredictor]):
     """A PredictorLoader-like callable returning the predictor for each device."""
 
-    def load(checkpoint, device, allowUntrained=False):
+    def load(checkpoint, device, allowUntrained=False, sliceStep=1):
+        predictors[device].slice_step = sliceStep
         return predictors[device]
 
     return load

@@ -71,8 +71,13 @@ def test_apply_writes_only_the_selected_segment(scene, predictor):
         np.testing.assert_array_equal(after[name], before[name])  # bit-exact, overlap kept
     assert slicer.mrmlScene.GetNumberOfNodes() == nodes  # preview and overlay removed
     call = predictor.calls[0]
-    assert call["text"] == "liver" and call["shape"] == SHAPE
+    assert call["text"] == "liver" and call["shape"] == SHAPE and call["slice_step"] == 1
     assert sorted(t.case_id for t in call["templates"]) == ["template1", "template2"]
+
+
+def test_fast_pass_reaches_the_segmenter(scene, predictor):
+    run_job(scene, predictor, fastPass=True)
+    assert predictor.calls[0]["slice_step"] == 2
 
 
 def test_overwrite_all_segments_takes_the_overlap_from_other_segments(scene, predictor):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import types
 from pathlib import Path
 
 import pytest
@@ -50,12 +51,14 @@ def test_valid_parameters(tmp_path):
 
 
 def test_parameters_round_trip_through_strings():
-    parameters = Parameters("the left lobe", "bank", "/data/bank", "mine", "cuda", 0.35, 0.8, True)
+    parameters = Parameters(text="the left lobe", templateSource="bank", bankFolder="/data/bank", checkpoint="mine",
+                            device="cuda", threshold=0.35, opacity=0.8, fastPass=True, allowUntrained=True)
     strings = parameters.toStrings()
     assert all(isinstance(value, str) for value in strings.values())
     assert Parameters.fromStrings(strings) == parameters
     assert Parameters.fromStrings({}) == Parameters()
     assert Parameters.fromStrings({"allowUntrained": "False", "threshold": "0.25"}) == Parameters(threshold=0.25)
+    assert (Parameters().sliceStep(), Parameters(fastPass=True).sliceStep()) == (1, 2)
     with pytest.raises(ValueError, match="parameter threshold='high': expected a number"):
         Parameters.fromStrings({"threshold": "high"})
 
@@ -101,11 +104,12 @@ def test_predictor_loader_loads_once_per_setting():
 
     def load(checkpoint, device, allow_untrained):
         calls.append((checkpoint, device, allow_untrained))
-        return object()
+        return types.SimpleNamespace(slice_step=1)
 
     loader = PredictorLoader(load)
     first = loader("a.pt", "cpu")
-    assert loader("a.pt", "cpu") is first
+    assert loader("a.pt", "cpu", sliceStep=2) is first and first.slice_step == 2  # the fast pass keeps the model
+    assert loader("a.pt", "cpu").slice_step == 1
     assert loader("", "cpu", True) is not first
     assert calls == [("a.pt", "cpu", False), (None, "cpu", True)]
 

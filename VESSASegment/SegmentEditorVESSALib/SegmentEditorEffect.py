@@ -91,6 +91,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             (self.ui.bankPathLineEdit, "currentPathChanged(QString)"),
             (self.ui.checkpointComboBox, "currentIndexChanged(int)"),
             (self.ui.deviceComboBox, "currentIndexChanged(int)"),
+            (self.ui.fastPassCheckBox, "toggled(bool)"),
         ):
             widget.connect(signal, self.updateMRMLFromGUI)
         self.ui.thresholdSlider.connect("valueChanged(double)", self.onThreshold)
@@ -137,6 +138,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.ui.bankPathLineEdit.currentPath = parameters.bankFolder
             self.ui.checkpointComboBox.currentIndex = max(0, self.ui.checkpointComboBox.findData(parameters.checkpoint))
             self.ui.deviceComboBox.currentText = parameters.device
+            self.ui.fastPassCheckBox.checked = parameters.fastPass
             self.ui.thresholdSlider.value = parameters.threshold
             self.ui.opacitySlider.value = parameters.opacity
         segment = self._selectedSegment()
@@ -151,6 +153,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         parameters.bankFolder = self.ui.bankPathLineEdit.currentPath
         parameters.checkpoint = self.ui.checkpointComboBox.currentData or ""
         parameters.device = self.ui.deviceComboBox.currentText
+        parameters.fastPass = self.ui.fastPassCheckBox.checked
         parameters.threshold = self.ui.thresholdSlider.value
         parameters.opacity = self.ui.opacitySlider.value
         for name, value in parameters.toStrings().items():
@@ -309,6 +312,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             ui.bankPathLineEdit,
             ui.checkpointComboBox,
             ui.deviceComboBox,
+            ui.fastPassCheckBox,
             ui.thresholdSlider,
             ui.opacitySlider,
         ]

@@ -18,8 +18,10 @@ class Parameters:
     templateSource: "scene" (other volumes' segmentations) or "bank" (the folder `bankFolder`).
     checkpoint: a registry name (`vessa weights list`) or a checkpoint file.
     device: "auto", "cpu" or "cuda". threshold: probability -> preview mask, in (0, 1).
-    opacity: preview opacity in [0, 1]. allowUntrained: run a randomly initialised model when no
-    checkpoint is chosen (testing only; the result is meaningless).
+    opacity: preview opacity in [0, 1]. fastPass: segment every other slice first, then only the
+    slices next to the structure (`VolumeSegmenter(slice_step=2)`; a structure on a single slice
+    can be missed). allowUntrained: run a randomly initialised model when no checkpoint is chosen
+    (testing only; the result is meaningless).
     """
 
     text: str = ""
@@ -29,6 +31,7 @@ class Parameters:
     device: str = "auto"
     threshold: float = 0.5
     opacity: float = 0.6
+    fastPass: bool = False
     allowUntrained: bool = False
 
     def isValid(self) -> tuple[bool, str]:
@@ -52,6 +55,10 @@ class Parameters:
                 "VESSA Train, or add a file (vessa weights add FILE)"
             )
         return True, ""
+
+    def sliceStep(self) -> int:
+        """The segmenter's `slice_step` for these settings."""
+        return 2 if self.fastPass else 1
 
     def promptText(self, segmentName: str) -> str:
         """The text prompt for a segment: the typed description, else the segment's name."""

@@ -21,7 +21,9 @@ class PredictionResult(Protocol):
 
 
 class Predictor(Protocol):
-    """`vessa.model.volume.VolumeSegmenter`, or a stand-in in tests."""
+    """`vessa.model.volume.VolumeSegmenter`, or a stand-in in tests; `slice_step` as there."""
+
+    slice_step: int
 
     def segment(
         self,
@@ -38,6 +40,7 @@ class PredictorLoader:
 
     load: `vessa.model.load_segmenter` (default), or any function with its signature.
     checkpoint "" with allowUntrained=True builds a randomly initialised model (testing only).
+    sliceStep is set on the kept model (no reload, so its feature cache stays).
     """
 
     def __init__(self, load: Callable[..., Predictor] | None = None):
@@ -45,7 +48,7 @@ class PredictorLoader:
         self._key: tuple[str, str, bool] | None = None
         self._predictor: Predictor | None = None
 
-    def __call__(self, checkpoint: str, device: str, allowUntrained: bool = False) -> Predictor:
+    def __call__(self, checkpoint: str, device: str, allowUntrained: bool = False, sliceStep: int = 1) -> Predictor:
         key = (checkpoint, device, allowUntrained)
         if key != self._key:
             self._predictor, self._key = None, None  # free the old model before loading another
@@ -54,4 +57,5 @@ class PredictorLoader:
                 from vessa.model import load_segmenter as load
             self._predictor = load(checkpoint or None, device=device, allow_untrained=allowUntrained)
             self._key = key
+        self._predictor.slice_step = sliceStep
         return self._predictor

@@ -72,7 +72,7 @@ class SegmentLogic:
         """Start a background job for `request` with the parameters' model and device."""
 
         def predictorFor(device: str):
-            return self.loader(parameters.checkpoint, device, parameters.allowUntrained)
+            return self.loader(parameters.checkpoint, device, parameters.allowUntrained, parameters.sliceStep())
 
         job = AutoSegmentJob(predictorFor, request, parameters.device)
         job.start()

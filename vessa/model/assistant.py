@@ -312,9 +312,10 @@ class TemplateAssistant(nn.Module):
         return self.decode(features[:batch], memory.gather(index), self.embed_text(texts), mask_prompt, extra_points,
                            location_prior=location_prior)
 
-    def predict(self, *args, **kwargs) -> AssistantOutput:
-        """`forward` under `torch.inference_mode` and autocast (bf16 on CUDA)."""
-        with torch.inference_mode(), autocast(self.device):
+    def predict(self, *args, precision: str = "auto", **kwargs) -> AssistantOutput:
+        """`forward` under `torch.inference_mode` and `device.autocast(precision)` ("auto": bf16
+        on CUDA and on CPUs with bf16 instructions)."""
+        with torch.inference_mode(), autocast(self.device, precision):
             return self.forward(*args, **kwargs)
 
 

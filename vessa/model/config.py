@@ -28,6 +28,7 @@ SAM2_PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 TEXT_KINDS = ("minilm", "open_clip")
 FINE_LEVELS = ("s1", "s0")  # sam2's stride-8 and stride-4 FPN levels (`encoder.ImageFeatures`)
+PRECISIONS = ("auto", "float32", "bfloat16")  # inference precision (`device.autocast`)
 
 
 @dataclass

@@ -17,7 +17,8 @@ Conventions: arrays are (k, j, i); "array axis" a = 0, 1, 2 is k, j, i, whose sp
   input grid exactly.
 - Template slice per target slice (`template_slices`): the target slice's relative position
   z / (n - 1) (0.5 for a single slice) is mapped to the template's slice range, and the
-  nearest template slice that contains the structure is used. The location prior of a
+  nearest template slice that contains the structure is used (with a limit on the distinct
+  template slices, the nearest of that many evenly spaced ones). The location prior of a
   target slice (`relative_slices`) is the template's slice at that relative position itself,
   empty or not.
 """
@@ -115,14 +116,21 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
 
 
-def template_slices(target_count: int, present: np.ndarray, template_count: int) -> np.ndarray:
+def template_slices(
+    target_count: int, present: np.ndarray, template_count: int, limit: int | None = None
+) -> np.ndarray:
     """Template slice index for each of `target_count` target slices (see module docstring).
 
-    present: sorted indices of the template slices that contain the structure (non-empty).
+    present: sorted indices of the template slices that contain the structure (non-empty);
+    limit: pick among at most this many of them, evenly spaced over `present` (first and last
+    included), so that at most `limit` distinct template slices are used.
     """
+    present = np.asarray(present)
+    if limit is not None and len(present) > limit:
+        present = present[np.unique(np.linspace(0, len(present) - 1, limit).round().astype(int))]
     wanted = _relative_positions(target_count) * (template_count - 1)
-    nearest = np.abs(np.asarray(present)[None, :] - wanted[:, None]).argmin(axis=1)
-    return np.asarray(present)[nearest]
+    nearest = np.abs(present[None, :] - wanted[:, None]).argmin(axis=1)
+    return present[nearest]
 
 
 def relative_slices(target_count: int, template_count: int) -> np.ndarray:

@@ -9,16 +9,20 @@ One call (`segment`) does, for a target volume and up to `max_templates` templat
    encoder features of target and template slices are kept across calls (`feature_cache`:
    re-runs, several structures of one volume, one template image with several masks);
 4. encodes target slices in batches and decodes them with their own template slices
-   (chosen by relative position) and, when the model uses a location prior, the mean of the
-   templates' masks at each target slice's relative position; with `propagate=True` slices
-   are decoded one after the other and a slice where the structure was found adds its
-   prediction's memory to the next slice's (sam2's previous-frame memory), the encoder
-   still running batched;
+   (chosen by relative position, at most `template_slice_limit` distinct ones per template)
+   and, when the model uses a location prior, the mean of the templates' masks at each target
+   slice's relative position; with `propagate=True` slices are decoded one after the other and
+   a slice where the structure was found adds its prediction's memory to the next slice's
+   (sam2's previous-frame memory), the encoder still running batched; with `slice_step=k > 1`
+   only every k-th slice (and the last) is decoded first, then the slices between two of
+   those only where either shows the structure (the rest are empty: structures spanning
+   fewer than k slices can be missed);
 5. maps the best mask's logits back to each slice's grid; probability = sigmoid(logit),
    set to 0 on slices whose object score says the structure is absent.
-On CUDA: bf16 autocast (fp16 where bf16 is missing), channels-last; always
-`torch.inference_mode`. A CUDA out-of-memory error halves the batch size and retries; at
-batch size 1 the model moves to the CPU (logged) and the call restarts there.
+Mixed precision by `device.autocast` (default "auto": bf16 on CUDA and on CPUs with bf16
+instructions); channels-last on CUDA; always `torch.inference_mode`. A CUDA out-of-memory
+error halves the batch size and retries; at batch size 1 the model moves to the CPU (logged)
+and the call restarts there.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import torch
 from vessa.errors import BankError, InputError
 from vessa.io import Template, Volume
 from vessa.model.assistant import AssistantOutput, TemplateAssistant, TemplateMemory
-from vessa.model.device import autocast, is_out_of_memory, resolve_device
+from vessa.model.device import autocast, check_precision, is_out_of_memory, resolve_device
 from vessa.model.encoder import ImageFeatures
 from vessa.model.feature_cache import FeatureCache, volume_key
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
@@ -54,17 +58,22 @@ _TORCH_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.float16, 
                                             np.int32, np.int64))
 
 Progress = Callable[[float], None]
+# distinct slices encoded per template by default: neighbouring slices of one template differ
+# little, and encoding them is a large share of a call (benchmarks/RESULTS.md)
+TEMPLATE_SLICE_LIMIT = 16
 
 
 @dataclass
 class SegmentResult:
     """probability: float32 Volume on the input's grid; slice_confidence (n,): predicted IoU
-    x object probability per slice along `axis` (array axis: 0 = k, 1 = j, 2 = i)."""
+    x object probability per slice along `axis` (array axis: 0 = k, 1 = j, 2 = i), 0 on the
+    slices a sparse pass skipped; slices_decoded: how many slices went through the model."""
 
     probability: Volume
     slice_confidence: np.ndarray
     seconds: float
     axis: int
+    slices_decoded: int
 
 
 class _Slices:
@@ -139,6 +148,11 @@ class VolumeSegmenter:
     propagate: add the previous slice's prediction as memory (sequential decoding).
     ct_window: CT window preset name (`intensity.CT_WINDOWS`).
     cache_mib: memory for encoder features kept across calls (`feature_cache`; 0 = none).
+    precision: `config.PRECISIONS` ("auto": bf16 on CUDA and on CPUs with bf16 instructions).
+    slice_step: decode every k-th slice first and the rest only next to the structure (module
+        docstring, step 4; 1 = every slice; not with `propagate`).
+    template_slice_limit: distinct slices encoded per template at most (None = every slice of
+        the structure a target slice maps to).
     """
 
     def __init__(
@@ -149,15 +163,26 @@ class VolumeSegmenter:
         propagate: bool = False,
         ct_window: str = "soft_tissue",
         cache_mib: float = 1024,
+        precision: str = "auto",
+        slice_step: int = 1,
+        template_slice_limit: int | None = TEMPLATE_SLICE_LIMIT,
     ):
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
         if cache_mib < 0:
             raise ValueError(f"cache_mib={cache_mib}: must be >= 0")
+        check_precision(precision)
+        if slice_step < 1 or (slice_step > 1 and propagate):
+            raise ValueError(f"slice_step={slice_step}: must be >= 1, and 1 with propagate (slices in order)")
+        if template_slice_limit is not None and template_slice_limit < 1:
+            raise ValueError(f"template_slice_limit={template_slice_limit}: must be >= 1 (or None: no limit)")
         self.cache = FeatureCache(int(cache_mib * 2**20))
         self.assistant = assistant.eval()
         self.propagate = propagate
         self.ct_window = ct_window
+        self.precision = precision
+        self.slice_step = slice_step
+        self.template_slice_limit = template_slice_limit
         self.device = torch.device("cpu")
         self._move_to(resolve_device(device))
         self.batch_size = batch_size or (16 if self.device.type == "cuda" else 8)
@@ -186,27 +211,29 @@ class VolumeSegmenter:
         templates = _check_input(image, templates, text, self.assistant.config.max_templates)
         hits, misses = self.cache.hits, self.cache.misses
         try:
-            probability, confidence, axis = self._run(image, templates, text, progress, modality)
+            probability, confidence, axis, decoded = self._run(image, templates, text, progress, modality)
         except _FallBackToCpu:
             log.warning("GPU out of memory even at batch size 1: continuing on the CPU (slower)")
             self._move_to(torch.device("cpu"))
-            probability, confidence, axis = self._run(image, templates, text, progress, modality)
+            probability, confidence, axis, decoded = self._run(image, templates, text, progress, modality)
         if progress:
             progress(1.0)
-        log.debug("feature cache: %d slices reused, %d encoded, %.0f MiB held", self.cache.hits - hits,
-                  self.cache.misses - misses, self.cache.bytes / 2**20)
-        return SegmentResult(image.with_array(probability), confidence, time.perf_counter() - start, axis)
+        log.debug("feature cache: %d slices reused, %d encoded, %.0f MiB held; %d of %d slices decoded",
+                  self.cache.hits - hits, self.cache.misses - misses, self.cache.bytes / 2**20, decoded,
+                  len(confidence))
+        return SegmentResult(image.with_array(probability), confidence, time.perf_counter() - start, axis, decoded)
 
     def _run(
         self, image: Volume, templates: list[Template], text: str, progress: Progress | None, modality: str
-    ) -> tuple[np.ndarray, np.ndarray, int]:
+    ) -> tuple[np.ndarray, np.ndarray, int, int]:
         size, keyed = self.assistant.image_size, self.cache.max_bytes > 0
         axis = slicing_axis(image.shape, image.spacing)
         spacing = array_spacing(image.spacing)
         key = volume_key(image.array, tuple(spacing), axis, size, modality, self.ct_window) if keyed else None
         target = _Slices(image.array, spacing, axis, size, modality, self.ct_window, key)
         count = len(target)
-        plans = [_template_plan(t, image, axis, size, count, self.ct_window, keyed) for t in templates]
+        plans = [_template_plan(t, image, axis, size, count, self.ct_window, keyed, self.template_slice_limit)
+                 for t in templates]
         offsets = np.cumsum([0] + [len(plan.used) for plan in plans[:-1]])
         # [n, K]: per target slice, its slice of each template among all templates' encoded slices
         index = torch.from_numpy(np.stack([plan.chosen + o for plan, o in zip(plans, offsets, strict=True)], axis=1))
@@ -219,16 +246,16 @@ class VolumeSegmenter:
             if progress:
                 progress(min(done / total, 0.999))
 
-        with torch.inference_mode(), autocast(self.device):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             text_embedding = self.assistant.embed_text([text])
             parts: list[TemplateMemory] = []
             for plan in plans:
-                self._batched(
-                    len(plan.used), lambda rows, plan=plan: parts.append(self._encode_templates(plan, rows)), report
-                )
+                self._batched(np.arange(len(plan.used)),
+                              lambda rows, plan=plan: parts.append(self._encode_templates(plan, rows)), report)
             memory = TemplateMemory.cat(parts)
-            probability, confidence = self._decode_targets(target, memory, index, text_embedding, priors, report)
-        return np.ascontiguousarray(np.moveaxis(probability, 0, axis)), confidence, axis
+            probability, confidence, decoded = self._decode_targets(target, memory, index, text_embedding, priors,
+                                                                    report)
+        return np.ascontiguousarray(np.moveaxis(probability, 0, axis)), confidence, axis, decoded
 
     def _decode_targets(
         self,
@@ -238,16 +265,18 @@ class VolumeSegmenter:
         text_embedding: torch.Tensor,
         priors: list[_LocationPrior],
         report: Callable[[int], None],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities [n, rows, cols] and confidences [n] of all target slices (`priors`:
-        one per template when the model uses a location prior, else empty)."""
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Probabilities [n, rows, cols] and confidences [n] of all target slices and how many
+        slices were decoded (`priors`: one per template when the model uses a location prior,
+        else empty)."""
         count, frame = len(target), target.frame
         probability = np.zeros((count, frame.rows, frame.cols), dtype=np.float32)
         confidence = np.zeros(count, dtype=np.float32)
+        found = np.zeros(count, dtype=bool)  # the object score says the structure is there
         previous: dict[str, tuple | None] = {"memory": None}
 
-        def step(rows: slice) -> None:
-            features = self._features(target, np.arange(count)[rows])
+        def step(rows: np.ndarray) -> None:
+            features = self._features(target, rows)
             prior = torch.stack([p.square(rows) for p in priors]).mean(0).to(self.device) if priors else None
             if self.propagate:
                 logits, objects, scores, previous["memory"] = self._propagate(
@@ -257,12 +286,21 @@ class VolumeSegmenter:
                 logits, objects, scores = _summary(
                     self._decode(features, memory, index[rows], text_embedding, None, prior)
                 )
-            present = (objects > 0).float().view(-1, 1, 1, 1)
-            probability[rows] = (torch.sigmoid(frame.from_square(logits)) * present).squeeze(1).cpu().numpy()
+            present = (objects > 0).view(-1)
+            probability[rows] = (torch.sigmoid(frame.from_square(logits)) * present.float().view(-1, 1, 1, 1)
+                                 ).squeeze(1).cpu().numpy()
             confidence[rows] = scores.cpu().numpy()
+            found[rows] = present.cpu().numpy()
 
-        self._batched(count, step, report)
-        return probability, confidence
+        if self.slice_step == 1:
+            self._batched(np.arange(count), step, report)
+            return probability, confidence, count
+        coarse = np.unique(np.append(np.arange(0, count, self.slice_step), count - 1))
+        self._batched(coarse, step, report)
+        rest = _gaps_beside(coarse, found[coarse])
+        self._batched(rest, step, report)
+        report(count - len(coarse) - len(rest))
+        return probability, confidence, len(coarse) + len(rest)
 
     def _propagate(
         self,
@@ -296,7 +334,7 @@ class VolumeSegmenter:
         return self.cache.features(slices.key, rows, lambda missing: self.assistant.encode(
             self._prepare(slices.square(missing, self.device))))
 
-    def _encode_templates(self, plan: _TemplatePlan, rows: slice) -> TemplateMemory:
+    def _encode_templates(self, plan: _TemplatePlan, rows: np.ndarray) -> TemplateMemory:
         features = self._features(plan.slices, plan.used[rows])
         return self.assistant.encode_templates(features, plan.masks[rows].to(self.device))
 
@@ -317,13 +355,13 @@ class VolumeSegmenter:
             location_prior=prior,
         )
 
-    def _batched(self, count: int, step: Callable[[slice], None], report: Callable[[int], None]) -> None:
-        """Run `step` on consecutive slices of range(count); on CUDA OOM halve the batch."""
-        start = 0
+    def _batched(self, rows: np.ndarray, step: Callable[[np.ndarray], None], report: Callable[[int], None]) -> None:
+        """Run `step` on consecutive batches of `rows` (slice indices); on CUDA OOM halve the batch."""
+        start, count = 0, len(rows)
         while start < count:
             size = min(self.batch_size, count - start)
             try:
-                step(slice(start, start + size))
+                step(rows[start : start + size])
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
@@ -339,6 +377,13 @@ class VolumeSegmenter:
                 continue
             start += size
             report(size)
+
+
+def _gaps_beside(coarse: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """The slices strictly between consecutive `coarse` slices where either of the two has `found`."""
+    gaps = [np.arange(a + 1, b) for a, b, near in zip(coarse[:-1], coarse[1:], found[:-1] | found[1:], strict=True)
+            if near]
+    return np.concatenate(gaps) if gaps else np.zeros(0, dtype=np.int64)
 
 
 def _summary(out: AssistantOutput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -367,10 +412,11 @@ def _check_input(image: Volume, templates: list[Template], text: str, max_templa
 
 
 def _template_plan(
-    template: Template, image: Volume, axis: int, size: int, count: int, ct_window: str, keyed: bool
+    template: Template, image: Volume, axis: int, size: int, count: int, ct_window: str, keyed: bool,
+    limit: int | None = None,
 ) -> _TemplatePlan:
-    """Which slices of `template` (cut like `image`) the `count` target slices need, and its
-    location prior; `keyed`: give its slices a feature-cache key."""
+    """Which slices of `template` (cut like `image`) the `count` target slices need (at most
+    `limit` distinct ones), and its location prior; `keyed`: give its slices a feature-cache key."""
     direction = template.image.direction
     oriented, order = orient_like(template.image.array, direction, image.direction)
     mask, _ = orient_like(np.asarray(template.mask), direction, image.direction)
@@ -382,7 +428,7 @@ def _template_plan(
     cut = _Slices(oriented, spacing, axis, size, template.modality, ct_window, key)
     stack_mask = np.moveaxis(mask, axis, 0)
     present = np.flatnonzero(stack_mask.any(axis=(1, 2)))
-    chosen = template_slices(count, present, stack_mask.shape[0])
+    chosen = template_slices(count, present, stack_mask.shape[0], limit)
     used = np.unique(chosen)
     masks = cut.frame.to_square(torch.from_numpy(stack_mask[used].astype(np.float32))[:, None]).clamp(0, 1)
     prior = _LocationPrior(stack_mask, cut.frame, relative_slices(count, stack_mask.shape[0]))

@@ -35,7 +35,10 @@ Progress = Callable[[float], None]
 
 
 class DirectSegmenter:
-    """Segments the structures a student was trained on (module docstring)."""
+    """Segments the structures a student was trained on (module docstring). `slice_step` is
+    there for the effect's `Predictor` interface and not used: a student runs every slice."""
+
+    slice_step = 1
 
     def __init__(self, student: StudentUNet, device: str | torch.device = "cpu", batch_size: int = 16):
         if batch_size < 1:
@@ -76,7 +79,7 @@ class DirectSegmenter:
         if progress:
             progress(1.0)
         return SegmentResult(image.with_array(probability), confidence.astype(np.float32),
-                             time.perf_counter() - start, 0)
+                             time.perf_counter() - start, 0, len(confidence))
 
 
 def student_from_checkpoint(state: Any, path: str | Path) -> StudentUNet:

@@ -1,0 +1,36 @@
+"""device: precision choice (autocast), device resolution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vessa.model import device as device_module
+from vessa.model.device import autocast
+
+CPU = torch.device("cpu")
+
+
+def autocast_state(precision: str, device: torch.device = CPU) -> tuple[bool, torch.dtype | None]:
+    with autocast(device, precision):
+        enabled = torch.is_autocast_enabled("cpu")
+        return enabled, torch.get_autocast_dtype("cpu") if enabled else None
+
+
+def test_float32_and_bfloat16_are_what_they_say():
+    assert autocast_state("float32") == (False, None)
+    assert autocast_state("bfloat16") == (True, torch.bfloat16)
+    with autocast(CPU, "bfloat16"):
+        assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_on_cpu_is_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: native)
+    assert autocast_state("auto") == ((True, torch.bfloat16) if native else (False, None))
+
+
+def test_auto_on_another_device_is_float32_and_unknown_precision_is_refused():
+    assert autocast_state("auto", torch.device("meta")) == (False, None)
+    with pytest.raises(ValueError, match="precision='half'.*auto, float32, bfloat16"):
+        autocast(CPU, "half")
