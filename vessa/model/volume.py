@@ -15,8 +15,8 @@ One call (`segment`) does, for a target volume and up to `max_templates` templat
    a slice where the structure was found adds its prediction's memory to the next slice's
    (sam2's previous-frame memory), the encoder still running batched; with `slice_step=k > 1`
    only every k-th slice (and the last) is decoded first, then the slices between two of
-   those only where either shows the structure (the rest are empty: structures spanning
-   fewer than k slices can be missed);
+   those only where either shows the structure (a voxel with probability >= SPARSE_PRESENCE;
+   the rest are empty: structures spanning fewer than k slices can be missed);
 5. maps the best mask's logits back to each slice's grid; probability = sigmoid(logit),
    set to 0 on slices whose object score says the structure is absent.
 Mixed precision by `device.autocast` (default "auto": bf16 on CUDA and on CPUs with bf16
@@ -61,6 +61,10 @@ Progress = Callable[[float], None]
 # distinct slices encoded per template by default: neighbouring slices of one template differ
 # little, and encoding them is a large share of a call (benchmarks/RESULTS.md)
 TEMPLATE_SLICE_LIMIT = 16
+# sparse pass: a decoded slice "shows the structure" when some voxel's probability reaches this,
+# well below the usual 0.5 threshold and above the ~0.02 (sigmoid(-4)) that the location prior
+# leaves outside the structure
+SPARSE_PRESENCE = 0.1
 
 
 @dataclass
@@ -272,7 +276,7 @@ class VolumeSegmenter:
         count, frame = len(target), target.frame
         probability = np.zeros((count, frame.rows, frame.cols), dtype=np.float32)
         confidence = np.zeros(count, dtype=np.float32)
-        found = np.zeros(count, dtype=bool)  # the object score says the structure is there
+        found = np.zeros(count, dtype=bool)  # some voxel at SPARSE_PRESENCE or more
         previous: dict[str, tuple | None] = {"memory": None}
 
         def step(rows: np.ndarray) -> None:
@@ -286,11 +290,10 @@ class VolumeSegmenter:
                 logits, objects, scores = _summary(
                     self._decode(features, memory, index[rows], text_embedding, None, prior)
                 )
-            present = (objects > 0).view(-1)
-            probability[rows] = (torch.sigmoid(frame.from_square(logits)) * present.float().view(-1, 1, 1, 1)
-                                 ).squeeze(1).cpu().numpy()
+            present = (objects > 0).float().view(-1, 1, 1, 1)
+            probability[rows] = (torch.sigmoid(frame.from_square(logits)) * present).squeeze(1).cpu().numpy()
             confidence[rows] = scores.cpu().numpy()
-            found[rows] = present.cpu().numpy()
+            found[rows] = probability[rows].max(axis=(1, 2)) >= SPARSE_PRESENCE
 
         if self.slice_step == 1:
             self._batched(np.arange(count), step, report)
