@@ -1,6 +1,8 @@
 """Stage-1 segmentation speed: bare image encoder vs `vessa segment` vs sam2's own predictor loop.
 
-One `TemplateAssistant` (random weights: speed does not depend on the weights) serves all four:
+One `TemplateAssistant` serves all four: random weights by default (speed does not depend on them, except
+with a sparse pass `--slice-step k`, which decodes the slices next to what the model finds), or trained ones
+with `--checkpoint` (their model layout then overrides --model/--image-size/--fine-levels/--location-prior):
 (1) encoder:   `assistant.encode` (sam2 `forward_image`) on the prepared target slices, same batch as (2);
 (2) vessa:     `VolumeSegmenter.segment` on the volume: intensity, slicing, template encoding, matching,
                prompts, memory attention, decoding and mapping back to the grid, all included;
@@ -20,6 +22,7 @@ Peak memory above the pipeline's start (the shared weights, printed apart, exclu
 given on wall time and on process CPU time (steadier on a loaded machine).
 
     .venv/bin/python benchmarks/bench_segment.py --model tiny --image-size 512 --slices 16 --json out.json
+    .venv/bin/python benchmarks/bench_segment.py --checkpoint vessa-starter --region largest --slice-step 2
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
+from bench_quality import region_cases
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from vessa.io import Template, Volume, read_volume
 from vessa.model.assistant import TemplateAssistant
+from vessa.model.checkpoint import load_assistant
 from vessa.model.config import FINE_LEVELS, PRECISIONS, MatchingConfig, ModelConfig
 from vessa.model.device import autocast, resolve_device
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
@@ -51,6 +56,7 @@ from vessa.model.slicing import SquareFrame, array_spacing, slicing_axis, templa
 from vessa.model.volume import TEMPLATE_SLICE_LIMIT, VolumeSegmenter
 from vessa.samples import load_manifest
 from vessa.segment import templates_from_pairs
+from vessa.weights import resolve_weights
 
 PIPELINES = {"encoder": "(1) bare image encoder", "vessa": "(2) vessa segment",
              "sam2_loop": "(3) SAM2ImagePredictor loop", "vessa_rerun": "(2r) vessa segment, re-run (features cached)"}
@@ -71,7 +77,14 @@ def synthetic_ct(shape: tuple[int, int, int], seed: int) -> tuple[Volume, np.nda
 
 
 def load_inputs(args: argparse.Namespace) -> tuple[Volume, list[Template]]:
-    """The target volume and `--templates` templates (synthetic, or pyradiomics cases for `--image`)."""
+    """The target volume and `--templates` templates (synthetic; pyradiomics cases for `--image`;
+    for `--region`, bench_quality's deformed Colin27 and its template subjects)."""
+    if args.region:
+        target, _, copies = region_cases(args.region_count)
+        name = args.region if args.region in copies[0][1] else sorted(copies[0][1])[0]
+        args.text, args.modality = name, "MR"
+        return target, [Template(image, masks[name], name, case_id=f"colin27_copy{i}", modality="MR")
+                        for i, (image, masks) in enumerate(copies[: args.templates])]
     if args.image is None:
         image, _ = synthetic_ct(tuple(args.shape), seed=0)
         return image, [Template(*synthetic_ct(tuple(args.shape), seed), args.text, case_id=f"synthetic{seed}",
@@ -222,6 +235,11 @@ def main() -> None:
     parser.add_argument("--image", help="a real volume instead (templates: other pyradiomics cases)")
     parser.add_argument("--modality", default="CT")
     parser.add_argument("--text", default="lesion", help="structure name (and text prompt)")
+    parser.add_argument("--region", help="instead: bench_quality's deformed Colin27 and this Harvard-Oxford region "
+                                         "(a name among the --region-count largest; 'largest' for the largest)")
+    parser.add_argument("--region-count", type=int, default=1, help="largest Harvard-Oxford regions to load")
+    parser.add_argument("--checkpoint", help="trained weights (file or `vessa weights` name, e.g. vessa-starter) "
+                                             "instead of random ones; the model layout options are then its own")
     parser.add_argument("--templates", type=int, default=1, choices=[1, 2, 3])
     parser.add_argument("--slices", type=int, default=0, help="time N evenly spaced slices (0: all)")
     parser.add_argument("--device", default="auto")
@@ -245,9 +263,15 @@ def main() -> None:
     torch.manual_seed(0)
     load_start = os.getloadavg()[0]
     image, templates = load_inputs(args)
-    assistant = TemplateAssistant(ModelConfig(sam2_config=args.model, image_size=args.image_size,
-                                              matching=MatchingConfig(fine_levels=args.fine_levels),
-                                              location_prior=args.location_prior))
+    if args.checkpoint:  # trained weights and their layout
+        assistant = load_assistant(resolve_weights(args.checkpoint))
+        config = assistant.config
+        args.model, args.image_size = config.sam2_config, config.image_size
+        args.fine_levels = config.matching.fine_levels
+    else:
+        assistant = TemplateAssistant(ModelConfig(sam2_config=args.model, image_size=args.image_size,
+                                                  matching=MatchingConfig(fine_levels=args.fine_levels),
+                                                  location_prior=args.location_prior))
     limit = args.template_slice_limit or None
     options = {"batch_size": args.batch_size, "precision": args.precision, "slice_step": args.slice_step,
                "template_slice_limit": limit}
@@ -278,7 +302,9 @@ def main() -> None:
     print(f"\nmodel {args.model} @ {args.image_size}, device {device}, {str(dtype).removeprefix('torch.')}, "
           f"batch {args.batch_size}, matching levels embedding + {args.fine_levels}, slice step {args.slice_step}, "
           f"template slice limit {limit}, torch {torch.__version__}; {machine}")
-    print(f"input {args.image or 'synthetic CT'} {image.shape}, {total} slices along axis {axis}; "
+    source = f"Colin27 (deformed) {args.text}" if args.region else args.image or "synthetic CT"
+    print(f"weights: {args.checkpoint or 'random'}")
+    print(f"input {source} {image.shape}, {total} slices along axis {axis}; "
           f"{len(templates)} template(s), (2) encodes {template_slice_count(templates, axis, count, limit)} template "
           f"slices for {count} target slices ({template_slice_count(templates, axis, total, limit)} for all {total}) "
           f"and (2) decodes {decoded[-1]} of the {count} target slices; "
