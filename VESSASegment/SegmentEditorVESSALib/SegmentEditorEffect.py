@@ -26,7 +26,8 @@ SAM2-based model guided by <b>templates</b> (other volumes with a segment of the
 template bank) and a <b>text</b> (the segment's name or a typed description).<br>
 <b>VESSA auto-segment</b> runs in the background; the result appears as a preview: adjust the
 threshold, check the least confident slices (<b>Next slice to check</b>), then <b>Apply</b> (the
-editable area and overwrite settings apply; Ctrl+Z undoes) or <b>Cancel</b>.</html>"""
+editable area and overwrite settings apply; Ctrl+Z undoes) or <b>Cancel</b>. <b>Fast pass</b>
+segments every other slice first and then only the slices next to the structure.</html>"""
 
 
 class EffectSegmentModifier:

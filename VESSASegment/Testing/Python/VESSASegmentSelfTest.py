@@ -84,6 +84,8 @@ class VESSASegmentSelfTest(ScriptedLoadableModuleTest):
         effect.setParameter("checkpoint", checkpoint)
         effect.setParameter("allowUntrained", str(not checkpoint))
         vessa.updateGUIFromMRML()
+        vessa.ui.fastPassCheckBox.checked = True  # the sparse pass: every other slice first
+        self.assertEqual(effect.parameter("fastPass"), "True")
         self.assertTrue(vessa.ui.autoSegmentButton.enabled, vessa.ui.autoSegmentButton.toolTip)
 
         self.delayDisplay(f"VESSA auto-segment with {checkpoint or 'an untrained model (pipeline check only)'}")
