@@ -81,7 +81,11 @@ def load_inputs(args: argparse.Namespace) -> tuple[Volume, list[Template]]:
     for `--region`, bench_quality's deformed Colin27 and its template subjects)."""
     if args.region:
         target, _, copies = region_cases(args.region_count)
-        name = args.region if args.region in copies[0][1] else sorted(copies[0][1])[0]
+        names = list(copies[0][1])  # largest first
+        if args.region != "largest" and args.region not in names:
+            raise SystemExit(f"--region {args.region}: not among the {len(names)} largest Harvard-Oxford regions "
+                             f"({', '.join(names)}); raise --region-count or give 'largest'")
+        name = names[0] if args.region == "largest" else args.region
         args.text, args.modality = name, "MR"
         return target, [Template(image, masks[name], name, case_id=f"colin27_copy{i}", modality="MR")
                         for i, (image, masks) in enumerate(copies[: args.templates])]
