@@ -20,6 +20,10 @@ slices that (2) encodes stays that of the whole volume) and extrapolates s/volum
 Peak memory above the pipeline's start (the shared weights, printed apart, excluded): CUDA
 `max_memory_allocated`; CPU: RSS (after glibc `malloc_trim`) sampled with psutil every 2 ms. Ratios are
 given on wall time and on process CPU time (steadier on a loaded machine).
+`--flops`: each pipeline once more under torch's `FlopCounterMode` (matmuls, convolutions and attention,
+counted with the math attention kernel; elementwise work not counted): GFLOP per volume, the GFLOP/s its
+timed median reached, and the ratios the FLOPs alone allow ((2)/(1) can be at most FLOP(1)/FLOP(2) at equal
+efficiency).
 
     .venv/bin/python benchmarks/bench_segment.py --model tiny --image-size 512 --slices 16 --json out.json
     .venv/bin/python benchmarks/bench_segment.py --checkpoint vessa-starter --region largest --slice-step 2
@@ -45,6 +49,8 @@ import psutil
 import torch
 from bench_quality import region_cases
 from sam2.sam2_image_predictor import SAM2ImagePredictor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from vessa.io import Template, Volume, read_volume
 from vessa.model.assistant import TemplateAssistant
@@ -161,8 +167,7 @@ def pipelines(segmenter: VolumeSegmenter, cached: VolumeSegmenter, volume: Volum
     row_spacing, col_spacing = (array_spacing(volume.spacing)[a] for a in range(3) if a != axis)
     frame = SquareFrame.for_slices(stack.shape[1], stack.shape[2], row_spacing, col_spacing, size)
     images = normalize_for_sam(frame.to_square(torch.from_numpy(np.ascontiguousarray(stack))[:, None]).to(device))
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
+    images = images.contiguous(memory_format=torch.channels_last)  # as VolumeSegmenter._prepare
     rgb = np.repeat((stack * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
     predictor = SAM2ImagePredictor(assistant.sam)
     predictor._bb_feat_sizes = [(size // 4,) * 2, (size // 8,) * 2, (size // 16,) * 2]  # sam2 assumes 1024
@@ -203,9 +208,19 @@ def measure(run, n: int, device: torch.device) -> dict[str, float]:
     return {"wall_s": wall, "cpu_s": cpu, "peak_bytes": memory.bytes}
 
 
+def count_flops(run, n: int) -> dict[str, int]:
+    """FLOPs of `run(n)`, in all ("total") and per top-level module class (ImageEncoder, MemoryAttention, ...);
+    torch's FlopCounterMode, attention through the math kernel so that it is counted."""
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False, depth=1) as counter:
+        run(n)
+    parts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items() if "." not in name}
+    return {"total": parts.pop("Global", 0)} | dict(sorted(parts.items(), key=lambda item: -item[1]))
+
+
 def summarise(samples: dict[str, list[dict[str, float]]], count: int, total: int, cuda: bool, full_ct: bool,
-              weights_mib: float) -> dict:
-    """Per-pipeline medians and the target checks; ratios on wall and on CPU time."""
+              weights_mib: float, flops: dict[str, dict[str, int]]) -> dict:
+    """Per-pipeline medians (and GFLOP, GFLOP/s with `flops`) and the target checks; ratios on wall and on CPU
+    time."""
     rows = {}
     for name, runs in samples.items():
         wall, cpu = (statistics.median(s[key] for s in runs) for key in ("wall_s", "cpu_s"))
@@ -213,6 +228,10 @@ def summarise(samples: dict[str, list[dict[str, float]]], count: int, total: int
                       "cpu_s_per_volume": cpu * total / count, "peak_mib": max(s["peak_bytes"] for s in runs) / 2**20,
                       "samples": runs}
     ours = rows["vessa"]
+    if flops:
+        for name, parts in flops.items():
+            rows[name] |= {"gflop_per_volume": parts["total"] * total / count / 1e9,
+                           "gflop_per_s": parts["total"] / rows[name]["wall_s"] / 1e9, "flops": parts}
 
     def speedup(other: str, target: float, pipeline: str = "vessa") -> dict:
         wall, cpu = (rows[other][key] / rows[pipeline][key] for key in ("wall_s", "cpu_s"))
@@ -259,6 +278,7 @@ def main() -> None:
     parser.add_argument("--template-slice-limit", type=int, default=TEMPLATE_SLICE_LIMIT,
                         help="(2) and (2r): distinct slices encoded per template (0: no limit)")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--flops", action="store_true", help="count each pipeline's FLOPs (one more run each)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="then run (2) once more under cProfile (CPU time; wall time on CUDA) and print "
@@ -296,7 +316,8 @@ def main() -> None:
             samples[name].append(measure(run, count, device))
     cuda, extrapolated = device.type == "cuda", count < total
     weights_mib = sum(t.numel() * t.element_size() for t in [*assistant.parameters(), *assistant.buffers()]) / 2**20
-    result = summarise(samples, count, total, cuda, image.shape == (200, 512, 512), weights_mib)
+    flops = {name: count_flops(run, count) for name, run in runs.items()} if args.flops else {}
+    result = summarise(samples, count, total, cuda, image.shape == (200, 512, 512), weights_mib, flops)
     machine = (torch.cuda.get_device_name(device) if cuda else
                f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                f"{torch.get_num_threads()} torch threads, load average {load_start:.1f} -> {os.getloadavg()[0]:.1f}")
@@ -324,6 +345,16 @@ def main() -> None:
     for label, c in result["checks"].items():
         met = c["met"] if isinstance(c["met"], str) else "yes" if c["met"] else "NO"
         print(f"| {label} | {c['wall']:.2f} | {c['cpu']:.2f} | {c['target']} | {met} |")
+    if flops:
+        rows = result["pipelines"]
+        print(f"\n| pipeline | GFLOP per volume ({total} slices) | GFLOP/s reached |\n|---|---|---|")
+        for name, row in rows.items():
+            print(f"| {PIPELINES[name]} | {row['gflop_per_volume']:.0f} | {row['gflop_per_s']:.0f} |")
+        ours = flops["vessa"]
+        print("(2) by module: " + ", ".join(f"{name} {value / ours['total']:.0%}" for name, value in ours.items()
+                                            if name != "total" and value >= 0.005 * ours["total"]))
+        print(f"FLOPs allow at most (2) / (1) = {flops['encoder']['total'] / ours['total']:.2f} and (2) / (3) = "
+              f"{flops['sam2_loop']['total'] / ours['total']:.2f} at equal GFLOP/s")
     if args.profile:
         # CPU time on CPU; wall time on CUDA, where the host waits for kernels and CPU time is spread over threads
         profile = cProfile.Profile(time.perf_counter if segmenter.device.type == "cuda" else time.process_time)

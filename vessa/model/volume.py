@@ -20,7 +20,7 @@ One call (`segment`) does, for a target volume and up to `max_templates` templat
 5. maps the best mask's logits back to each slice's grid; probability = sigmoid(logit),
    set to 0 on slices whose object score says the structure is absent.
 Mixed precision by `device.autocast` (default "auto": bf16 on CUDA and on CPUs with bf16
-instructions); channels-last on CUDA; always `torch.inference_mode`. A CUDA out-of-memory
+instructions); channels-last weights and inputs; always `torch.inference_mode`. A CUDA out-of-memory
 error halves the batch size and retries; at batch size 1 the model moves to the CPU (logged)
 and the call restarts there.
 """
@@ -194,9 +194,7 @@ class VolumeSegmenter:
     def _move_to(self, device: torch.device) -> None:
         self.cache.clear()
         self.device = device
-        self.assistant.to(device)
-        if device.type == "cuda":
-            self.assistant.to(memory_format=torch.channels_last)
+        self.assistant.to(device).to(memory_format=torch.channels_last)
 
     def segment(
         self,
@@ -327,10 +325,7 @@ class VolumeSegmenter:
         return logits, objects, scores, previous
 
     def _prepare(self, unit: torch.Tensor) -> torch.Tensor:
-        images = normalize_for_sam(unit)
-        if self.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images
+        return normalize_for_sam(unit).contiguous(memory_format=torch.channels_last)
 
     def _features(self, slices: _Slices, rows: np.ndarray) -> ImageFeatures:
         """Encoder features of the given rows of `slices`, through the feature cache."""
