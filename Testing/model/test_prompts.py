@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from synthetic_features import TARGET_REGION, region_mask, synthetic_pair
 
 from vessa.model.config import MatchingConfig
 from vessa.model.matching import MaskedFeatureMatcher
-from vessa.model.prompts import PromptGenerator
+from vessa.model.prompts import PromptGenerator, _component_at
 
 SIZE, GRID = 256, 16  # input pixels, embedding cells (stride 16)
 
@@ -66,6 +68,30 @@ def test_box_follows_the_best_component_only():
     prompts = PromptGenerator(MatchingConfig(), SIZE)(sim, 1.0 - sim)
     assert prompts.boxes[0].tolist() == BLOB_BOX
     assert cell_of(prompts.point_coords[0, 1]) in {(r, c) for r in range(12, 15) for c in range(1, 4)}
+
+
+def serpentine(size: int) -> torch.Tensor:
+    """One 8-connected path zig-zagging over every 4th row: a component ~size^2 / 4 cells long."""
+    region = torch.zeros(size, size, dtype=torch.bool)
+    for row in range(0, size, 4):
+        region[row] = True
+        region[row + 1 : row + 4, size - 1 if row % 8 == 0 else 0] = True
+    return region
+
+
+@pytest.mark.parametrize("steps_per_check", [1, 4])
+def test_component_matches_scipy_labelling(steps_per_check):
+    generator = torch.Generator().manual_seed(0)
+    regions = torch.stack([torch.rand(48, 48, generator=generator) > 0.45, serpentine(48),
+                           torch.zeros(48, 48, dtype=torch.bool)])[:, None]
+    seeds = torch.tensor([int(torch.nonzero(regions[0, 0].flatten())[7]), 0, 5])  # the last one is outside
+    got = _component_at(regions, seeds, steps_per_check)
+    for image, seed, component in zip(regions[:, 0].numpy(), seeds.tolist(), got[:, 0].numpy(), strict=True):
+        labels, _ = ndimage.label(image, structure=np.ones((3, 3)))
+        seed_label = labels.flat[seed]
+        expected = labels == seed_label if seed_label else np.zeros_like(image)
+        np.testing.assert_array_equal(component, expected)
+    assert got[1].sum() == serpentine(48).sum()  # the whole path, reached through ~600 dilations
 
 
 def test_batch_is_handled_per_image():
