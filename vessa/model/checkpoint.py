@@ -12,7 +12,6 @@ file. Official SAM2.1 files (`{"model": sam2 state_dict}`) load into the sam2 pa
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from vessa.errors import CheckpointError
 from vessa.io import atomic_path
 from vessa.model.assistant import TemplateAssistant
 from vessa.model.config import SAM2_CONFIGS, ModelConfig
+from vessa.model.state_file import load_strict, read_checkpoint, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +30,6 @@ FORMAT = "vessa-stage1/1"
 OFFICIAL_IMAGE_SIZE = 1024
 # Hiera trunks of the sam2.1 configs: (number of blocks, first embedding dim) -> variant.
 _HIERA_VARIANTS = {(12, 96): "tiny", (16, 96): "small", (24, 112): "base_plus", (48, 144): "large"}
-
-
-def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the sorted keys with each tensor's dtype, shape and raw bytes."""
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        tensor = state_dict[key].detach().cpu().contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def save_checkpoint(
@@ -65,23 +55,6 @@ def save_checkpoint(
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw content of a checkpoint file (`weights_only=True`); CheckpointError if unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # the weights-only unpickler raises many types on arbitrary bytes
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (corrupt or not a torch.save file: {reason})"
-        ) from None
-    if not isinstance(content, dict):
-        raise CheckpointError(f"{path}: not a checkpoint (holds a {type(content).__name__}, not a dict)")
-    return content
 
 
 def load_assistant(path: str | Path) -> TemplateAssistant:
@@ -114,7 +87,7 @@ def load_assistant(path: str | Path) -> TemplateAssistant:
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: invalid model config ({error})") from None
     assistant = TemplateAssistant(config)
-    _load_strict(assistant, state, path)
+    load_strict(assistant, state, path)
     return assistant
 
 
@@ -142,20 +115,4 @@ def sam2_variant(state_dict: dict[str, torch.Tensor], path: str | Path) -> str:
 def _load_sam2_state(assistant: TemplateAssistant, state: dict[str, torch.Tensor], path: str | Path) -> None:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: the 'model' entry is not a state dict")
-    _load_strict(assistant.sam, state, path)
-
-
-def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
-    """load_state_dict with the key and shape checks reported as one CheckpointError line."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    problems = [
-        f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})"
-        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong))
-        if keys
-    ]
-    if problems:
-        raise CheckpointError(f"{path}: weights do not fit the model: {'; '.join(problems)}")
-    module.load_state_dict(state, strict=True)
+    load_strict(assistant.sam, state, path)

@@ -1,0 +1,58 @@
+"""Reading weight files and checking state dicts, with torch only (no model imports).
+
+`weights_sha256` is the content digest stored in VESSA's weight files: it depends on the
+tensors alone, not on how `torch.save` laid out the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vessa.errors import CheckpointError
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the sorted keys with each tensor's dtype, shape and raw bytes."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw content of a checkpoint file (`weights_only=True`); CheckpointError if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # the weights-only unpickler raises many types on arbitrary bytes
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (corrupt or not a torch.save file: {reason})"
+        ) from None
+    if not isinstance(content, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (holds a {type(content).__name__}, not a dict)")
+    return content
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """load_state_dict with the key and shape checks reported as one CheckpointError line."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    problems = [
+        f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})"
+        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong))
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(f"{path}: weights do not fit the model: {'; '.join(problems)}")
+    module.load_state_dict(state, strict=True)
