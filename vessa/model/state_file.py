@@ -1,7 +1,9 @@
-"""Reading weight files and checking state dicts, with torch only (no model imports).
+"""Reading and writing weight files and checking state dicts, with torch only (no model imports).
 
 `weights_sha256` is the content digest stored in VESSA's weight files: it depends on the
-tensors alone, not on how `torch.save` laid out the file.
+tensors alone, not on how `torch.save` laid out the file. A weight file (`save_weights_file`)
+is `{"format": str, "state_dict": {...}, "sha256": weights_sha256, "metadata": {...}}`, plain
+types only, so it loads with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,31 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(content, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(content).__name__}, not a dict)")
+    return content
+
+
+def save_weights_file(
+    state_dict: dict[str, torch.Tensor], path: str | Path, file_format: str, metadata: dict[str, Any]
+) -> Path:
+    """Write `state_dict` atomically as a weight file of `file_format`, with its digest and `metadata`."""
+    from vessa.io.atomic import atomic_path
+
+    state = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
+    payload = {"format": file_format, "state_dict": state, "sha256": weights_sha256(state), "metadata": dict(metadata)}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def read_weights_file(path: str | Path, file_format: str) -> dict[str, Any]:
+    """The content of a weight file of `file_format`, after checking that its weights match their digest."""
+    content = read_checkpoint(path)
+    if content.get("format") != file_format:
+        raise CheckpointError(f"{path}: weight file format {content.get('format')!r}, expected {file_format!r}")
+    state = content.get("state_dict")
+    if not isinstance(state, dict) or weights_sha256(state) != content.get("sha256"):
+        raise CheckpointError(f"{path}: weights do not match their SHA-256 (file corrupt or edited)")
     return content
 
 
