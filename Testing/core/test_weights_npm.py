@@ -130,7 +130,7 @@ def test_cli_tarball_option(tmp_path, no_npm, capsys):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"exit_code": 1, "message": "npm error 404 Not Found - GET https://registry.npmjs.org/x"}, "exit 1.*404"),
+        ({"exit_code": 1, "message": "npm error code E404\nnpm error 404 Not Found - GET x"}, r"\(exit 1\): 404 Not"),
         ({"tarball": None}, "wrote 0 .tgz files"),
         ({"sleep": 3}, "did not finish within 0 s"),
     ],
