@@ -61,6 +61,7 @@ REQUIREMENTS = (
     Requirement("psutil", "psutil>=5.9"),
     Requirement("yaml", "pyyaml>=6"),
     Requirement("matplotlib", "matplotlib>=3.7"),
+    Requirement("onnx", "onnx>=1.15"),
 )
 
 
