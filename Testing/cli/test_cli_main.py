@@ -43,8 +43,9 @@ def test_verbose_is_off_by_default():
 
 def test_sigterm_while_writing_is_an_interrupt_that_removes_the_temporary_file(tmp_path, monkeypatch, capsys):
     _, ref = write_case(tmp_path, "ref")
-    plot = tmp_path / "dice.png"
+    plot, scores = tmp_path / "dice.png", tmp_path / "s.csv"
     plot.write_bytes(b"old plot")
+    scores.write_text("old scores")
 
     def killed_while_saving(figure, path, **kwargs):
         with open(path, "wb") as handle:
@@ -53,9 +54,9 @@ def test_sigterm_while_writing_is_an_interrupt_that_removes_the_temporary_file(t
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", killed_while_saving)
     handler = signal.getsignal(signal.SIGTERM)
-    code = main(["evaluate", "--pred", str(ref), "--ref", str(ref), "--csv", str(tmp_path / "s.csv"),
+    code = main(["evaluate", "--pred", str(ref), "--ref", str(ref), "--csv", str(scores),
                  "--plot", str(plot)])
     assert code == 143 and "vessa evaluate: interrupted (SIGTERM)" in capsys.readouterr().err
-    assert plot.read_bytes() == b"old plot"
+    assert plot.read_bytes() == b"old plot" and scores.read_text() == "old scores"  # neither half of the set
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert signal.getsignal(signal.SIGTERM) is handler  # put back
