@@ -6,6 +6,7 @@ written voxel is known; Apply goes through Slicer's own segment editor logic, as
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -390,7 +391,7 @@ def test_model_error_fails_the_job_with_its_message(scene):
     assert state.error == "text prompt '': must be a non-empty string"
 
 
-def test_cuda_out_of_memory_falls_back_to_the_cpu(scene):
+def test_cuda_out_of_memory_falls_back_to_the_cpu_for_that_segment_only(scene):
     torch = pytest.importorskip("torch")
     gpu = ThresholdPredictor(device="cuda", error=torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
     cpu = ThresholdPredictor(device="cpu")
@@ -403,23 +404,38 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu(scene):
     assert CPU_FALLBACK_MESSAGE in state.warnings
     assert len(gpu.calls) == 1 and len(cpu.calls) == 1
     np.testing.assert_array_equal(state.results[0].sourceProbability.array, scene.expected())
-
-
-def test_fallback_inside_the_model_is_reported(scene):
-    """VolumeSegmenter moves itself to the CPU on OOM at batch 1; the job tells the user."""
-
-    class MovesToCpu(ThresholdPredictor):
-        def segment(self, *args, **kwargs):
-            result = super().segment(*args, **kwargs)
-            self.device = "cpu"
-            return result
-
-    logic = SegmentLogic(loader=loader_for({"cuda": MovesToCpu(device="cuda")}))
-    settings = Parameters(checkpoint="x", device="cuda")
+    gpu.error = None  # memory is free again: the next run is on the GPU
     state = logic.start(
         settings, logic.request(settings, scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]])
     ).wait(10)
-    assert state.status == JobStatus.FINISHED and CPU_FALLBACK_MESSAGE in state.warnings
+    assert len(gpu.calls) == 2 and len(cpu.calls) == 1 and CPU_FALLBACK_MESSAGE not in state.warnings
+
+
+def test_fallback_inside_the_model_is_reported_on_every_run(scene):
+    """VolumeSegmenter runs a call on the CPU after OOM at batch 1 (its result says so) and
+    starts the next call on the GPU again; each run that fell back tells the user."""
+
+    class FallsBackToCpu(ThresholdPredictor):
+        def segment(self, *args, **kwargs):
+            result = super().segment(*args, **kwargs)
+            return dataclasses.replace(result, device="cpu")
+
+    gpu = FallsBackToCpu(device="cuda")
+    logic = SegmentLogic(loader=loader_for({"cuda": gpu}))
+    settings = Parameters(checkpoint="x", device="cuda")
+    for _ in range(2):
+        request = logic.request(settings, scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]])
+        state = logic.start(settings, request).wait(10)
+        assert state.status == JobStatus.FINISHED and CPU_FALLBACK_MESSAGE in state.warnings
+    assert gpu.device == "cuda" and len(gpu.calls) == 2
+
+
+def test_a_gpu_result_is_not_reported_as_a_fallback(scene):
+    logic = SegmentLogic(loader=loader_for({"cuda": ThresholdPredictor(device="cuda")}))
+    settings = Parameters(checkpoint="x", device="cuda")
+    request = logic.request(settings, scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]])
+    state = logic.start(settings, request).wait(10)
+    assert state.status == JobStatus.FINISHED and CPU_FALLBACK_MESSAGE not in state.warnings
 
 
 def test_other_errors_are_one_line_messages(scene):

@@ -3,8 +3,10 @@
 The GUI thread starts the job and polls `state()` from a QTimer; it never waits on the model.
 Cancel takes effect at the model's next progress report (the callback raises inside the
 model), or at the latest when the current segment is done; a cancelled job has no results.
-CUDA out of memory while loading or running moves the work to the CPU with a message
-(VolumeSegmenter itself first halves its batch; a move it makes on its own is reported too).
+CUDA out of memory while loading or running moves that segment's work to the CPU with a
+message (VolumeSegmenter itself first halves its batch, then falls back for that call: a result
+computed on the CPU by a GPU model is reported too); the next segment and the next run start
+on the chosen device again, and warn again if they fall back again.
 """
 
 from __future__ import annotations
@@ -143,7 +145,6 @@ class AutoSegmentJob:
         image, modality = self._request.image, self._request.modality
         try:
             predictor = self._predictorFor(self._device)
-            before = str(getattr(predictor, "device", self._device))
             prediction = predictor.segment(image, task.templates, task.text, progress=progress, modality=modality)
         except _Cancelled:
             raise
@@ -151,11 +152,10 @@ class AutoSegmentJob:
             if self._device == "cpu" or not _isOutOfMemory(error):
                 raise
             self._warn(CPU_FALLBACK_MESSAGE)
-            self._device = "cpu"
             return self._predictorFor("cpu").segment(
                 image, task.templates, task.text, progress=progress, modality=modality
             )
-        if before.startswith("cuda") and str(getattr(predictor, "device", before)) == "cpu":
+        if str(predictor.device).startswith("cuda") and prediction.device == "cpu":
             self._warn(CPU_FALLBACK_MESSAGE)
         return prediction
 
