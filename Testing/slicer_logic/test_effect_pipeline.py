@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 import slicer
 import vtk
-from effect_scene import LEVEL, SHAPE, EffectScene, ThresholdPredictor, bright_box_volume, loader_for
+from effect_scene import (
+    LEVEL,
+    SHAPE,
+    EffectScene,
+    ThresholdPredictor,
+    bright_box_volume,
+    loader_for,
+    rotation,
+)
 from scipy.ndimage import map_coordinates
 from VESSASegmentLib import scene_io
 from VESSASegmentLib.apply_logic import ApplyLogic
@@ -240,6 +248,76 @@ def test_parent_transform_of_the_segmentation_is_followed(scene, predictor):
     expected = np.zeros(SHAPE, np.float32)
     expected[:-2] = scene.expected()[2:]  # world point p is segmentation point p - shift
     np.testing.assert_allclose(probability, expected, atol=1e-4)
+
+
+def move_source(scene: EffectScene, toWorld: np.ndarray):
+    """Put the source volume (not its segmentation) under a linear transform."""
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    slicer.util.updateTransformMatrixFromArray(transform, toWorld)
+    scene.volumeNode.SetAndObserveTransformNodeID(transform.GetID())
+    return transform
+
+
+def two_slices_along_k(scene: EffectScene) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, 3] = np.diag([-1, -1, 1]) @ scene.target.direction @ np.array([0.0, 0.0, 3.0 * 2])  # LPS -> RAS
+    return matrix
+
+
+def test_a_transformed_source_volume_is_followed_by_preview_overlay_and_navigation(scene, predictor):
+    """The source volume is moved two slices along k in the world, its segmentation is not: the
+    preview, the confidence overlay and 'Next slice to check' all show the box where it is now."""
+    toWorld = two_slices_along_k(scene)
+    move_source(scene, toWorld)
+    state = run_job(scene, predictor)
+    expected = np.zeros(SHAPE, np.float32)
+    expected[2:] = scene.expected()[:-2]  # segmentation voxel k sees source voxel k - 2
+    np.testing.assert_allclose(arrayFromOrientedImage(state.results[0].probability), expected, atol=1e-4)
+    preview = PreviewLogic(scene.segmentationNode, state.results, 0.5, 0.6)
+    world = toWorld @ scene.target.ijk_to_ras()
+    np.testing.assert_allclose(scene_io.node_ijk_to_ras(preview.overlay.volumeNode), world, atol=1e-9)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(preview.overlay.volumeNode) > 0, scene.expected())
+    stop = preview.navigator.next()
+    centre = np.argwhere(scene.expected()[4]).mean(axis=0)  # (j, i) of the box in source slice 4
+    np.testing.assert_allclose(stop.ras, (world @ [centre[1], centre[0], 4, 1.0])[:3], atol=1e-9)
+    preview.remove()
+
+
+def test_a_rotated_source_volume_places_overlay_and_navigation_in_the_world(scene, predictor):
+    toWorld = np.eye(4)
+    toWorld[:3, :3] = rotation((0.0, 1.0, 1.0), 0.4)
+    toWorld[:3, 3] = [4.0, -6.0, 9.0]
+    move_source(scene, toWorld)
+    preview = PreviewLogic(scene.segmentationNode, run_job(scene, predictor).results, 0.5, 0.6)
+    world = toWorld @ scene.target.ijk_to_ras()
+    np.testing.assert_allclose(scene_io.node_ijk_to_ras(preview.overlay.volumeNode), world, atol=1e-9)
+    stop = preview.navigator.next()
+    centre = np.argwhere(scene.expected()[4]).mean(axis=0)
+    np.testing.assert_allclose(stop.ras, (world @ [centre[1], centre[0], 4, 1.0])[:3], atol=1e-9)
+    preview.remove()
+
+
+def test_the_source_transform_is_copied_when_the_run_is_requested(scene, predictor):
+    """The worker uses the transform as it was at the click, not a live VTK transform the user
+    may change (here: moves the volume back) while the model runs."""
+    transform = move_source(scene, two_slices_along_k(scene))
+    logic = SegmentLogic(loader=loader_for({"cpu": predictor}))
+    settings = Parameters(checkpoint="test", device="cpu")
+    request = logic.request(settings, scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]])
+    slicer.util.updateTransformMatrixFromArray(transform, np.eye(4))
+    state = logic.start(settings, request).wait(30)
+    expected = np.zeros(SHAPE, np.float32)
+    expected[2:] = scene.expected()[:-2]
+    np.testing.assert_allclose(arrayFromOrientedImage(state.results[0].probability), expected, atol=1e-4)
+
+
+def test_a_non_linear_source_transform_is_refused_with_a_message(scene):
+    grid = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLGridTransformNode")
+    grid.SetAndObserveTransformFromParent(vtk.vtkThinPlateSplineTransform())
+    scene.volumeNode.SetAndObserveTransformNodeID(grid.GetID())
+    logic = SegmentLogic(loader=loader_for({}))
+    with pytest.raises(GeometryError, match="from 'target' to 'target segmentation' is not linear; harden it"):
+        logic.request(Parameters(checkpoint="x"), scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]])
 
 
 def test_threshold_changes_preview_and_overlay(scene):

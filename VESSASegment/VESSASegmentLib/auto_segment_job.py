@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from .oriented_image import resampleOnto
+from .oriented_image import placedInWorld, resampleOnto
 from .predictor import PredictionResult, Predictor
 from .segment_request import SegmentRequest, SegmentTask, TaskResult
 from .user_message import userMessage
@@ -131,11 +131,11 @@ class AutoSegmentJob:
             raise _Cancelled()
         self._update(message=f"preparing the preview of {label}")
         probability = prediction.probability
-        onSegmentation = resampleOnto(probability, self._request.reference, self._request.transform)
+        onSegmentation = resampleOnto(probability, self._request.reference, self._request.toSegmentation)
         return TaskResult(
             task,
             onSegmentation,
-            probability,
+            placedInWorld(probability, self._request.toWorld),
             prediction.slice_confidence,
             int(getattr(prediction, "axis", 0)),
             time.perf_counter() - start,

@@ -15,7 +15,7 @@ from vessa.io import TemplateBank
 from . import scene_io
 from .auto_segment_job import AutoSegmentJob
 from .modality import volumeModality
-from .oriented_image import referenceGeometry, transformBetween
+from .oriented_image import matrixBetween, referenceGeometry
 from .parameters import Parameters
 from .predictor import PredictorLoader
 from .segment_request import SegmentRequest, SegmentTask
@@ -47,7 +47,7 @@ class SegmentLogic:
         tasks = [
             self._task(parameters, sourceVolumeNode, segmentationNode, segmentId, bank) for segmentId in segmentIds
         ]
-        return self._request(sourceVolumeNode, segmentationNode, tasks)
+        return self._request(parameters, sourceVolumeNode, segmentationNode, tasks)
 
     def batchRequest(
         self, parameters: Parameters, sourceVolumeNode, segmentationNode
@@ -66,7 +66,7 @@ class SegmentLogic:
                 skipped.append(f"{segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()}: {error}")
         if not tasks:
             raise InputError("no empty segment has templates. " + " ".join(skipped))
-        return self._request(sourceVolumeNode, segmentationNode, tasks), skipped
+        return self._request(parameters, sourceVolumeNode, segmentationNode, tasks), skipped
 
     def start(self, parameters: Parameters, request: SegmentRequest) -> AutoSegmentJob:
         """Start a background job for `request` with the parameters' model and device."""
@@ -114,12 +114,16 @@ class SegmentLogic:
         return SegmentTask(segmentId, name, parameters.promptText(name), collection.templates, collection.warnings)
 
     @staticmethod
-    def _request(sourceVolumeNode, segmentationNode, tasks: list[SegmentTask]) -> SegmentRequest:
+    def _request(
+        parameters: Parameters, sourceVolumeNode, segmentationNode, tasks: list[SegmentTask]
+    ) -> SegmentRequest:
+        """Copy what the worker needs out of the scene (the transforms as matrices, now)."""
         image = scene_io.node_to_volume(sourceVolumeNode)
         return SegmentRequest(
             image,
             volumeModality(sourceVolumeNode, image.array),
             tasks,
             referenceGeometry(segmentationNode),
-            transformBetween(sourceVolumeNode, segmentationNode),
+            matrixBetween(sourceVolumeNode, segmentationNode),
+            matrixBetween(sourceVolumeNode),
         )
