@@ -424,6 +424,27 @@ def test_batch_with_two_structures_applies_both_in_one_undo_step(scene, predicto
     assert not scene_io.segment_mask(scene.segmentationNode, second, scene.volumeNode).any()
 
 
+# ---- warnings ------------------------------------------------------------------------------------
+def test_a_constant_image_and_an_empty_result_are_warned(slicer_scene, predictor):
+    scene = EffectScene(scene_io, bright_box_volume(0).with_array(np.zeros(SHAPE, np.int16)))
+    state = run_job(scene, predictor)
+    assert [w for w in state.warnings if w.startswith("the image is constant (every voxel is 0)")]
+    assert "the result is empty: no voxel of 'liver' reaches probability 0.5 (the model did not find it)" in (
+        state.warnings)
+    assert not [w for w in run_job(EffectScene(scene_io), predictor).warnings if "constant" in w or "empty" in w]
+
+
+def test_fast_pass_over_a_structure_thinner_than_its_step_is_warned(scene, predictor):
+    for node, segmentation in zip(scene.templateNodes, scene.templateSegmentations, strict=True):
+        mask = slicer.util.arrayFromVolume(node) > LEVEL
+        mask[2:] = False  # one slice of the liver is left
+        segment_id = segmentation.GetSegmentation().GetSegmentIDs()[0]
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation, segment_id, node)
+    assert [w for w in run_job(scene, predictor, fastPass=True).warnings
+            if w.startswith("a slice step of 2 exceeds the structure's extent")]
+    assert not [w for w in run_job(scene, predictor).warnings if "slice step" in w]
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 def test_no_source_volume(scene):
     logic = SegmentLogic(loader=loader_for({}))

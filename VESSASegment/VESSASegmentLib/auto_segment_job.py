@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from vessa.plausibility import result_warnings
+
 from .oriented_image import placedInWorld, resampleOnto
 from .predictor import PredictionResult, Predictor
 from .segment_request import SegmentRequest, SegmentTask, TaskResult
@@ -70,7 +72,7 @@ class AutoSegmentJob:
         self._device = device
         self._cancel = threading.Event()
         self._lock = threading.Lock()
-        self._state = JobState(warnings=[w for task in request.tasks for w in task.warnings])
+        self._state = JobState(warnings=list(dict.fromkeys(w for task in request.tasks for w in task.warnings)))
         self._thread = threading.Thread(target=self._run, name="VESSA auto-segment", daemon=True)
 
     def start(self) -> None:
@@ -130,7 +132,9 @@ class AutoSegmentJob:
         if self._cancel.is_set():
             raise _Cancelled()
         self._update(message=f"preparing the preview of {label}")
-        probability = prediction.probability
+        probability, threshold = prediction.probability, self._request.threshold
+        for warning in result_warnings(probability.array >= threshold, task.segmentName, threshold):
+            self._warn(warning)
         onSegmentation = resampleOnto(probability, self._request.reference, self._request.toSegmentation)
         return TaskResult(
             task,

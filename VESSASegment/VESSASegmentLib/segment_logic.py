@@ -11,6 +11,7 @@ import slicer
 
 from vessa.errors import InputError
 from vessa.io import TemplateBank
+from vessa.plausibility import image_warnings
 
 from . import scene_io
 from .auto_segment_job import AutoSegmentJob
@@ -117,8 +118,11 @@ class SegmentLogic:
     def _request(
         parameters: Parameters, sourceVolumeNode, segmentationNode, tasks: list[SegmentTask]
     ) -> SegmentRequest:
-        """Copy what the worker needs out of the scene (the transforms as matrices, now)."""
+        """Copy what the worker needs out of the scene (the transforms as matrices, now) and add
+        the warnings about the image (constant, a slice step above a structure's extent)."""
         image = scene_io.node_to_volume(sourceVolumeNode)
+        for task in tasks:
+            task.warnings += image_warnings(image, task.templates, parameters.sliceStep())
         return SegmentRequest(
             image,
             volumeModality(sourceVolumeNode, image.array),
@@ -126,4 +130,5 @@ class SegmentLogic:
             referenceGeometry(segmentationNode),
             matrixBetween(sourceVolumeNode, segmentationNode),
             matrixBetween(sourceVolumeNode),
+            parameters.threshold,
         )

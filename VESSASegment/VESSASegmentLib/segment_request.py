@@ -30,7 +30,8 @@ class SegmentRequest:
     """image: the source volume (copy); modality: its modality ("" = unknown);
     reference: an empty `vtkOrientedImageData` on the segmentation's reference geometry;
     toSegmentation, toWorld: 4x4 matrices from the volume's coordinates to the segmentation's
-    and to the world's (its parent transforms), copied when the request was made."""
+    and to the world's (its parent transforms), copied when the request was made;
+    threshold: the probability from which a voxel is in the result (for the empty-result warning)."""
 
     image: Volume
     modality: str
@@ -38,6 +39,7 @@ class SegmentRequest:
     reference: object
     toSegmentation: np.ndarray = field(default_factory=lambda: np.eye(4))
     toWorld: np.ndarray = field(default_factory=lambda: np.eye(4))
+    threshold: float = 0.5
 
 
 @dataclass
