@@ -74,17 +74,18 @@ def run_demo(target: str = DEFAULT_TARGET, templates: tuple[str, ...] = DEFAULT_
              device: str = "auto") -> dict[str, float]:
     """Run the demo; returns the scores and timings it printed. Bad cases, a device that is not
     there and an output folder that cannot be written are refused before any work."""
-    from vessa.evaluate import score_masks
     from vessa.io import Template, atomic_paths, check_output, read_segmentation, read_volume, write_volume
     from vessa.io.segmentation import write_segmentation
-    from vessa.model.device import resolve_device
+
+    check_cases(target, templates)
+    paths = [check_output(output / name, "--output") for name in (
+        f"{target}_{structure}.seg.nrrd", f"{target}_{structure}_probability.nrrd", f"{target}_{structure}.png")]
+    from vessa.evaluate import score_masks
+    from vessa.model.device import resolve_device  # imports torch: after the checks that need none
     from vessa.samples import fetch, load_manifest
     from vessa.segment import segment_volume
 
-    check_cases(target, templates)
     resolve_device(device)
-    paths = [check_output(output / name, "--output") for name in (
-        f"{target}_{structure}.seg.nrrd", f"{target}_{structure}_probability.nrrd", f"{target}_{structure}.png")]
     started = time.perf_counter()
     fetch("pyradiomics")
     cases = {case.case_id: case for case in load_manifest("pyradiomics")}

@@ -124,13 +124,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vessa.io import write_volume
-    from vessa.model.device import resolve_device
-
     outputs = _check_outputs(args)
-    resolve_device(args.device)
     if not args.text.strip():
         raise InputError("--text is empty: give the structure's name, as its segment is named in the templates")
+    from vessa.io import write_volume
+    from vessa.model.device import resolve_device  # imports torch: after the checks that need none
+
+    resolve_device(args.device)
     image = read_volume(args.image)
     if args.bank:
         templates = TemplateBank.open(args.bank).templates(args.text)

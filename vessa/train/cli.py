@@ -48,7 +48,8 @@ def _recipe_options(args: argparse.Namespace) -> dict:
 
     given = [f"--{name.replace('_', '-')}" for name in [*RECIPE_DEFAULTS, "output"] if getattr(args, name) is not None]
     if args.spec is not None and given:
-        raise JobError(f"{', '.join(given)} only apply to --recipe; with --spec, set them in the spec file")
+        raise JobError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to --recipe; with --spec, "
+                       "set them in the spec file")
     if args.recipe and args.output is None:
         raise JobError(f"--recipe {args.recipe} needs --output: the folder for its cohort, spec and checkpoints")
     return {name: default if getattr(args, name) is None else getattr(args, name)
