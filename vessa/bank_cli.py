@@ -13,19 +13,19 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bank", help="template banks of exemplar image + segmentation pairs")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create an empty bank folder")
-    create.add_argument("bank")
+    create.add_argument("bank", help="folder of the new bank (created if missing; must not hold a bank)")
     create.set_defaults(func=lambda args: _create(args.bank))
     add = actions.add_parser("add", help="add an image and its segmentation as one case")
-    add.add_argument("bank")
+    add.add_argument("bank", help="bank folder (made with `vessa bank create`)")
     add.add_argument("--image", required=True)
     add.add_argument("--segmentation", required=True, help=".seg.nrrd or label volume")
     add.add_argument("--case-id", help="default: the image file name without suffixes")
-    add.add_argument("--modality", default="", help="CT, MR, ...")
+    add.add_argument("--modality", default="", help="CT, MR, ... (default: none recorded)")
     add.add_argument("--describe", action="append", default=[], metavar="NAME=TEXT",
                      help="a description used as text prompt for segment NAME")
     add.set_defaults(func=_add)
     listing = actions.add_parser("list", help="list the cases and structure names of a bank")
-    listing.add_argument("bank")
+    listing.add_argument("bank", help="bank folder")
     listing.set_defaults(func=_list)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from vessa.errors import InputError
 from vessa.io import Segmentation, read_segmentation
-from vessa.io.atomic import atomic_path
+from vessa.io.atomic import atomic_paths, check_output
 
 
 @dataclass
@@ -39,8 +40,11 @@ def score_masks(predicted: np.ndarray, reference: np.ndarray, spacing_kji) -> tu
     dice = float(compute_dice(pred, ref, include_background=True, ignore_empty=False)[0, 0])
     if not predicted.any() or not reference.any():
         return dice, math.inf
-    hd = compute_hausdorff_distance(pred, ref, include_background=True, percentile=95,
-                                    spacing=[float(s) for s in spacing_kji])
+    with warnings.catch_warnings():
+        # MONAI's own call passes its deprecated `always_return_as_numpy` (MONAI 1.5-1.6): not ours to fix
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+        hd = compute_hausdorff_distance(pred, ref, include_background=True, percentile=95,
+                                        spacing=[float(s) for s in spacing_kji])
     return dice, float(hd[0, 0])
 
 
@@ -48,7 +52,7 @@ def score_segmentations(case: str, predicted: Segmentation, reference: Segmentat
                         structures: list[str] | None = None) -> list[Score]:
     """Scores for each structure (default: every reference segment) of one case."""
     grid = reference.geometry()
-    grid.require_same_grid(predicted.geometry(), f"{case}: predicted segmentation")
+    grid.require_same_grid(predicted.geometry(), f"{case}: predicted segmentation", this="the reference")
     scores = []
     for name in structures or reference.names():
         ref, pred = reference.get(name).mask, predicted.get(name).mask
@@ -57,27 +61,36 @@ def score_segmentations(case: str, predicted: Segmentation, reference: Segmentat
     return scores
 
 
-def write_scores(scores: list[Score], csv_path: str | Path, plot_path: str | Path | None = None) -> None:
-    """Write scores as CSV (and a Dice bar plot per structure when `plot_path` is given)."""
-    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(asdict(scores[0])))
-        writer.writeheader()
-        writer.writerows(asdict(score) for score in scores)
-    if plot_path:
-        import matplotlib
+def write_scores(scores: list[Score], csv_path: str | Path | None, plot_path: str | Path | None = None) -> None:
+    """Write the scores as CSV and/or a Dice bar plot per structure, as one set (both or neither)."""
+    outputs = [path for path in (csv_path, plot_path) if path]
+    with atomic_paths(outputs) as temporaries:
+        written = dict(zip(outputs, temporaries, strict=True))
+        if csv_path:
+            with open(written[csv_path], "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(asdict(scores[0])))
+                writer.writeheader()
+                writer.writerows(asdict(score) for score in scores)
+        if plot_path:
+            _plot_dice(scores, written[plot_path])
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        labels = [f"{s.case}\n{s.structure}" for s in scores]
-        figure, axis = plt.subplots(figsize=(max(4, len(scores) * 0.8), 3.5))
-        axis.bar(range(len(scores)), [s.dice for s in scores], color="#3b7dd8")
-        axis.set_xticks(range(len(scores)), labels, rotation=45, ha="right", fontsize=7)
-        axis.set_ylim(0, 1)
-        axis.set_ylabel("Dice")
-        figure.tight_layout()
-        with atomic_path(plot_path) as tmp:
-            figure.savefig(tmp, dpi=120, format="png")
+def _plot_dice(scores: list[Score], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{s.case}\n{s.structure}" for s in scores]
+    figure, axis = plt.subplots(figsize=(max(4, len(scores) * 0.8), 3.5))
+    axis.bar(range(len(scores)), [s.dice for s in scores], color="#3b7dd8")
+    axis.set_xticks(range(len(scores)), labels, rotation=45, ha="right", fontsize=7)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("Dice")
+    figure.tight_layout()
+    try:
+        figure.savefig(path, dpi=120, format="png")
+    finally:
         plt.close(figure)
 
 
@@ -88,14 +101,17 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pred", nargs="+", required=True, help="predicted segmentations")
     parser.add_argument("--ref", nargs="+", required=True, help="reference segmentations (same order)")
     parser.add_argument("--structure", action="append", help="structure(s) to score (default: all in ref)")
-    parser.add_argument("--csv", default="scores.csv")
-    parser.add_argument("--plot", help="PNG bar plot of Dice")
+    parser.add_argument("--csv", metavar="FILE", help="also write the scores to this CSV file (default: print only)")
+    parser.add_argument("--plot", metavar="FILE", help="also draw the Dice scores as a PNG bar plot")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     if len(args.pred) != len(args.ref):
         raise InputError(f"{len(args.pred)} predictions but {len(args.ref)} references")
+    for path, option in ((args.csv, "--csv"), (args.plot, "--plot")):
+        if path:
+            check_output(path, option)
     scores = []
     for pred, ref in zip(args.pred, args.ref, strict=True):
         scores += score_segmentations(Path(pred).name.split(".")[0], read_segmentation(pred),
@@ -103,5 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     write_scores(scores, args.csv, args.plot)
     for score in scores:
         print(f"{score.case:20s} {score.structure:24s} Dice {score.dice:.3f}  HD95 {score.hd95_mm:.1f} mm")
-    print(f"mean Dice {np.mean([s.dice for s in scores]):.3f} over {len(scores)}; written {args.csv}")
+    written = ", ".join(path for path in (args.csv, args.plot) if path)
+    summary = f"mean Dice {np.mean([s.dice for s in scores]):.3f} over {len(scores)}"
+    print(summary + (f"; wrote {written}" if written else ""))
     return 0

@@ -4,28 +4,42 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from vessa.errors import InputError
-from vessa.io import Segmentation, Template, TemplateBank, Volume, read_segmentation, read_volume
+from vessa.io import (
+    Segmentation,
+    Template,
+    TemplateBank,
+    Volume,
+    atomic_paths,
+    check_output,
+    read_segmentation,
+    read_volume,
+)
+from vessa.io.formats import require_volume_suffix
 from vessa.io.segmentation import default_color, write_segmentation
 from vessa.model.config import PRECISIONS
+from vessa.plausibility import image_modality, image_warnings, modality_warning, result_warnings
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SegmentationOutput:
-    """What `segment_files` produced: the binary segmentation, probabilities, timing, confidence."""
+    """What `segment_volume` produced: the binary segmentation, probabilities, timing, confidence,
+    and warnings about a result that cannot mean much (`vessa.plausibility`)."""
 
     segmentation: Segmentation
     probability: Volume
     slice_confidence: np.ndarray
     seconds: float
     slices_decoded: int
+    warnings: list[str] = field(default_factory=list)
 
 
 def templates_from_pairs(pairs: list[str], name: str) -> list[Template]:
@@ -38,17 +52,26 @@ def templates_from_pairs(pairs: list[str], name: str) -> list[Template]:
         image = read_volume(parts[0])
         segmentation = read_segmentation(parts[1])
         image.require_same_grid(segmentation.geometry(), f"template segmentation {parts[1]}")
-        segment = segmentation.get(name)
-        templates.append(Template(image, segment.mask, segment.name, segment.description, Path(parts[0]).stem))
+        try:
+            segment = segmentation.get(name)
+        except InputError as error:
+            raise InputError(f"template segmentation {parts[1]}: {error}") from None
+        if not segment.mask.any():
+            raise InputError(f"template segmentation {parts[1]}: segment {segment.name!r} is empty")
+        templates.append(Template(image, segment.mask, segment.name, segment.description, Path(parts[0]).stem,
+                                  image_modality(image.array)))
     return templates
 
 
 def segment_volume(image: Volume, templates: list[Template], text: str, checkpoint: str | None = None,
                    device: str = "auto", threshold: float = 0.5, name: str | None = None,
-                   allow_untrained: bool = False, precision: str = "auto", slice_step: int = 1) -> SegmentationOutput:
+                   allow_untrained: bool = False, precision: str = "auto", slice_step: int = 1,
+                   image_name: str = "the image", modality: str = "") -> SegmentationOutput:
     """Run VESSA on `image`; the structure becomes segment `name` (default: `text`).
 
     precision, slice_step: see `VolumeSegmenter` (bf16 where the hardware has it; a sparse pass).
+    image_name, modality: how warnings name the image, and its modality ("CT", "MR", ...; default:
+    CT when its values look like Hounsfield units); templates of another modality are warned about.
     """
     from vessa.model import load_segmenter
 
@@ -59,13 +82,18 @@ def segment_volume(image: Volume, templates: list[Template], text: str, checkpoi
     if slice_step < 1:
         raise InputError(f"slice step {slice_step} must be >= 1 (1: every slice)")
     # one call per segmenter: no feature cache (it would only hold the target's features in memory)
+    modality = image_modality(image.array, modality)
+    warnings = [warning for template in templates if (warning := modality_warning(template, image_name, modality))]
+    warnings += image_warnings(image, templates, slice_step)
     segmenter = load_segmenter(checkpoint, device=device, allow_untrained=allow_untrained, cache_mib=0,
                                precision=precision, slice_step=slice_step)
-    result = segmenter.segment(image, templates, text.strip())
+    result = segmenter.segment(image, templates, text.strip(), modality=modality)
     segmentation = Segmentation.on_grid(image)
-    segmentation.add(name or text.strip(), result.probability.array >= threshold, default_color(0))
+    mask = result.probability.array >= threshold
+    segmentation.add(name or text.strip(), mask, default_color(0))
+    warnings += result_warnings(mask, name or text.strip(), threshold)
     return SegmentationOutput(segmentation, result.probability, result.slice_confidence, result.seconds,
-                              result.slices_decoded)
+                              result.slices_decoded, warnings)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -79,9 +107,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--text", required=True, help="structure name (looked up in the templates)")
     parser.add_argument("--description", default="", help="text prompt (default: the structure name)")
     parser.add_argument("--out", required=True, help="output .seg.nrrd")
-    parser.add_argument("--probability-out", help="also write the probability volume (.nrrd)")
-    parser.add_argument("--threshold", type=float, default=0.5)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--probability-out", help="also write the probability volume (.nrrd, .nii.gz, ...)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="probability from which a voxel belongs to the structure (default: %(default)s)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: the GPU when PyTorch sees one, else the CPU (default: %(default)s)")
     parser.add_argument("--checkpoint", help="checkpoint file or registry name (default: best shipped)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: bf16 on CUDA and on CPUs with bf16 instructions (about 2x faster), else float32")
@@ -94,24 +124,45 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    outputs = _check_outputs(args)
+    if not args.text.strip():
+        raise InputError("--text is empty: give the structure's name, as its segment is named in the templates")
     from vessa.io import write_volume
+    from vessa.model.device import resolve_device  # imports torch: after the checks that need none
 
+    resolve_device(args.device)
     image = read_volume(args.image)
     if args.bank:
         templates = TemplateBank.open(args.bank).templates(args.text)
+        for template in templates:
+            template.modality = image_modality(template.image.array, template.modality)
     else:
         templates = templates_from_pairs(args.templates, args.text)
-    if not str(args.out).lower().endswith(".seg.nrrd"):
-        raise InputError(f"--out {args.out}: the segmentation is written as .seg.nrrd")
     output = segment_volume(image, templates, args.description or args.text, args.checkpoint, args.device,
                             args.threshold, name=args.text, allow_untrained=args.allow_untrained,
-                            precision=args.precision, slice_step=args.slice_step)
-    write_segmentation(output.segmentation, args.out)
-    if args.probability_out:
-        write_volume(output.probability, args.probability_out)
+                            precision=args.precision, slice_step=args.slice_step, image_name=Path(args.image).name)
+    with atomic_paths(outputs) as temporaries:
+        write_segmentation(output.segmentation, temporaries[0])
+        if args.probability_out:
+            write_volume(output.probability, temporaries[1])
+    for warning in output.warnings:
+        print(f"vessa segment: warning: {warning}", file=sys.stderr)
     voxels = int(output.segmentation.segments[0].mask.sum())
     count = len(output.slice_confidence)
     decoded = f", {output.slices_decoded} of {count} slices decoded" if args.slice_step > 1 else ""
     print(f"{args.out}: {args.text!r}, {voxels} voxels, {len(templates)} templates, "
           f"mean slice confidence {float(np.mean(output.slice_confidence)):.2f}, {output.seconds:.1f} s{decoded}")
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> list[Path]:
+    """--out and --probability-out, checked before any work: format, a writable place, not the same file."""
+    if not str(args.out).lower().endswith(".seg.nrrd"):
+        raise InputError(f"--out {args.out}: the segmentation is written as .seg.nrrd")
+    outputs = [check_output(args.out, "--out")]
+    if args.probability_out:
+        require_volume_suffix(args.probability_out, "--probability-out")
+        outputs.append(check_output(args.probability_out, "--probability-out"))
+        if outputs[0].resolve() == outputs[1].resolve():
+            raise InputError(f"--probability-out {args.probability_out}: the same file as --out")
+    return outputs

@@ -65,3 +65,55 @@ def test_evaluate_cli_writes_csv_and_plot(tmp_path, capsys):
     assert float(rows[0]["dice"]) == pytest.approx(2 * 6 / 14)  # 7-row blocks shifted by one row
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert "mean Dice 0.857" in capsys.readouterr().out
+
+
+def test_evaluate_without_csv_writes_no_file(tmp_path, monkeypatch, capsys):
+    _, ref = write_case(tmp_path, "ref")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scores.csv").write_text("someone else's scores")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["evaluate", "--pred", str(ref), "--ref", str(ref)]) == 0
+    assert (tmp_path / "scores.csv").read_text() == "someone else's scores"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert capsys.readouterr().out.strip().endswith("mean Dice 1.000 over 1")
+
+
+def test_evaluate_writes_csv_and_plot_as_one_set(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    _, ref = write_case(tmp_path, "ref")
+    csv_path = tmp_path / "s.csv"
+    csv_path.write_text("old")
+
+    def failing_savefig(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", failing_savefig)
+    with pytest.raises(OSError, match="disk full"):
+        main(["evaluate", "--pred", str(ref), "--ref", str(ref), "--csv", str(csv_path),
+              "--plot", str(tmp_path / "s.png")])
+    assert csv_path.read_text() == "old" and not (tmp_path / "s.png").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_evaluate_grid_mismatch_names_the_reference(tmp_path, capsys):
+    _, ref = write_case(tmp_path, "ref")
+    other = Volume(np.zeros((5, 20, 20), np.float32), (0.5, 0.5, 2.0), origin=(0.0, 0.0, 1.0))
+    moved = Segmentation.on_grid(other)
+    moved.add("liver", np.ones(other.shape, bool))
+    pred = write_segmentation(moved, tmp_path / "pred.seg.nrrd")
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "pred: predicted segmentation: geometry differs from the reference's (origin [0.0, 0.0, 1.0] vs" in error
+    assert "image" not in error
+
+
+def test_hausdorff_distance_raises_no_monai_deprecation_warning():
+    import warnings
+
+    mask = np.zeros((3, 8, 8), bool)
+    mask[1, 2:5, 2:5] = True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score_masks(mask, np.roll(mask, 1, axis=2), (1.0, 1.0, 1.0))
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []

@@ -3,17 +3,42 @@
 import numpy as np
 import pytest
 
-from vessa.demo import overlay_png
+from vessa.demo import overlay_png, overlay_slice
 
 
-def test_overlay_shows_the_slice_with_the_largest_reference(tmp_path):
+def test_overlay_draws_a_png(tmp_path):
     image = np.random.default_rng(0).normal(size=(4, 32, 32))
     reference = np.zeros(image.shape, bool)
     reference[2, 8:20, 8:20] = True
-    reference[1, 10:12, 10:12] = True
-    predicted = np.roll(reference, 2, axis=2)
-    path = overlay_png(image, reference, predicted, tmp_path / "o.png", "test")
+    path = overlay_png(image, reference, np.roll(reference, 2, axis=2), tmp_path / "o.png", "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def row_masks(runs: dict[int, tuple[int, int]]) -> np.ndarray:
+    """A mask of 6 slices of one row of 40 voxels: voxels start..stop set on each slice k given."""
+    mask = np.zeros((6, 1, 40), bool)
+    for k, (start, stop) in runs.items():
+        mask[k, 0, start:stop] = True
+    return mask
+
+
+@pytest.mark.parametrize(("reference", "predicted", "expected"), [
+    ({1: (0, 30), 4: (0, 5)}, {4: (0, 5)}, 4),  # not the largest reference slice (1): there is no prediction
+    ({1: (0, 30), 3: (0, 4)}, {3: (10, 12), 5: (0, 30)}, 3),  # no overlap: the slice that holds both
+    ({1: (0, 30)}, {5: (0, 10)}, 1),  # no slice holds both: the most of either
+])
+def test_overlay_slice_is_where_prediction_and_reference_both_are(reference, predicted, expected):
+    assert overlay_slice(row_masks(reference), row_masks(predicted)) == expected
+
+
+def test_unknown_demo_cases_are_refused_before_any_download(tmp_path, capsys):
+    from vessa.cli import main
+
+    for argv, message in ((["--target", "nosuch"], "--target 'nosuch': not a pyradiomics case (cases: brain1"),
+                          (["--templates", "lung1", "nosuch"], "--templates 'nosuch': not a pyradiomics case")):
+        assert main(["demo", "--output", str(tmp_path / "demo"), *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -33,5 +58,7 @@ def test_demo_end_to_end_on_real_sample_data(tmp_path, capsys):
     assert main(["demo", "--checkpoint", str(checkpoint), "--output", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "target lung2" in printed and "Dice " in printed and "whole demo" in printed
-    assert {p.name for p in out.iterdir()} == {"lung2_lesion.seg.nrrd", "lung2_lesion_probability.nrrd",
-                                               "lung2_lesion.png"}
+    written = {"lung2_lesion.seg.nrrd", "lung2_lesion_probability.nrrd", "lung2_lesion.png"}
+    assert {p.name for p in out.iterdir()} == written
+    listed = next(line for line in printed.splitlines() if line.startswith("wrote "))
+    assert all(f"{out / name} (" in listed for name in written)  # every file it wrote, with its size

@@ -1,4 +1,9 @@
-"""`vessa segment` through the command line: output on the input's exact grid, clear errors."""
+"""`vessa segment` through the command line: output on the input's exact grid, clear errors,
+outputs written as one set, warnings for results that cannot mean much."""
+
+import os
+import stat
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -6,7 +11,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from vessa.cli import main
-from vessa.io import Segmentation, TemplateBank, Volume, read_segmentation, read_volume, write_volume
+from vessa.io import Segmentation, Template, TemplateBank, Volume, read_segmentation, read_volume, write_volume
 from vessa.model.assistant import TemplateAssistant
 from vessa.model.checkpoint import save_checkpoint
 from vessa.model.config import ModelConfig
@@ -63,7 +68,7 @@ def test_segment_sparse_pass_in_float32_says_how_many_slices_it_decoded(files, c
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--text", "liver"], "no template named 'liver'"),
-    (["--text", "  "], "no template named"),
+    (["--text", "  "], "--text is empty"),
     (["--text", "box", "--description", " "], "text prompt is empty"),
     (["--text", "box", "--threshold", "1.5"], "threshold 1.5"),
     (["--text", "box", "--slice-step", "0"], "slice step 0 must be >= 1"),
@@ -84,3 +89,102 @@ def test_segment_missing_image_and_wrong_output_suffix(files, capsys):
     assert main(["segment", "--image", files["target"], "--bank", files["bank"], "--text", "box",
                  "--out", str(files["dir"] / "x.nrrd")]) == 2
     assert "written as .seg.nrrd" in capsys.readouterr().err
+
+
+def run_segment(files, out, *extra) -> int:
+    return main(["segment", "--image", files["target"], "--bank", files["bank"], "--text", "box", "--out", str(out),
+                 "--checkpoint", files["checkpoint"], "--device", "cpu", *extra])
+
+
+def old_outputs(folder):
+    """An earlier run's segmentation and probability map, and the folder's content as (name, bytes, mode)."""
+    out, probability = folder / "old.seg.nrrd", folder / "old_probability.nrrd"
+    out.write_bytes(b"old segmentation")
+    probability.write_bytes(b"old probabilities")
+    return out, probability, lambda: sorted((p.name, p.is_file() and p.read_bytes(), p.stat().st_mode)
+                                            for p in folder.iterdir())
+
+
+def test_a_bad_probability_output_is_found_before_any_work(files, tmp_path, capsys):
+    out, _, content = old_outputs(tmp_path)
+    (tmp_path / "folder.nrrd").mkdir()
+    before = content()
+    for bad in (tmp_path / "folder.nrrd", tmp_path / "old.seg.nrrd" / "p.nrrd", tmp_path / "p.png", out):
+        assert run_segment(files, out, "--probability-out", str(bad)) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("vessa segment: error: --probability-out") and len(error.splitlines()) == 1
+    assert content() == before
+
+
+def test_an_interrupt_while_writing_keeps_the_old_outputs_together(files, tmp_path, monkeypatch, capsys):
+    import vessa.io
+
+    out, probability, content = old_outputs(tmp_path)
+    before = content()
+
+    def interrupted(volume, path, compress=True):
+        raise KeyboardInterrupt  # Ctrl-C after the segmentation was written, before the probabilities
+
+    monkeypatch.setattr(vessa.io, "write_volume", interrupted)
+    assert run_segment(files, out, "--probability-out", str(probability)) == 130
+    assert "interrupted (SIGINT)" in capsys.readouterr().err
+    assert content() == before  # neither output replaced, no temporary file left
+
+
+def test_a_read_only_output_is_refused_and_a_writable_one_keeps_its_mode(files, tmp_path, capsys):
+    out, probability, content = old_outputs(tmp_path)
+    os.chmod(out, 0o444)
+    before = content()
+    assert run_segment(files, out) == 2
+    assert "--out " + str(out) + ": the file is read-only" in capsys.readouterr().err
+    assert content() == before
+    os.chmod(out, 0o640)
+    os.chmod(probability, 0o604)
+    assert run_segment(files, out, "--probability-out", str(probability)) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640 and stat.S_IMODE(probability.stat().st_mode) == 0o604
+    assert read_segmentation(out).names() == ["box"]
+
+
+def test_an_empty_template_mask_names_the_segmentation_file(files, tmp_path, capsys):
+    image, segmentation = case(3)
+    segmentation.segments[0].mask[:] = False
+    image_path = write_volume(image, tmp_path / "t.nrrd")
+    seg_path = tmp_path / "t.seg.nrrd"
+    from vessa.io import write_segmentation
+
+    write_segmentation(segmentation, seg_path)
+    code = main(["segment", "--image", files["target"], "--templates", f"{image_path},{seg_path}", "--text", "box",
+                 "--out", str(tmp_path / "o.seg.nrrd"), "--checkpoint", files["checkpoint"], "--device", "cpu"])
+    assert code == 2
+    assert f"template segmentation {seg_path}: segment 'box' is empty" in capsys.readouterr().err
+
+
+def test_a_constant_ct_with_an_mr_template_and_a_coarse_step_is_warned(files, tmp_path, capsys):
+    constant = read_volume(files["target"]).with_array(np.full((4, 30, 24), -1000, np.int16))
+    image = write_volume(constant, tmp_path / "air.nrrd")
+    code = main(["segment", "--image", str(image), "--bank", files["bank"], "--text", "box",
+                 "--out", str(tmp_path / "o.seg.nrrd"), "--checkpoint", files["checkpoint"], "--device", "cpu",
+                 "--slice-step", "3"])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vessa segment: warning:")]
+    assert code == 0 and len(warnings) == 3
+    assert "template t1/box is MR but air.nrrd is CT; using it anyway" in warnings[0]
+    assert "the image is constant (every voxel is -1000)" in warnings[1]
+    assert "a slice step of 3 exceeds the structure's extent" in warnings[2]  # the box spans 2 slices of 3 mm
+
+
+def test_an_empty_result_is_warned(monkeypatch):
+    import vessa.model
+    from vessa.segment import segment_volume
+
+    image, segmentation = case(4)
+    template = Template(image, segmentation.segments[0].mask, "box", case_id="t")
+
+    class FindsNothing:
+        def segment(self, image, templates, text, modality=""):
+            return SimpleNamespace(probability=image.with_array(np.zeros(image.shape, np.float32)),
+                                   slice_confidence=np.zeros(4), seconds=0.0, slices_decoded=4)
+
+    monkeypatch.setattr(vessa.model, "load_segmenter", lambda *args, **kwargs: FindsNothing())
+    output = segment_volume(image, [template], "box")
+    assert output.warnings == ["the result is empty: no voxel of 'box' reaches probability 0.5 "
+                               "(the model did not find it)"]

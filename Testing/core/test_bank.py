@@ -70,6 +70,22 @@ def test_missing_and_invalid_banks(tmp_path):
         TemplateBank.open(tmp_path)
 
 
+@pytest.mark.parametrize("index", ["[]", "3", '"bank"', "null"])
+def test_an_index_that_is_not_a_json_object_is_a_bank_error(tmp_path, index):
+    (tmp_path / "bank.json").write_text(index)
+    with pytest.raises(BankError, match=r"invalid bank index \(a JSON \w+, not an object\)"):
+        TemplateBank.open(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_a_bank_is_not_created_on_or_under_a_file(tmp_path, where):
+    (tmp_path / "notes.txt").write_text("x")
+    root = tmp_path / "notes.txt" if where == "file" else tmp_path / "notes.txt" / "bank"
+    with pytest.raises(BankError, match="notes.txt is a file, not a folder"):
+        TemplateBank.create(root)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_bad_cases_rejected_before_writing(tmp_path):
     bank = TemplateBank.create(tmp_path)
     image, segmentation = case(0)

@@ -135,6 +135,23 @@ def test_grid_mismatch_named():
         volume.with_array(np.zeros((1, 2, 3)))
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"origin": [0.0, 0.0, 1.0]}, r"\(origin \[1\.0, 2\.0, 4\.0\] vs \[1\.0, 2\.0, 3\.0\]\)"),
+    ({"spacing": [0.5, 0.5, 2.5]}, r"\(spacing \[0\.5, 0\.5, 2\.5\] vs \[0\.5, 0\.5, 2\.0\]\)"),
+    ({"direction": np.diag([1.0, -1.0, -1.0])}, r"\(direction \[\[1\.0, 0\.0, 0\.0\], \[0\.0, -1\.0, 0\.0\]"),
+])
+def test_grid_mismatch_names_only_the_field_that_differs(change, message):
+    volume = Volume(np.zeros((2, 3, 4)), spacing=(0.5, 0.5, 2.0), origin=(1.0, 2.0, 3.0))
+    fields = {"spacing": volume.spacing, "origin": volume.origin, "direction": volume.direction}
+    fields["origin"] = fields["origin"] + change.get("origin", 0.0)
+    fields["spacing"] = change.get("spacing", fields["spacing"])
+    fields["direction"] = change.get("direction", fields["direction"])
+    with pytest.raises(GeometryError, match=message) as error:
+        volume.require_same_grid(Volume(volume.array, **fields), "label", this="the reference")
+    assert "differs from the reference's" in str(error.value)
+    assert str(error.value).count(" vs ") == 1  # one field, not two identical origins
+
+
 def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     import SimpleITK as sitk
 

@@ -21,3 +21,14 @@ def test_readme_starts_with_two_commands():
 def test_ci_runs_readme_test_command_verbatim():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert readme_commands()[1] in ci
+
+
+def test_the_command_list_names_every_subcommand():
+    import argparse
+
+    from vessa.cli import build_parser
+
+    listing = re.search(r"## Command line\n\n```\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S).group(1)
+    listed = set(re.findall(r"^vessa ([a-z-]+)", listing, re.M))
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) <= listed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 
 import pytest
@@ -101,6 +102,31 @@ def test_corrupt_files_are_clear_errors(saved, tmp_path):
             load_assistant(path)
     with pytest.raises(CheckpointError, match="checkpoint file not found"):
         load_assistant(tmp_path / "missing.pt")
+
+
+def unloadable(folder, kind: str):
+    """A file that torch.load(weights_only=True) refuses, of the given kind."""
+    path = folder / f"{kind}.pt"
+    if kind == "pickled object":
+        torch.save({"made": datetime.date(2024, 1, 2)}, path)  # loads only by running pickled code
+    elif kind == "old pickle bytes":
+        path.write_bytes(b"\x80\x02" + bytes(range(40, 200)))
+    else:
+        path.write_bytes(b"PK\x03\x04 not really a zip")
+    return path
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("pickled object", "it holds a datetime.date object, which VESSA does not load from a file"),
+    ("old pickle bytes", "Unsupported operand"),
+    ("broken zip", "PytorchStreamReader failed reading zip archive"),
+])
+def test_unloadable_files_never_suggest_weights_only_false(tmp_path, kind, reason):
+    with pytest.raises(CheckpointError) as error:
+        read_checkpoint(unloadable(tmp_path, kind))
+    message = str(error.value)
+    assert reason in message and "not a readable checkpoint" in message
+    assert "weights_only" not in message and "\n" not in message
 
 
 def test_wrong_content_is_refused(saved, tmp_path):

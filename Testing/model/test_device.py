@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vessa.errors import InputError
 from vessa.model import device as device_module
-from vessa.model.device import autocast
+from vessa.model.device import autocast, resolve_device
 
 CPU = torch.device("cpu")
 
@@ -34,3 +35,11 @@ def test_auto_on_another_device_is_float32_and_unknown_precision_is_refused():
     assert autocast_state("auto", torch.device("meta")) == (False, None)
     with pytest.raises(ValueError, match="precision='half'.*auto, float32, bfloat16"):
         autocast(CPU, "half")
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:1"])
+def test_cuda_without_a_gpu_is_an_input_error(monkeypatch, name):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match=f"device '{name}': this machine has no CUDA GPU"):
+        resolve_device(name)
+    assert resolve_device("auto") == CPU and resolve_device("cpu") == CPU

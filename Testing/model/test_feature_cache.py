@@ -158,7 +158,7 @@ def test_a_changed_volume_or_setting_is_encoded_again(assistant: TemplateAssista
     assert spy.slices == 10, "other spacing: other frame"
     segmenter.segment(image, [exemplar], "lesion", modality="MR")
     assert spy.slices == 15, "another intensity policy for the target"
-    segmenter._move_to(torch.device("cpu"))
+    segmenter._place(torch.device("cpu"))  # moving the model (a CPU fallback call and back)
     assert len(segmenter.cache) == 0
     with pytest.raises(ValueError, match="cache_mib"):
         VolumeSegmenter(assistant, device="cpu", cache_mib=-1)

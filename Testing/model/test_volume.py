@@ -99,10 +99,10 @@ def with_outputs(segmenter: VolumeSegmenter, monkeypatch, present: set[int], vis
     decoded: list[int] = []
     features, decode = segmenter._features, segmenter.assistant.decode
 
-    def target_features(slices, rows):
+    def target_features(slices, rows, device):
         if slices.raw.shape[1:] == (40, 30):  # the target's slices (the template's are 36 x 32)
             decoded.extend(int(r) for r in rows)
-        return features(slices, rows)
+        return features(slices, rows, device)
 
     def scored(*args, **kwargs):
         out = decode(*args, **kwargs)
@@ -158,8 +158,8 @@ def test_template_slice_limit_bounds_the_template_slices_encoded(assistant, monk
     segmenter = VolumeSegmenter(assistant, device="cpu", batch_size=8, template_slice_limit=2)
     shapes = []
     features = segmenter._features
-    monkeypatch.setattr(segmenter, "_features", lambda slices, rows: shapes.append((slices.raw.shape, len(rows)))
-                        or features(slices, rows))
+    monkeypatch.setattr(segmenter, "_features", lambda slices, rows, device: shapes.append(
+        (slices.raw.shape, len(rows))) or features(slices, rows, device))
     segmenter.segment(target_volume(), [template()], "lesion")  # the template's structure: 3 slices
     assert shapes[0] == ((6, 36, 32), 2)  # 2 template slices (the first and last of the structure)
 
@@ -169,7 +169,7 @@ def three_slices() -> Volume:
     return Volume(image.array[:3], image.spacing, image.origin, image.direction)
 
 
-def test_out_of_memory_halves_the_batch(segmenter: VolumeSegmenter, monkeypatch, caplog):
+def test_out_of_memory_halves_the_batch_for_that_call_only(segmenter: VolumeSegmenter, monkeypatch, caplog):
     image, templates = three_slices(), [template()]
     reference = VolumeSegmenter(segmenter.assistant, device="cpu", batch_size=1).segment(image, templates, "lesion")
     encode = segmenter.assistant.encode
@@ -182,29 +182,46 @@ def test_out_of_memory_halves_the_batch(segmenter: VolumeSegmenter, monkeypatch,
         return encode(images)
 
     monkeypatch.setattr(segmenter.assistant, "encode", small_memory)
-    with caplog.at_level(logging.WARNING, logger="vessa.model.volume"):
-        result = segmenter.segment(image, templates, "lesion")
-    # 2 template slices (fails, then 1 + 1), then the 3 target slices one by one
-    assert sizes == [2, 1, 1, 1, 1, 1] and segmenter.batch_size == 1
-    assert "out of memory at batch size 2: retrying with batch size 1" in caplog.text
+    for _ in range(2):
+        sizes.clear()
+        segmenter.cache.clear()
+        with caplog.at_level(logging.WARNING, logger="vessa.model.volume"):
+            result = segmenter.segment(image, templates, "lesion")
+        # each call: 2 template slices (fails, then 1 + 1), then the 3 target slices one by one
+        assert sizes == [2, 1, 1, 1, 1, 1] and segmenter.batch_size == 4
+    assert caplog.text.count("out of memory at batch size 2: retrying with batch size 1") == 2
     np.testing.assert_allclose(result.probability.array, reference.probability.array, atol=1e-6)
 
 
-def test_out_of_memory_at_batch_one_falls_back_to_cpu(segmenter: VolumeSegmenter, monkeypatch, caplog):
-    """The accelerator is stood in for by the 'meta' device, which 'runs out of memory'."""
+def test_out_of_memory_at_batch_one_runs_that_call_on_the_cpu(segmenter: VolumeSegmenter, monkeypatch, caplog):
+    """The accelerator is stood in for by the 'meta' device, which 'runs out of memory'; the
+    model itself stays on the CPU (moving the shared test model to 'meta' would drop its weights),
+    so the test records where the segmenter puts it."""
     encode = segmenter.assistant.encode
+    accelerator = torch.device("meta")
+    tried, placed = [], []
 
     def accelerator_full(images):
+        tried.append(images.device.type)
         if images.is_meta:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return encode(images)
 
+    def place(device):
+        placed.append(device)
+        segmenter.cache.clear()  # as `_place` does: cached features are on the old device
+
     monkeypatch.setattr(segmenter.assistant, "encode", accelerator_full)
-    segmenter.device = torch.device("meta")
-    with caplog.at_level(logging.WARNING, logger="vessa.model.volume"):
-        result = segmenter.segment(three_slices(), [template()], "lesion")
-    assert segmenter.device == torch.device("cpu")
-    assert "continuing on the CPU" in caplog.text
+    monkeypatch.setattr(segmenter, "_place", place)
+    segmenter.device = accelerator
+    for call in (1, 2):
+        tried.clear()
+        with caplog.at_level(logging.WARNING, logger="vessa.model.volume"):
+            result = segmenter.segment(three_slices(), [template()], "lesion")
+        assert tried[0] == "meta" and tried[-1] == "cpu"  # every call tries the accelerator first
+        assert result.device == "cpu" and segmenter.device == accelerator
+        assert placed == [torch.device("cpu"), accelerator] * call  # moved back after the call
+        assert caplog.text.count("this run continues on the CPU") == call
     assert result.probability.shape == (3, 40, 30) and result.probability.array.max() > 0
 
 

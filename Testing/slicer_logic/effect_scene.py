@@ -52,6 +52,7 @@ class FakeResult:
     slice_confidence: np.ndarray
     seconds: float
     axis: int
+    device: str
 
 
 class ThresholdPredictor:
@@ -83,7 +84,7 @@ class ThresholdPredictor:
         probability = (image.array > LEVEL).astype(np.float32)
         count = image.shape[self.axis]
         confidence = np.linspace(0.9, 0.1, count).astype(np.float32)
-        return FakeResult(image.with_array(probability), confidence, 0.01, self.axis)
+        return FakeResult(image.with_array(probability), confidence, 0.01, self.axis, self.device)
 
 
 def loader_for(predictors: dict[str, ThresholdPredictor]):

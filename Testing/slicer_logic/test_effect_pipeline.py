@@ -6,6 +6,7 @@ written voxel is known; Apply goes through Slicer's own segment editor logic, as
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -13,7 +14,15 @@ import numpy as np
 import pytest
 import slicer
 import vtk
-from effect_scene import LEVEL, SHAPE, EffectScene, ThresholdPredictor, bright_box_volume, loader_for
+from effect_scene import (
+    LEVEL,
+    SHAPE,
+    EffectScene,
+    ThresholdPredictor,
+    bright_box_volume,
+    loader_for,
+    rotation,
+)
 from scipy.ndimage import map_coordinates
 from VESSASegmentLib import scene_io
 from VESSASegmentLib.apply_logic import ApplyLogic
@@ -241,6 +250,76 @@ def test_parent_transform_of_the_segmentation_is_followed(scene, predictor):
     np.testing.assert_allclose(probability, expected, atol=1e-4)
 
 
+def move_source(scene: EffectScene, toWorld: np.ndarray):
+    """Put the source volume (not its segmentation) under a linear transform."""
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    slicer.util.updateTransformMatrixFromArray(transform, toWorld)
+    scene.volumeNode.SetAndObserveTransformNodeID(transform.GetID())
+    return transform
+
+
+def two_slices_along_k(scene: EffectScene) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, 3] = np.diag([-1, -1, 1]) @ scene.target.direction @ np.array([0.0, 0.0, 3.0 * 2])  # LPS -> RAS
+    return matrix
+
+
+def test_a_transformed_source_volume_is_followed_by_preview_overlay_and_navigation(scene, predictor):
+    """The source volume is moved two slices along k in the world, its segmentation is not: the
+    preview, the confidence overlay and 'Next slice to check' all show the box where it is now."""
+    toWorld = two_slices_along_k(scene)
+    move_source(scene, toWorld)
+    state = run_job(scene, predictor)
+    expected = np.zeros(SHAPE, np.float32)
+    expected[2:] = scene.expected()[:-2]  # segmentation voxel k sees source voxel k - 2
+    np.testing.assert_allclose(arrayFromOrientedImage(state.results[0].probability), expected, atol=1e-4)
+    preview = PreviewLogic(scene.segmentationNode, state.results, 0.5, 0.6)
+    world = toWorld @ scene.target.ijk_to_ras()
+    np.testing.assert_allclose(scene_io.node_ijk_to_ras(preview.overlay.volumeNode), world, atol=1e-9)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(preview.overlay.volumeNode) > 0, scene.expected())
+    stop = preview.navigator.next()
+    centre = np.argwhere(scene.expected()[4]).mean(axis=0)  # (j, i) of the box in source slice 4
+    np.testing.assert_allclose(stop.ras, (world @ [centre[1], centre[0], 4, 1.0])[:3], atol=1e-9)
+    preview.remove()
+
+
+def test_a_rotated_source_volume_places_overlay_and_navigation_in_the_world(scene, predictor):
+    toWorld = np.eye(4)
+    toWorld[:3, :3] = rotation((0.0, 1.0, 1.0), 0.4)
+    toWorld[:3, 3] = [4.0, -6.0, 9.0]
+    move_source(scene, toWorld)
+    preview = PreviewLogic(scene.segmentationNode, run_job(scene, predictor).results, 0.5, 0.6)
+    world = toWorld @ scene.target.ijk_to_ras()
+    np.testing.assert_allclose(scene_io.node_ijk_to_ras(preview.overlay.volumeNode), world, atol=1e-9)
+    stop = preview.navigator.next()
+    centre = np.argwhere(scene.expected()[4]).mean(axis=0)
+    np.testing.assert_allclose(stop.ras, (world @ [centre[1], centre[0], 4, 1.0])[:3], atol=1e-9)
+    preview.remove()
+
+
+def test_the_source_transform_is_copied_when_the_run_is_requested(scene, predictor):
+    """The worker uses the transform as it was at the click, not a live VTK transform the user
+    may change (here: moves the volume back) while the model runs."""
+    transform = move_source(scene, two_slices_along_k(scene))
+    logic = SegmentLogic(loader=loader_for({"cpu": predictor}))
+    settings = Parameters(checkpoint="test", device="cpu")
+    request = logic.request(settings, scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]])
+    slicer.util.updateTransformMatrixFromArray(transform, np.eye(4))
+    state = logic.start(settings, request).wait(30)
+    expected = np.zeros(SHAPE, np.float32)
+    expected[2:] = scene.expected()[:-2]
+    np.testing.assert_allclose(arrayFromOrientedImage(state.results[0].probability), expected, atol=1e-4)
+
+
+def test_a_non_linear_source_transform_is_refused_with_a_message(scene):
+    grid = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLGridTransformNode")
+    grid.SetAndObserveTransformFromParent(vtk.vtkThinPlateSplineTransform())
+    scene.volumeNode.SetAndObserveTransformNodeID(grid.GetID())
+    logic = SegmentLogic(loader=loader_for({}))
+    with pytest.raises(GeometryError, match="from 'target' to 'target segmentation' is not linear; harden it"):
+        logic.request(Parameters(checkpoint="x"), scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]])
+
+
 def test_threshold_changes_preview_and_overlay(scene):
     graded = ThresholdPredictor()
     state = run_job(scene, graded)
@@ -345,6 +424,27 @@ def test_batch_with_two_structures_applies_both_in_one_undo_step(scene, predicto
     assert not scene_io.segment_mask(scene.segmentationNode, second, scene.volumeNode).any()
 
 
+# ---- warnings ------------------------------------------------------------------------------------
+def test_a_constant_image_and_an_empty_result_are_warned(slicer_scene, predictor):
+    scene = EffectScene(scene_io, bright_box_volume(0).with_array(np.zeros(SHAPE, np.int16)))
+    state = run_job(scene, predictor)
+    assert [w for w in state.warnings if w.startswith("the image is constant (every voxel is 0)")]
+    assert "the result is empty: no voxel of 'liver' reaches probability 0.5 (the model did not find it)" in (
+        state.warnings)
+    assert not [w for w in run_job(EffectScene(scene_io), predictor).warnings if "constant" in w or "empty" in w]
+
+
+def test_fast_pass_over_a_structure_thinner_than_its_step_is_warned(scene, predictor):
+    for node, segmentation in zip(scene.templateNodes, scene.templateSegmentations, strict=True):
+        mask = slicer.util.arrayFromVolume(node) > LEVEL
+        mask[2:] = False  # one slice of the liver is left
+        segment_id = segmentation.GetSegmentation().GetSegmentIDs()[0]
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation, segment_id, node)
+    assert [w for w in run_job(scene, predictor, fastPass=True).warnings
+            if w.startswith("a slice step of 2 exceeds the structure's extent")]
+    assert not [w for w in run_job(scene, predictor).warnings if "slice step" in w]
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 def test_no_source_volume(scene):
     logic = SegmentLogic(loader=loader_for({}))
@@ -390,7 +490,7 @@ def test_model_error_fails_the_job_with_its_message(scene):
     assert state.error == "text prompt '': must be a non-empty string"
 
 
-def test_cuda_out_of_memory_falls_back_to_the_cpu(scene):
+def test_cuda_out_of_memory_falls_back_to_the_cpu_for_that_segment_only(scene):
     torch = pytest.importorskip("torch")
     gpu = ThresholdPredictor(device="cuda", error=torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
     cpu = ThresholdPredictor(device="cpu")
@@ -403,23 +503,38 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu(scene):
     assert CPU_FALLBACK_MESSAGE in state.warnings
     assert len(gpu.calls) == 1 and len(cpu.calls) == 1
     np.testing.assert_array_equal(state.results[0].sourceProbability.array, scene.expected())
-
-
-def test_fallback_inside_the_model_is_reported(scene):
-    """VolumeSegmenter moves itself to the CPU on OOM at batch 1; the job tells the user."""
-
-    class MovesToCpu(ThresholdPredictor):
-        def segment(self, *args, **kwargs):
-            result = super().segment(*args, **kwargs)
-            self.device = "cpu"
-            return result
-
-    logic = SegmentLogic(loader=loader_for({"cuda": MovesToCpu(device="cuda")}))
-    settings = Parameters(checkpoint="x", device="cuda")
+    gpu.error = None  # memory is free again: the next run is on the GPU
     state = logic.start(
         settings, logic.request(settings, scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]])
     ).wait(10)
-    assert state.status == JobStatus.FINISHED and CPU_FALLBACK_MESSAGE in state.warnings
+    assert len(gpu.calls) == 2 and len(cpu.calls) == 1 and CPU_FALLBACK_MESSAGE not in state.warnings
+
+
+def test_fallback_inside_the_model_is_reported_on_every_run(scene):
+    """VolumeSegmenter runs a call on the CPU after OOM at batch 1 (its result says so) and
+    starts the next call on the GPU again; each run that fell back tells the user."""
+
+    class FallsBackToCpu(ThresholdPredictor):
+        def segment(self, *args, **kwargs):
+            result = super().segment(*args, **kwargs)
+            return dataclasses.replace(result, device="cpu")
+
+    gpu = FallsBackToCpu(device="cuda")
+    logic = SegmentLogic(loader=loader_for({"cuda": gpu}))
+    settings = Parameters(checkpoint="x", device="cuda")
+    for _ in range(2):
+        request = logic.request(settings, scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]])
+        state = logic.start(settings, request).wait(10)
+        assert state.status == JobStatus.FINISHED and CPU_FALLBACK_MESSAGE in state.warnings
+    assert gpu.device == "cuda" and len(gpu.calls) == 2
+
+
+def test_a_gpu_result_is_not_reported_as_a_fallback(scene):
+    logic = SegmentLogic(loader=loader_for({"cuda": ThresholdPredictor(device="cuda")}))
+    settings = Parameters(checkpoint="x", device="cuda")
+    request = logic.request(settings, scene.volumeNode, scene.segmentationNode, [scene.ids["liver"]])
+    state = logic.start(settings, request).wait(10)
+    assert state.status == JobStatus.FINISHED and CPU_FALLBACK_MESSAGE not in state.warnings
 
 
 def test_other_errors_are_one_line_messages(scene):

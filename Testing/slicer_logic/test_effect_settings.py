@@ -104,7 +104,7 @@ def test_predictor_loader_loads_once_per_setting():
 
     def load(checkpoint, device, allow_untrained):
         calls.append((checkpoint, device, allow_untrained))
-        return types.SimpleNamespace(slice_step=1)
+        return types.SimpleNamespace(slice_step=1, device=device)
 
     loader = PredictorLoader(load)
     first = loader("a.pt", "cpu")
@@ -112,6 +112,22 @@ def test_predictor_loader_loads_once_per_setting():
     assert loader("a.pt", "cpu").slice_step == 1
     assert loader("", "cpu", True) is not first
     assert calls == [("a.pt", "cpu", False), (None, "cpu", True)]
+
+
+def test_predictor_loader_never_hands_out_a_cpu_model_for_cuda():
+    """A model that moved itself to the CPU (out of GPU memory) is loaded anew for the next 'cuda' run."""
+    loaded = []
+
+    def load(checkpoint, device, allow_untrained):
+        loaded.append(types.SimpleNamespace(slice_step=1, device=device))
+        return loaded[-1]
+
+    loader = PredictorLoader(load)
+    first = loader("a.pt", "cuda")
+    first.device = "cpu"
+    second = loader("a.pt", "cuda")
+    assert second is not first and second.device == "cuda" and len(loaded) == 2
+    assert loader("a.pt", "cuda") is second
 
 
 # ---- dependencies -------------------------------------------------------------------------------

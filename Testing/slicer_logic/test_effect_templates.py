@@ -8,7 +8,7 @@ import slicer
 from effect_scene import LEVEL, EffectScene, ThresholdPredictor, bright_box_volume, loader_for
 from VESSASegmentLib import scene_io
 from VESSASegmentLib.bank_logic import BankLogic
-from VESSASegmentLib.modality import modalityMismatch, volumeModality
+from VESSASegmentLib.modality import volumeModality
 from VESSASegmentLib.parameters import Parameters
 from VESSASegmentLib.preview_logic import PreviewLogic
 from VESSASegmentLib.segment_logic import SegmentLogic
@@ -102,23 +102,6 @@ def test_ct_is_recognised_from_values_without_dicom(scene):
     slicer.util.updateVolumeFromArray(scene.templateNodes[0], values)
     assert volumeModality(scene.templateNodes[0]) == "CT"
     assert volumeModality(scene.volumeNode) == ""
-
-
-@pytest.mark.parametrize(
-    ("target", "template", "mismatch"),
-    [
-        ("CT", "CT", False),
-        ("MR", "CT", True),
-        ("MR", "PT", True),
-        ("", "", False),
-        ("", "MR", False),
-        ("", "CT", True),
-        ("CT", "", True),
-        ("MR", "MR", False),
-    ],
-)
-def test_modality_mismatch_table(target, template, mismatch):
-    assert modalityMismatch(target, template) is mismatch
 
 
 def test_save_to_bank_and_segment_from_it(scene, tmp_path):

@@ -44,3 +44,51 @@ def test_errors_exit_2_with_an_error_event_and_failed_status(make_spec, tmp_path
     out, _ = capsys.readouterr()
     assert [parse_progress_line(line) for line in out.splitlines()] == [
         {"event": "error", "message": f"job spec not found: {tmp_path / 'nope.json'}"}]
+
+
+def folder_state(folder) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.is_file() and p.read_bytes())
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_a_refused_start_touches_nothing(make_spec, tmp_path, capsys):
+    """A cancelled run's folder: starting again without --resume is refused; its status stays 'cancelled'."""
+    spec_path, job = write_spec(make_spec, tmp_path)
+    job.mkdir()
+    (job / "ckpt_step158.pt").write_bytes(b"checkpoint of the cancelled run")
+    (job / "status.json").write_text('{"state": "cancelled", "step": 158, "pid": 1}\n')
+    before = folder_state(tmp_path)
+    assert cli.main(["train", "--spec", str(spec_path)]) == 2
+    out, err = capsys.readouterr()
+    assert "already holds checkpoints (newest: ckpt_step158.pt)" in err
+    assert parse_progress_line(out.splitlines()[-1])["event"] == "error"
+    assert folder_state(tmp_path) == before
+    assert read_status(job) == {"state": "cancelled", "step": 158, "pid": 1}
+
+
+def test_recipe_options_with_a_spec_are_refused(make_spec, tmp_path, capsys):
+    spec_path, _ = write_spec(make_spec, tmp_path)
+    before = folder_state(tmp_path)
+    assert cli.main(["train", "--spec", str(spec_path), "--steps", "5", "--device", "cpu"]) == 2
+    assert ("--steps, --device only apply to --recipe; with --spec, set them in the spec file"
+            in capsys.readouterr().err)
+    assert folder_state(tmp_path) == before
+
+
+def test_a_recipe_needs_an_output_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--recipe", "starter"]) == 2
+    assert "--recipe starter needs --output" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no ./runs/starter
+
+
+def test_a_recipe_over_an_earlier_run_is_refused_before_it_writes(tmp_path, capsys):
+    from vessa.train.recipes import recipe_job_dir
+
+    job = recipe_job_dir(tmp_path / "run")
+    job.mkdir(parents=True)
+    (job / "ckpt_step10.pt").write_bytes(b"earlier run")
+    before = folder_state(tmp_path)
+    assert cli.main(["train", "--recipe", "starter", "--output", str(tmp_path / "run"), "--steps", "5"]) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert folder_state(tmp_path) == before

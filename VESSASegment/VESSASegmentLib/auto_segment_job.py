@@ -3,8 +3,10 @@
 The GUI thread starts the job and polls `state()` from a QTimer; it never waits on the model.
 Cancel takes effect at the model's next progress report (the callback raises inside the
 model), or at the latest when the current segment is done; a cancelled job has no results.
-CUDA out of memory while loading or running moves the work to the CPU with a message
-(VolumeSegmenter itself first halves its batch; a move it makes on its own is reported too).
+CUDA out of memory while loading or running moves that segment's work to the CPU with a
+message (VolumeSegmenter itself first halves its batch, then falls back for that call: a result
+computed on the CPU by a GPU model is reported too); the next segment and the next run start
+on the chosen device again, and warn again if they fall back again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from .oriented_image import resampleOnto
+from vessa.plausibility import result_warnings
+
+from .oriented_image import placedInWorld, resampleOnto
 from .predictor import PredictionResult, Predictor
 from .segment_request import SegmentRequest, SegmentTask, TaskResult
 from .user_message import userMessage
@@ -68,7 +72,7 @@ class AutoSegmentJob:
         self._device = device
         self._cancel = threading.Event()
         self._lock = threading.Lock()
-        self._state = JobState(warnings=[w for task in request.tasks for w in task.warnings])
+        self._state = JobState(warnings=list(dict.fromkeys(w for task in request.tasks for w in task.warnings)))
         self._thread = threading.Thread(target=self._run, name="VESSA auto-segment", daemon=True)
 
     def start(self) -> None:
@@ -128,12 +132,14 @@ class AutoSegmentJob:
         if self._cancel.is_set():
             raise _Cancelled()
         self._update(message=f"preparing the preview of {label}")
-        probability = prediction.probability
-        onSegmentation = resampleOnto(probability, self._request.reference, self._request.transform)
+        probability, threshold = prediction.probability, self._request.threshold
+        for warning in result_warnings(probability.array >= threshold, task.segmentName, threshold):
+            self._warn(warning)
+        onSegmentation = resampleOnto(probability, self._request.reference, self._request.toSegmentation)
         return TaskResult(
             task,
             onSegmentation,
-            probability,
+            placedInWorld(probability, self._request.toWorld),
             prediction.slice_confidence,
             int(getattr(prediction, "axis", 0)),
             time.perf_counter() - start,
@@ -143,7 +149,6 @@ class AutoSegmentJob:
         image, modality = self._request.image, self._request.modality
         try:
             predictor = self._predictorFor(self._device)
-            before = str(getattr(predictor, "device", self._device))
             prediction = predictor.segment(image, task.templates, task.text, progress=progress, modality=modality)
         except _Cancelled:
             raise
@@ -151,11 +156,10 @@ class AutoSegmentJob:
             if self._device == "cpu" or not _isOutOfMemory(error):
                 raise
             self._warn(CPU_FALLBACK_MESSAGE)
-            self._device = "cpu"
             return self._predictorFor("cpu").segment(
                 image, task.templates, task.text, progress=progress, modality=modality
             )
-        if before.startswith("cuda") and str(getattr(predictor, "device", before)) == "cpu":
+        if str(predictor.device).startswith("cuda") and prediction.device == "cpu":
             self._warn(CPU_FALLBACK_MESSAGE)
         return prediction
 

@@ -1,4 +1,5 @@
-"""Modality of a volume node: from DICOM tags when loaded from DICOM, else by the model's CT rule."""
+"""Modality of a volume node: from DICOM tags when loaded from DICOM, else by the model's CT rule
+(`vessa.plausibility`, which also says when two modalities differ)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,6 @@ def volumeModality(volumeNode, array: np.ndarray | None = None) -> str:
         value = hierarchy.GetItemAttribute(item, "DICOM.Modality") if item else ""
         if value:
             return value.strip().upper()
-    from vessa.model.intensity import is_ct
+    from vessa.plausibility import image_modality
 
-    values = slicer.util.arrayFromVolume(volumeNode) if array is None else array
-    return "CT" if is_ct(values) else ""
-
-
-def modalityMismatch(target: str, template: str) -> bool:
-    """True when two modalities (from `volumeModality`) certainly differ: both known and
-    different, or exactly one of them CT."""
-    if target and template:
-        return target != template
-    return (target == "CT") != (template == "CT")
+    return image_modality(slicer.util.arrayFromVolume(volumeNode) if array is None else array)

@@ -64,13 +64,39 @@ def transformBetween(sourceNode, targetNode):
     return transform
 
 
-def resampleOnto(volume: Volume, reference, transform=None):
+def matrixBetween(sourceNode, targetNode=None) -> np.ndarray:
+    """The 4x4 matrix from `sourceNode`'s coordinates to `targetNode`'s (None: world), copied
+    now, so that a worker thread holds numbers and never a VTK transform the scene may change
+    meanwhile. GeometryError when the transforms between them are not linear."""
+    matrix = vtk.vtkMatrix4x4()
+    sourceParent = sourceNode.GetParentTransformNode()
+    targetParent = targetNode.GetParentTransformNode() if targetNode is not None else None
+    if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(sourceParent, targetParent, matrix):
+        target = f"{targetNode.GetName()!r}" if targetNode is not None else "the world"
+        raise GeometryError(
+            f"the transform from {sourceNode.GetName()!r} to {target} is not linear; harden it (Transforms module) "
+            "before VESSA auto-segment"
+        )
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def placedInWorld(volume: Volume, toWorld: np.ndarray) -> Volume:
+    """`volume`'s voxels (not copied) with its geometry moved by the 4x4 matrix `toWorld`."""
+    return Volume.from_ijk_to_ras(volume.array, np.asarray(toWorld) @ volume.ijk_to_ras())
+
+
+def resampleOnto(volume: Volume, reference, transform: np.ndarray | None = None):
     """`volume` (values on the source grid) linearly resampled onto `reference`'s geometry and
-    extent, optionally moved by `transform` first; float32 `vtkOrientedImageData`, 0 outside."""
+    extent, optionally moved by the 4x4 matrix `transform` first; float32 `vtkOrientedImageData`,
+    0 outside."""
     source = orientedImageFromVolume(volume.with_array(volume.array.astype(np.float32, copy=False)))
     output = slicer.vtkOrientedImageData()
+    move = None
+    if transform is not None:
+        move = vtk.vtkTransform()
+        move.SetMatrix(slicer.util.vtkMatrixFromArray(transform))
     if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-        source, reference, output, True, False, transform, 0.0
+        source, reference, output, True, False, move, 0.0
     ):
         raise GeometryError("the result could not be resampled onto the segmentation's geometry")
     return output

@@ -11,11 +11,12 @@ import slicer
 
 from vessa.errors import InputError
 from vessa.io import TemplateBank
+from vessa.plausibility import image_warnings
 
 from . import scene_io
 from .auto_segment_job import AutoSegmentJob
 from .modality import volumeModality
-from .oriented_image import referenceGeometry, transformBetween
+from .oriented_image import matrixBetween, referenceGeometry
 from .parameters import Parameters
 from .predictor import PredictorLoader
 from .segment_request import SegmentRequest, SegmentTask
@@ -47,7 +48,7 @@ class SegmentLogic:
         tasks = [
             self._task(parameters, sourceVolumeNode, segmentationNode, segmentId, bank) for segmentId in segmentIds
         ]
-        return self._request(sourceVolumeNode, segmentationNode, tasks)
+        return self._request(parameters, sourceVolumeNode, segmentationNode, tasks)
 
     def batchRequest(
         self, parameters: Parameters, sourceVolumeNode, segmentationNode
@@ -66,7 +67,7 @@ class SegmentLogic:
                 skipped.append(f"{segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()}: {error}")
         if not tasks:
             raise InputError("no empty segment has templates. " + " ".join(skipped))
-        return self._request(sourceVolumeNode, segmentationNode, tasks), skipped
+        return self._request(parameters, sourceVolumeNode, segmentationNode, tasks), skipped
 
     def start(self, parameters: Parameters, request: SegmentRequest) -> AutoSegmentJob:
         """Start a background job for `request` with the parameters' model and device."""
@@ -114,12 +115,20 @@ class SegmentLogic:
         return SegmentTask(segmentId, name, parameters.promptText(name), collection.templates, collection.warnings)
 
     @staticmethod
-    def _request(sourceVolumeNode, segmentationNode, tasks: list[SegmentTask]) -> SegmentRequest:
+    def _request(
+        parameters: Parameters, sourceVolumeNode, segmentationNode, tasks: list[SegmentTask]
+    ) -> SegmentRequest:
+        """Copy what the worker needs out of the scene (the transforms as matrices, now) and add
+        the warnings about the image (constant, a slice step above a structure's extent)."""
         image = scene_io.node_to_volume(sourceVolumeNode)
+        for task in tasks:
+            task.warnings += image_warnings(image, task.templates, parameters.sliceStep())
         return SegmentRequest(
             image,
             volumeModality(sourceVolumeNode, image.array),
             tasks,
             referenceGeometry(segmentationNode),
-            transformBetween(sourceVolumeNode, segmentationNode),
+            matrixBetween(sourceVolumeNode, segmentationNode),
+            matrixBetween(sourceVolumeNode),
+            parameters.threshold,
         )

@@ -29,13 +29,17 @@ class SegmentTask:
 class SegmentRequest:
     """image: the source volume (copy); modality: its modality ("" = unknown);
     reference: an empty `vtkOrientedImageData` on the segmentation's reference geometry;
-    transform: volume -> segmentation coordinates (None: the same frame)."""
+    toSegmentation, toWorld: 4x4 matrices from the volume's coordinates to the segmentation's
+    and to the world's (its parent transforms), copied when the request was made;
+    threshold: the probability from which a voxel is in the result (for the empty-result warning)."""
 
     image: Volume
     modality: str
     tasks: list[SegmentTask]
     reference: object
-    transform: object = None
+    toSegmentation: np.ndarray = field(default_factory=lambda: np.eye(4))
+    toWorld: np.ndarray = field(default_factory=lambda: np.eye(4))
+    threshold: float = 0.5
 
 
 @dataclass
@@ -43,8 +47,10 @@ class TaskResult:
     """The model's output for one task.
 
     probability: float32 `vtkOrientedImageData` on the segmentation's reference geometry
-    (what the preview and Apply use); sourceProbability: the same on the source volume's grid;
-    sliceConfidence: one value per slice along array axis `axis` of the source volume.
+    (what the preview and Apply use); sourceProbability: the same on the source volume's voxel
+    grid, placed where the volume is in the world (its parent transforms applied: what the
+    confidence overlay and slice navigation show); sliceConfidence: one value per slice along
+    array axis `axis` of the source volume.
     """
 
     task: SegmentTask

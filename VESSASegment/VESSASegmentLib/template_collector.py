@@ -9,9 +9,10 @@ import slicer
 from vessa.errors import BankError, InputError
 from vessa.io import Template, TemplateBank, Volume
 from vessa.io.bank import normalise_name
+from vessa.plausibility import modality_warning
 
 from . import scene_io
-from .modality import modalityMismatch, volumeModality
+from .modality import volumeModality
 
 # Segmentation nodes carrying this attribute are VESSA's own previews, never templates.
 PREVIEW_ATTRIBUTE = "VESSA.Preview"
@@ -110,8 +111,6 @@ class TemplateCollector:
 
     @staticmethod
     def _checkModality(collection: TemplateCollection, template: Template, targetName: str, targetModality: str):
-        if modalityMismatch(targetModality, template.modality):
-            collection.warnings.append(
-                f"template {template.case_id}/{template.name} is {template.modality or 'not CT'} but "
-                f"{targetName} is {targetModality or 'not CT'}; using it anyway"
-            )
+        warning = modality_warning(template, targetName, targetModality)
+        if warning:
+            collection.warnings.append(warning)

@@ -1,6 +1,6 @@
 """Volumes, segmentations and template banks on disk, with their geometry kept exactly."""
 
-from vessa.io.atomic import atomic_path
+from vessa.io.atomic import atomic_path, atomic_paths, check_output
 from vessa.io.bank import BankEntry, Template, TemplateBank
 from vessa.io.formats import VOLUME_SUFFIXES, read_volume, require_file, write_volume
 from vessa.io.segmentation import Segment, Segmentation, read_segmentation, write_segmentation
@@ -15,6 +15,8 @@ __all__ = [
     "TemplateBank",
     "Volume",
     "atomic_path",
+    "atomic_paths",
+    "check_output",
     "read_segmentation",
     "read_volume",
     "require_file",

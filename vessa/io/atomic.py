@@ -1,12 +1,25 @@
-"""Write files so that a reader never sees a partial file: temp file, then rename."""
+"""Write files so that a reader never sees a partial file, nor half of a set of outputs.
+
+Each output is written to a temporary file next to it, and the temporaries are renamed onto
+their destinations only when all of them are complete. An existing destination keeps its
+permission bits; `check_output` refuses, before any work, a destination that cannot be
+written (a folder, a path under a file, a read-only file, a folder we may not write in).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from vessa.errors import InputError
+
+# held back while a set of temporaries is renamed, so an interrupt cannot split the set
+_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _umask() -> int:
@@ -15,23 +28,81 @@ def _umask() -> int:
     return mask
 
 
-@contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `dest`; rename it onto `dest` only if the block succeeds.
+def _mode_for(dest: Path) -> int:
+    """The permission bits `dest` has, or those a plain open() would give a new file."""
+    try:
+        return stat.S_IMODE(dest.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
 
-    The temporary name keeps `dest`'s suffixes (``.seg.nrrd``, ``.nii.gz``) so writers that
-    choose the format from the file name work unchanged.
+
+def is_read_only(path: Path) -> bool:
+    """True for an existing file that nobody may write (no write bit) or that we may not write."""
+    return stat.S_IMODE(path.stat().st_mode) & 0o222 == 0 or not os.access(path, os.W_OK)
+
+
+def check_output(dest: str | os.PathLike, what: str) -> Path:
+    """`dest` as a Path; InputError naming `what` unless a file can be written there.
+
+    Refused: an existing folder, a path under a file, an existing read-only file (it is not
+    replaced), and a folder we may not write in. Missing folders are fine (they are created).
     """
     dest = Path(dest)
+    if dest.is_dir():
+        raise InputError(f"{what} {dest}: is a folder, not a file name")
+    if dest.exists() and is_read_only(dest):
+        raise InputError(f"{what} {dest}: the file is read-only; make it writable or choose another name")
+    folder = dest.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"{what} {dest}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {dest}: no permission to write in {folder}")
+    return dest
+
+
+def _temporary_next_to(dest: Path) -> Path:
+    """An empty private file next to `dest` whose name keeps `dest`'s suffixes (``.seg.nrrd``,
+    ``.nii.gz``), so writers that choose the format from the file name work unchanged."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(dest.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name.split('.')[0]}-", suffix=suffix, dir=dest.parent)
     os.close(fd)
-    tmp_path = Path(tmp)
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_paths(dests: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
+    """Yield one temporary path next to each of `dests`; rename them all onto their
+    destinations only if the block succeeds (SIGINT/SIGTERM wait until the renames are done),
+    and remove them all otherwise (an exception, Ctrl-C, or SIGTERM turned into one)."""
+    dests = [Path(dest) for dest in dests]
+    if len(set(dests)) != len(dests):
+        raise InputError(f"the same output file is given twice: {', '.join(map(str, dests))}")
+    temporaries: list[Path] = []
     try:
-        yield tmp_path
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, dest)
+        for dest in dests:
+            temporaries.append(_temporary_next_to(dest))
+        yield temporaries
+        can_block = hasattr(signal, "pthread_sigmask")  # not on Windows
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS) if can_block else None
+        try:
+            for tmp, dest in zip(temporaries, dests, strict=True):
+                # mkstemp makes the file private (0600); give it the mode the destination has.
+                os.chmod(tmp, _mode_for(dest))
+            for tmp, dest in zip(temporaries, dests, strict=True):
+                os.replace(tmp, dest)
+        finally:
+            if can_block:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `dest`; rename it onto `dest` only if the block succeeds."""
+    with atomic_paths([dest]) as (tmp,):
+        yield tmp

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vessa.errors import BankError, InputError
-from vessa.io.atomic import atomic_path
+from vessa.io.atomic import atomic_path, check_output
 from vessa.io.formats import read_volume, write_volume
 from vessa.io.segmentation import Segmentation, read_segmentation, write_segmentation
 from vessa.io.volume import Volume
@@ -91,6 +91,10 @@ class TemplateBank:
         root = Path(root)
         if (root / INDEX_NAME).exists():
             raise BankError(f"{root}: a template bank already exists there")
+        try:
+            check_output(root / INDEX_NAME, "template bank")
+        except InputError as error:
+            raise BankError(str(error)) from None
         bank = cls(root)
         bank.save()
         return bank
@@ -104,6 +108,8 @@ class TemplateBank:
             raise BankError(f"{root}: not a template bank (no {INDEX_NAME})")
         try:
             data = json.loads(index.read_text())
+            if not isinstance(data, dict):
+                raise BankError(f"{index}: invalid bank index (a JSON {type(data).__name__}, not an object)")
             if data.get("version") != INDEX_VERSION:
                 raise BankError(f"{index}: unsupported bank version {data.get('version')!r}")
             entries = [BankEntry(**entry) for entry in data["entries"]]

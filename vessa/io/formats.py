@@ -29,11 +29,18 @@ def require_file(path: str | os.PathLike, what: str = "file") -> Path:
     return path
 
 
+def require_volume_suffix(path: str | os.PathLike, what: str = "") -> Path:
+    """`path` as a Path; InputError (naming `what`, e.g. an option) unless its suffix is a volume format."""
+    path = Path(path)
+    if not _suffix(path):
+        raise InputError(f"{what + ' ' if what else ''}{path}: unsupported image format "
+                         f"(use one of {', '.join(VOLUME_SUFFIXES)})")
+    return path
+
+
 def read_volume(path: str | os.PathLike, allow_nonfinite: bool = False) -> Volume:
     """Read a scalar 2D/3D image; 4D, vector, unreadable, NaN/inf images raise InputError."""
-    path = require_file(path, "image")
-    if not _suffix(path):
-        raise InputError(f"{path}: unsupported image format (use one of {', '.join(VOLUME_SUFFIXES)})")
+    path = require_volume_suffix(require_file(path, "image"))
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -50,9 +57,7 @@ def read_volume(path: str | os.PathLike, allow_nonfinite: bool = False) -> Volum
 
 def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True) -> Path:
     """Write `volume` to `path` (format from the suffix) via a temporary file and a rename."""
-    path = Path(path)
-    if not _suffix(path):
-        raise InputError(f"{path}: unsupported image format (use one of {', '.join(VOLUME_SUFFIXES)})")
+    path = require_volume_suffix(path)
     with atomic_path(path) as tmp:
         sitk.WriteImage(volume.to_sitk(), str(tmp), compress)
     return path

@@ -19,6 +19,11 @@ def _vector3(value, what: str) -> np.ndarray:
     return vector
 
 
+def _rounded(values: np.ndarray) -> list:
+    """Values to 6 decimals (1e-4 mm, the grid tolerance, shows), -0.0 as 0.0."""
+    return (np.round(values, 6) + 0.0).tolist()
+
+
 @dataclass
 class Volume:
     """A 3D image: `array` indexed (k, j, i) and the geometry that places it in LPS space.
@@ -101,16 +106,25 @@ class Volume:
         """True if `other` has the same shape and IJK-to-LPS matrix (within `atol` mm)."""
         return self.shape == other.shape and np.allclose(self.ijk_to_lps(), other.ijk_to_lps(), atol=atol)
 
-    def require_same_grid(self, other: Volume, what: str, atol: float = 1e-4) -> None:
-        """Raise GeometryError naming `what` unless `other` lies on this volume's grid."""
+    def require_same_grid(self, other: Volume, what: str, atol: float = 1e-4, this: str = "the image") -> None:
+        """Raise GeometryError naming `what` unless `other` lies on this volume's grid (`this`
+        names this volume in the message); the message gives the fields that differ."""
         if self.shape != other.shape:
-            raise GeometryError(f"{what}: grid shape {other.shape} differs from the image's {self.shape}")
+            raise GeometryError(f"{what}: grid shape {other.shape} differs from {this}'s {self.shape}")
         if not self.same_grid(other, atol):
-            raise GeometryError(
-                f"{what}: geometry differs from the image's (origin {other.origin.round(4).tolist()} vs "
-                f"{self.origin.round(4).tolist()}, spacing {other.spacing.round(4).tolist()} vs "
-                f"{self.spacing.round(4).tolist()})"
-            )
+            raise GeometryError(f"{what}: geometry differs from {this}'s ({self.grid_difference(other, atol)})")
+
+    def grid_difference(self, other: Volume, atol: float = 1e-4) -> str:
+        """The geometry fields (origin, spacing, direction) in which `other` differs from this
+        volume, each as "other vs this", rounded so that the difference shows."""
+        # a direction change d moves the matrix's columns by d x spacing (mm)
+        fields = (("origin", other.origin, self.origin, atol), ("spacing", other.spacing, self.spacing, atol),
+                  ("direction", other.direction, self.direction, atol / max(self.spacing.max(), 1.0)))
+        differing = [(name, a, b) for name, a, b, tolerance in fields if not np.allclose(a, b, rtol=0, atol=tolerance)]
+        if not differing:  # each field within tolerance, their product (the IJK-to-LPS matrix) not
+            gap = float(np.abs(self.ijk_to_lps() - other.ijk_to_lps()).max())
+            return f"IJK-to-LPS matrices differ by up to {gap:.6g} mm"
+        return "; ".join(f"{name} {_rounded(a)} vs {_rounded(b)}" for name, a, b in differing)
 
     def require_finite(self, what: str) -> None:
         """Raise InputError naming `what` if the array holds NaN or infinite values."""

@@ -6,19 +6,26 @@ import contextlib
 
 import torch
 
+from vessa.errors import InputError
 from vessa.model.config import PRECISIONS
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" -> the first CUDA GPU when there is one, else CPU; anything else as given."""
+    """ "auto" -> the first CUDA GPU when there is one, else CPU; anything else as given.
+
+    InputError for "cuda" (or "cuda:N") where torch sees no CUDA GPU.
+    """
     if isinstance(device, torch.device):
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError as error:
         raise ValueError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: this machine has no CUDA GPU that PyTorch can use; use 'cpu' or 'auto'")
+    return resolved
 
 
 def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from vessa.errors import CheckpointError
+from vessa.errors import CheckpointError, torch_load_reason
 
 
 def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
@@ -35,9 +35,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # the weights-only unpickler raises many types on arbitrary bytes
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"{path}: not a readable checkpoint (corrupt or not a torch.save file: {reason})"
+            f"{path}: not a readable checkpoint (corrupt or not a torch.save file: {torch_load_reason(error)})"
         ) from None
     if not isinstance(content, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(content).__name__}, not a dict)")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from vessa.errors import CheckpointError, InputError
+from vessa.errors import CheckpointError, InputError, torch_load_reason
 from vessa.model.config import TextConfig
 
 
@@ -96,7 +96,7 @@ def _read_table(path: Path, config: TextConfig, into: dict[str, torch.Tensor]) -
         table = torch.load(path, map_location="cpu", weights_only=True)
         texts, embeddings, made_by = table["texts"], table["embeddings"], table["config"]
     except Exception as error:  # the weights-only unpickler raises many types on arbitrary bytes
-        raise CheckpointError(f"text embedding table {path}: unreadable ({error})") from None
+        raise CheckpointError(f"text embedding table {path}: unreadable ({torch_load_reason(error)})") from None
     if made_by != dataclasses.asdict(config):
         raise CheckpointError(f"text embedding table {path} was made by text tower {made_by}, "
                               f"this model uses {dataclasses.asdict(config)}")

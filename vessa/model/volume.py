@@ -21,8 +21,9 @@ One call (`segment`) does, for a target volume and up to `max_templates` templat
    set to 0 on slices whose object score says the structure is absent.
 Mixed precision by `device.autocast` (default "auto": bf16 on CUDA and on CPUs with bf16
 instructions); channels-last weights and inputs; always `torch.inference_mode`. A CUDA out-of-memory
-error halves the batch size and retries; at batch size 1 the model moves to the CPU (logged)
-and the call restarts there.
+error halves the batch size and retries; at batch size 1 the call restarts on the CPU (logged).
+Both hold for that call only: the next call starts on the configured device and batch size
+again (`SegmentResult.device` says where a result was computed).
 """
 
 from __future__ import annotations
@@ -71,13 +72,24 @@ SPARSE_PRESENCE = 0.1
 class SegmentResult:
     """probability: float32 Volume on the input's grid; slice_confidence (n,): predicted IoU
     x object probability per slice along `axis` (array axis: 0 = k, 1 = j, 2 = i), 0 on the
-    slices a sparse pass skipped; slices_decoded: how many slices went through the model."""
+    slices a sparse pass skipped; slices_decoded: how many slices went through the model;
+    device: where they did ("cpu" after an out-of-memory fallback from the GPU)."""
 
     probability: Volume
     slice_confidence: np.ndarray
     seconds: float
     axis: int
     slices_decoded: int
+    device: str
+
+
+@dataclass
+class _Call:
+    """Where one `segment` call runs: its device and batch size (halved on out-of-memory, for
+    this call only)."""
+
+    device: torch.device
+    batch_size: int
 
 
 class _Slices:
@@ -140,13 +152,14 @@ class _LocationPrior:
 
 
 class _FallBackToCpu(Exception):
-    """Raised inside a run when CUDA is out of memory even at batch size 1."""
+    """Raised inside a call when CUDA is out of memory even at batch size 1."""
 
 
 class VolumeSegmenter:
     """Segments one structure in a volume (see the module docstring).
 
-    batch_size: target/template slices per encoder call (halved automatically on CUDA OOM);
+    device, batch_size: where each call starts, and target/template slices per encoder call
+        (on CUDA OOM a call halves its batch, then moves to the CPU; the next call starts here again);
         default 8 on CPU, 16 on CUDA (benchmarks/RESULTS.md: on an H200 at 512 px, 16 slices per
         call take 0.73 s for 200 slices against 1.20 s with 8, at 1.2 GiB).
     propagate: add the previous slice's prediction as memory (sequential decoding).
@@ -187,13 +200,13 @@ class VolumeSegmenter:
         self.precision = precision
         self.slice_step = slice_step
         self.template_slice_limit = template_slice_limit
-        self.device = torch.device("cpu")
-        self._move_to(resolve_device(device))
+        self.device = resolve_device(device)
+        self._place(self.device)
         self.batch_size = batch_size or (16 if self.device.type == "cuda" else 8)
 
-    def _move_to(self, device: torch.device) -> None:
+    def _place(self, device: torch.device) -> None:
+        """Move the model to `device`; the cached features (on the old device) are dropped."""
         self.cache.clear()
-        self.device = device
         self.assistant.to(device).to(memory_format=torch.channels_last)
 
     def segment(
@@ -212,21 +225,29 @@ class VolumeSegmenter:
         start = time.perf_counter()
         templates = _check_input(image, templates, text, self.assistant.config.max_templates)
         hits, misses = self.cache.hits, self.cache.misses
+        call = _Call(self.device, self.batch_size)
         try:
-            probability, confidence, axis, decoded = self._run(image, templates, text, progress, modality)
+            probability, confidence, axis, decoded = self._run(image, templates, text, progress, modality, call)
         except _FallBackToCpu:
-            log.warning("GPU out of memory even at batch size 1: continuing on the CPU (slower)")
-            self._move_to(torch.device("cpu"))
-            probability, confidence, axis, decoded = self._run(image, templates, text, progress, modality)
+            log.warning("GPU out of memory even at batch size 1: this run continues on the CPU (slower); "
+                        "the next one starts on %s again", self.device)
+            call = _Call(torch.device("cpu"), self.batch_size)
+            self._place(call.device)
+            try:
+                probability, confidence, axis, decoded = self._run(image, templates, text, progress, modality, call)
+            finally:
+                self._place(self.device)
         if progress:
             progress(1.0)
         log.debug("feature cache: %d slices reused, %d encoded, %.0f MiB held; %d of %d slices decoded",
                   self.cache.hits - hits, self.cache.misses - misses, self.cache.bytes / 2**20, decoded,
                   len(confidence))
-        return SegmentResult(image.with_array(probability), confidence, time.perf_counter() - start, axis, decoded)
+        return SegmentResult(image.with_array(probability), confidence, time.perf_counter() - start, axis, decoded,
+                             str(call.device))
 
     def _run(
-        self, image: Volume, templates: list[Template], text: str, progress: Progress | None, modality: str
+        self, image: Volume, templates: list[Template], text: str, progress: Progress | None, modality: str,
+        call: _Call,
     ) -> tuple[np.ndarray, np.ndarray, int, int]:
         size, keyed = self.assistant.image_size, self.cache.max_bytes > 0
         axis = slicing_axis(image.shape, image.spacing)
@@ -248,15 +269,16 @@ class VolumeSegmenter:
             if progress:
                 progress(min(done / total, 0.999))
 
-        with torch.inference_mode(), autocast(self.device, self.precision):
+        with torch.inference_mode(), autocast(call.device, self.precision):
             text_embedding = self.assistant.embed_text([text])
             parts: list[TemplateMemory] = []
             for plan in plans:
                 self._batched(np.arange(len(plan.used)),
-                              lambda rows, plan=plan: parts.append(self._encode_templates(plan, rows)), report)
+                              lambda rows, plan=plan: parts.append(self._encode_templates(plan, rows, call.device)),
+                              report, call)
             memory = TemplateMemory.cat(parts)
             probability, confidence, decoded = self._decode_targets(target, memory, index, text_embedding, priors,
-                                                                    report)
+                                                                    report, call)
         return np.ascontiguousarray(np.moveaxis(probability, 0, axis)), confidence, axis, decoded
 
     def _decode_targets(
@@ -267,6 +289,7 @@ class VolumeSegmenter:
         text_embedding: torch.Tensor,
         priors: list[_LocationPrior],
         report: Callable[[int], None],
+        call: _Call,
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Probabilities [n, rows, cols] and confidences [n] of all target slices and how many
         slices were decoded (`priors`: one per template when the model uses a location prior,
@@ -278,15 +301,15 @@ class VolumeSegmenter:
         previous: dict[str, tuple | None] = {"memory": None}
 
         def step(rows: np.ndarray) -> None:
-            features = self._features(target, rows)
-            prior = torch.stack([p.square(rows) for p in priors]).mean(0).to(self.device) if priors else None
+            features = self._features(target, rows, call.device)
+            prior = torch.stack([p.square(rows) for p in priors]).mean(0).to(call.device) if priors else None
             if self.propagate:
                 logits, objects, scores, previous["memory"] = self._propagate(
-                    features, memory, index[rows], text_embedding, previous["memory"], prior
+                    features, memory, index[rows].to(call.device), text_embedding, previous["memory"], prior
                 )
             else:
                 logits, objects, scores = _summary(
-                    self._decode(features, memory, index[rows], text_embedding, None, prior)
+                    self._decode(features, memory, index[rows].to(call.device), text_embedding, None, prior)
                 )
             present = (objects > 0).float().view(-1, 1, 1, 1)
             probability[rows] = (torch.sigmoid(frame.from_square(logits)) * present).squeeze(1).cpu().numpy()
@@ -294,12 +317,12 @@ class VolumeSegmenter:
             found[rows] = probability[rows].max(axis=(1, 2)) >= SPARSE_PRESENCE
 
         if self.slice_step == 1:
-            self._batched(np.arange(count), step, report)
+            self._batched(np.arange(count), step, report, call)
             return probability, confidence, count
         coarse = np.unique(np.append(np.arange(0, count, self.slice_step), count - 1))
-        self._batched(coarse, step, report)
+        self._batched(coarse, step, report, call)
         rest = _gaps_beside(coarse, found[coarse])
-        self._batched(rest, step, report)
+        self._batched(rest, step, report, call)
         report(count - len(coarse) - len(rest))
         return probability, confidence, len(coarse) + len(rest)
 
@@ -327,14 +350,14 @@ class VolumeSegmenter:
     def _prepare(self, unit: torch.Tensor) -> torch.Tensor:
         return normalize_for_sam(unit).contiguous(memory_format=torch.channels_last)
 
-    def _features(self, slices: _Slices, rows: np.ndarray) -> ImageFeatures:
-        """Encoder features of the given rows of `slices`, through the feature cache."""
+    def _features(self, slices: _Slices, rows: np.ndarray, device: torch.device) -> ImageFeatures:
+        """Encoder features of the given rows of `slices` on `device`, through the feature cache."""
         return self.cache.features(slices.key, rows, lambda missing: self.assistant.encode(
-            self._prepare(slices.square(missing, self.device))))
+            self._prepare(slices.square(missing, device))))
 
-    def _encode_templates(self, plan: _TemplatePlan, rows: np.ndarray) -> TemplateMemory:
-        features = self._features(plan.slices, plan.used[rows])
-        return self.assistant.encode_templates(features, plan.masks[rows].to(self.device))
+    def _encode_templates(self, plan: _TemplatePlan, rows: np.ndarray, device: torch.device) -> TemplateMemory:
+        features = self._features(plan.slices, plan.used[rows], device)
+        return self.assistant.encode_templates(features, plan.masks[rows].to(device))
 
     def _decode(
         self,
@@ -347,31 +370,32 @@ class VolumeSegmenter:
     ) -> AssistantOutput:
         return self.assistant.decode(
             features,
-            memory.gather(index.to(self.device)),
+            memory.gather(index),
             text_embedding.expand(len(features), -1),
             extra_memory=extra_memory,
             location_prior=prior,
         )
 
-    def _batched(self, rows: np.ndarray, step: Callable[[np.ndarray], None], report: Callable[[int], None]) -> None:
-        """Run `step` on consecutive batches of `rows` (slice indices); on CUDA OOM halve the batch."""
+    def _batched(self, rows: np.ndarray, step: Callable[[np.ndarray], None], report: Callable[[int], None],
+                 call: _Call) -> None:
+        """Run `step` on consecutive batches of `rows` (slice indices); on CUDA OOM halve the call's batch."""
         start, count = 0, len(rows)
         while start < count:
-            size = min(self.batch_size, count - start)
+            size = min(call.batch_size, count - start)
             try:
                 step(rows[start : start + size])
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
-                if self.device.type == "cuda":
+                if call.device.type == "cuda":
                     self.cache.clear()
                     torch.cuda.empty_cache()
                 if size == 1:
-                    if self.device.type == "cpu":
+                    if call.device.type == "cpu":
                         raise
                     raise _FallBackToCpu() from error
-                self.batch_size = max(1, size // 2)
-                log.warning("out of memory at batch size %d: retrying with batch size %d", size, self.batch_size)
+                call.batch_size = max(1, size // 2)
+                log.warning("out of memory at batch size %d: retrying with batch size %d", size, call.batch_size)
                 continue
             start += size
             report(size)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vessa.errors import CheckpointError
+from vessa.errors import CheckpointError, torch_load_reason
 from vessa.io.atomic import atomic_path
 
 FORMAT = "vessa-training-state"
@@ -139,8 +139,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: unreadable checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({torch_load_reason(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a VESSA training checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:

@@ -79,7 +79,7 @@ class DirectSegmenter:
         if progress:
             progress(1.0)
         return SegmentResult(image.with_array(probability), confidence.astype(np.float32),
-                             time.perf_counter() - start, 0, len(confidence))
+                             time.perf_counter() - start, 0, len(confidence), str(self.device))
 
 
 def student_from_checkpoint(state: Any, path: str | Path) -> StudentUNet:

@@ -45,6 +45,11 @@ def _sample_cases(names: tuple[str, ...]) -> dict[str, object]:
     return cases
 
 
+def recipe_job_dir(output_dir: str | Path) -> Path:
+    """The job folder (the spec's output_dir: checkpoints, status.json) of a recipe written into `output_dir`."""
+    return Path(output_dir).resolve() / "job"
+
+
 def starter_spec(output_dir: str | Path, steps: int = 4000, time_budget_s: float | None = None,
                  device: str = "auto", workers: int = 0) -> Path:
     """Write the starter recipe's cohort manifest and job spec into `output_dir`; return the spec path.
@@ -64,7 +69,7 @@ def starter_spec(output_dir: str | Path, steps: int = 4000, time_budget_s: float
     with atomic_path(manifest) as tmp:
         tmp.write_text(json.dumps({"version": 1, "structures": structures, "cases": entries}, indent=2))
     spec = JobSpec(
-        stage="stage1", method="vessa", manifest=str(manifest), output_dir=str(output_dir / "job"),
+        stage="stage1", method="vessa", manifest=str(manifest), output_dir=str(recipe_job_dir(output_dir)),
         structures=["*"], steps=steps, batch_size=4, lr=1e-4, weight_decay=0.05, schedule="cosine",
         warmup_steps=50, grad_clip=1.0, checkpoint_every=100, keep_checkpoints=2,
         log_every=10, seed=0, device=device, image_size=128, time_budget_s=time_budget_s,
