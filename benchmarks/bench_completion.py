@@ -41,7 +41,8 @@ import torch
 
 from vessa.io import Volume, read_segmentation, read_volume
 from vessa.priors import load_completer
-from vessa.priors.completion import CompletionConfig, CompletionParts, FusionConfig, Gate, SliceCompleter
+from vessa.priors.completion import CompletionConfig, SliceCompleter
+from vessa.priors.fusion import FusionConfig, Gate, SliceParts
 from vessa.priors.sam_refine import SliceSam
 from vessa.priors.slice_prior import SlicePriorConfig
 from vessa.samples import fetch, load_manifest
@@ -137,13 +138,13 @@ def nuclei_cases(count: int, seed: int = 0) -> Iterator[Case]:
 METHODS = ("fill", "copy", "shape", "+flow", "+appearance", "vessa")
 
 
-def ablations(parts: CompletionParts, copied: CompletionParts, fusion: FusionConfig) -> dict[str, np.ndarray]:
+def ablations(parts: SliceParts, copied: SliceParts, fusion: FusionConfig) -> dict[str, np.ndarray]:
     """The VESSA rows from one set of parts: each adds one part to the one before."""
     no_sam = dataclasses.replace(fusion, sam=Gate(0.0, 0.0))
     prior_only = dataclasses.replace(no_sam, appearance=Gate(0.0, 0.0))
     stack = {"shape": copied.probability(prior_only), "+flow": parts.probability(prior_only),
              "+appearance": parts.probability(no_sam), "vessa": parts.probability(fusion)}
-    return {name: np.moveaxis(p, 0, parts.drawn.axis) >= 0.5 for name, p in stack.items()}
+    return {name: np.moveaxis(p, 0, parts.fixed.axis) >= 0.5 for name, p in stack.items()}
 
 
 def run_methods(completer: SliceCompleter, case: Case, slices: list[int]) -> dict:
@@ -230,7 +231,7 @@ def fit(sam: SliceSam | None, cases: list[Case], counts: list[int]) -> None:
             parts = SliceCompleter(sam, config).parts(case.image, drawn, case.modality)
             box = parts.reach()
             inside = parts.cropped(box)
-            truth = np.moveaxis(case.truth, parts.drawn.axis, 0)
+            truth = np.moveaxis(case.truth, parts.fixed.axis, 0)
             total = int(truth.sum())
             truth = truth[box]
             for scale, appearance, sam_gate in itertools.product(scales, gates, gates):

@@ -17,6 +17,7 @@ volume (after a correction) encodes only the slices it has not seen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,6 +122,21 @@ class SliceSam:
             out[index] = F.interpolate(full, size=(box.side, box.side), mode="bilinear",
                                        align_corners=False)[0, 0].clamp(-LOGIT_LIMIT, LOGIT_LIMIT).cpu().numpy()
         return box.paste(out, shape, -LOGIT_LIMIT)
+
+
+def outline_estimate(sam: SliceSam, key: tuple, unit: np.ndarray, estimate: np.ndarray, box: CropBox,
+                     skip: np.ndarray, progress: Callable[[float], None] | None = None) -> np.ndarray:
+    """SAM's log-odds [n, rows, cols] on every slice where the binary `estimate` [n, rows, cols]
+    has voxels (prompted by its box there) except the `skip` slices; 0 elsewhere. `progress`
+    gets the fraction of those slices done."""
+    slices = np.setdiff1d(np.flatnonzero(estimate.any(axis=(1, 2))), skip)
+    out = np.zeros(unit.shape, np.float32)
+    for start in range(0, len(slices), sam.batch_size):
+        rows = slices[start : start + sam.batch_size]
+        out[rows] = sam.outline(sam.embeddings(key, unit, rows, box), estimate[rows], box, unit.shape[1:])
+        if progress:
+            progress(min(1.0, (start + len(rows)) / len(slices)))
+    return out
 
 
 def fidelity(sam: SliceSam, key: tuple, unit: np.ndarray, slices: np.ndarray, masks: np.ndarray,

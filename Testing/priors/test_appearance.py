@@ -1,0 +1,56 @@
+"""The per-case appearance model (vessa.priors.appearance)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from shapes import ellipsoid
+
+from vessa.priors.appearance import band_width, fit_appearance, image_features
+
+SHAPE = (6, 40, 40)
+
+
+def slices_with(mask: np.ndarray, inside: float, outside: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(np.where(mask, inside, outside) + rng.normal(0, 0.05, mask.shape), 0, 1).astype(np.float32)
+
+
+BLOB = ellipsoid(SHAPE, (2.5, 20, 20), (8, 9, 9))
+
+
+def test_features_are_intensity_blurs_gradient_and_laplacian():
+    unit = slices_with(BLOB, 0.8, 0.2)
+    features = image_features(unit, (1.0, 1.0))
+    assert features.shape == (*SHAPE, 5)
+    assert np.array_equal(features[..., 0], unit)
+    assert features[..., 1].std() < unit.std()  # blurred
+
+
+def test_a_structure_with_its_own_grey_levels_separates_and_is_recognised():
+    unit = slices_with(BLOB, 0.8, 0.2)
+    model = fit_appearance(image_features(unit[:3], (1.0, 1.0)), BLOB[:3], (1.0, 1.0))
+    assert model.separability > 0.9
+    logits = model.logits(image_features(unit[4:5], (1.0, 1.0)))[0]
+    assert (logits[BLOB[4]] > 0).mean() > 0.9 and (logits[~BLOB[4]] < 0).mean() > 0.9
+
+
+def test_a_structure_that_looks_like_its_surroundings_does_not_separate():
+    unit = slices_with(np.zeros(SHAPE, bool), 0.5, 0.5)
+    model = fit_appearance(image_features(unit[:3], (1.0, 1.0)), BLOB[:3], (1.0, 1.0))
+    assert model.separability < 0.75
+
+
+def test_one_labelled_slice_is_cross_validated_on_blocks():
+    unit = slices_with(BLOB, 0.8, 0.2)
+    model = fit_appearance(image_features(unit[2:3], (1.0, 1.0)), BLOB[2:3], (1.0, 1.0))
+    assert model.separability > 0.9
+
+
+def test_the_band_is_half_the_radius_and_at_least_three_pixels():
+    masks = np.zeros((1, 50, 50), bool)
+    masks[0, 5:45, 5:45] = True  # 40 x 40 px of 0.5 mm: area 400 mm2, radius ~11.3 mm
+    assert band_width(masks, (0.5, 0.5)) == pytest.approx(0.5 * np.sqrt(400 / np.pi))
+    tiny = np.zeros((1, 10, 10), bool)
+    tiny[0, 4, 4] = True
+    assert band_width(tiny, (2.0, 1.0)) == 6.0

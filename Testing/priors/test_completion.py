@@ -1,0 +1,113 @@
+"""Few-slice completion end to end on synthetic volumes (vessa.priors.completion), without SAM
+(the SAM step is tested in test_sam_refine.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from shapes import blob_volume, dice, drawn_on, ellipsoid
+
+from vessa.errors import InputError
+from vessa.priors.completion import CompletionConfig, SliceCompleter
+from vessa.priors.fusion import FusionConfig, Gate
+
+SHAPE = (36, 44, 40)
+TRUTH = ellipsoid(SHAPE, (18, 22, 20), (13, 14, 12), drift=(0.3, 0.0))
+IMAGE = blob_volume(TRUTH)
+COMPLETER = SliceCompleter()
+
+
+@pytest.fixture(scope="module")
+def result():
+    return COMPLETER.complete(IMAGE, drawn_on(TRUTH, [11, 18, 25]))
+
+
+def test_a_blob_drawn_on_three_slices_is_filled_in(result):
+    assert dice(result.probability >= 0.5, TRUTH) > 0.9
+    assert result.drawn.axis == 0 and result.drawn.indices.tolist() == [11, 18, 25]
+    assert result.separability > 0.9 and result.appearance_weight > 0  # the blob has its own grey level
+    assert result.warnings == []
+
+
+def test_the_drawn_slices_come_back_exactly(result):
+    for z in (11, 18, 25):
+        assert np.array_equal(result.probability[z] == 1.0, TRUTH[z])
+        assert np.all((result.probability[z] == 0.0) | (result.probability[z] == 1.0))
+
+
+def test_the_suggested_slice_is_an_uncertain_undrawn_one(result):
+    assert result.next_slice is not None and result.next_slice not in (11, 18, 25)
+    assert result.slice_uncertainty[result.next_slice] == result.slice_uncertainty.max() > 0
+    assert np.all(result.slice_uncertainty[[11, 18, 25]] == 0)
+
+
+def test_the_appearance_helps_where_the_structure_has_its_own_grey_level():
+    drawn = drawn_on(TRUTH, [11, 18, 25])
+    parts = COMPLETER.parts(IMAGE, drawn)
+    fusion = COMPLETER.config.fusion
+    prior_only = parts.probability(dataclasses.replace(fusion, appearance=Gate(0.0, 0.0))) >= 0.5
+    assert dice(parts.probability(fusion) >= 0.5, TRUTH) > dice(prior_only, TRUTH)
+
+
+def test_drawn_slices_along_another_axis_are_completed_along_it():
+    result = COMPLETER.complete(IMAGE, drawn_on(TRUTH, [12, 20, 28], axis=1))
+    assert result.drawn.axis == 1
+    assert dice(result.probability >= 0.5, TRUTH) > 0.85
+
+
+def test_one_drawn_slice_works_and_warns():
+    result = COMPLETER.complete(IMAGE, drawn_on(TRUTH, [18]))
+    assert any("only one slice" in w for w in result.warnings)
+    assert (result.probability >= 0.5).sum() > TRUTH[18].sum()
+
+
+def test_voxels_drawn_in_another_orientation_are_kept_and_reported():
+    drawn = drawn_on(TRUTH, [11, 18, 25]) | drawn_on(TRUTH, [20], axis=2)
+    result = COMPLETER.complete(IMAGE, drawn)
+    assert result.drawn.axis == 0 and result.drawn.other_voxels > 0
+    assert np.all(result.probability[drawn] == 1.0)
+    assert any("another orientation" in w for w in result.warnings)
+
+
+def test_cropped_parts_give_the_same_probability_as_the_whole():
+    parts = COMPLETER.parts(IMAGE, drawn_on(TRUTH, [11, 18, 25]))
+    box = parts.reach()
+    whole = parts.probability(COMPLETER.config.fusion)
+    assert np.array_equal(parts.cropped(box).probability(COMPLETER.config.fusion), whole[box])
+    outside = np.ones(whole.shape, bool)
+    outside[box] = False
+    assert np.all(whole[outside] == 0)
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [(np.zeros(SHAPE, bool), "empty: draw"), (TRUTH, "already a 3D shape"), (np.zeros((3, 3, 3), bool), "grid")],
+)
+def test_bad_segments_are_refused_with_a_message(mask, message):
+    with pytest.raises(InputError, match=message):
+        COMPLETER.complete(IMAGE, mask)
+
+
+def test_a_non_finite_image_is_refused():
+    array = IMAGE.array.copy()
+    array[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN|finite"):
+        COMPLETER.complete(IMAGE.with_array(array), drawn_on(TRUTH, [11, 18]))
+
+
+def test_gates_grow_with_the_score_from_their_threshold():
+    gate = Gate(2.0, 0.6)
+    assert gate(0.5) == 0.0 and gate(0.6) == 0.0 and gate(0.8) == pytest.approx(1.0) and gate(1.0) == 2.0
+    with pytest.raises(ValueError, match="threshold"):
+        Gate(1.0, 1.0)
+    with pytest.raises(ValueError, match="prior_scale_mm"):
+        FusionConfig(prior_scale_mm=0)
+
+
+def test_without_the_appearance_the_prior_decides():
+    completer = SliceCompleter(config=CompletionConfig(appearance=False))
+    result = completer.complete(IMAGE, drawn_on(TRUTH, [11, 18, 25]))
+    assert result.separability == 0.0 and result.appearance_weight == 0.0
+    assert dice(result.probability >= 0.5, TRUTH) > 0.85

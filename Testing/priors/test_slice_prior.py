@@ -1,0 +1,59 @@
+"""The shape prior of drawn slices (vessa.priors.slice_prior)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from shapes import dice, drawn_on, ellipsoid
+
+from vessa.priors.drawn_slices import find_drawn_slices
+from vessa.priors.slice_prior import ABSENT, SlicePriorConfig, signed_distance, slice_prior
+
+SHAPE = (40, 48, 48)
+SPACING = (2.0, 1.0, 1.0)
+
+
+def test_signed_distance_is_positive_inside_in_millimetres():
+    mask = np.zeros((9, 9), bool)
+    mask[2:7, 2:7] = True
+    distance = signed_distance(mask, (2.0, 1.0))
+    assert distance[4, 4] > 0 > distance[0, 4]
+    assert distance[0, 4] == pytest.approx(-4.0)  # two rows of 2 mm outside
+    assert np.all(signed_distance(np.zeros((3, 3), bool), (1.0, 1.0)) == ABSENT)
+
+
+@pytest.mark.parametrize("follow_anatomy", [False, True])
+def test_an_ellipsoid_is_filled_in_between_and_closed_beyond_its_drawn_slices(follow_anatomy):
+    truth = ellipsoid(SHAPE, (20, 24, 24), (14, 15, 15))
+    unit = truth.astype(np.float32) * 0.8 + 0.1
+    drawn = find_drawn_slices(drawn_on(truth, [13, 20, 27]))
+    prior = slice_prior(unit, drawn, SPACING, SlicePriorConfig(follow_anatomy=follow_anatomy))
+    assert dice(prior > 0, truth) > 0.85
+    for z in (13, 20, 27):
+        assert np.array_equal(prior[z] > 0, truth[z])
+    assert np.all(prior[:3] == ABSENT) and np.all(prior[-3:] == ABSENT)  # beyond the extrapolation
+    assert (prior[8] > 0).sum() < (prior[13] > 0).sum()  # closing, not a copied slice
+
+
+def test_following_the_anatomy_tracks_a_structure_that_moves_across_slices():
+    truth = ellipsoid(SHAPE, (20, 24, 24), (14, 10, 10), drift=(0.0, 0.8))
+    unit = truth.astype(np.float32) * 0.8 + 0.1
+    drawn = find_drawn_slices(drawn_on(truth, [12, 28]))
+    copied = slice_prior(unit, drawn, SPACING, SlicePriorConfig(follow_anatomy=False))
+    carried = slice_prior(unit, drawn, SPACING, SlicePriorConfig(follow_anatomy=True))
+    outside = [z for z in range(SHAPE[0]) if z < 12 or z > 28]
+    assert dice(carried[outside] > 0, truth[outside]) > dice(copied[outside] > 0, truth[outside]) + 0.1
+
+
+def test_one_drawn_slice_reaches_about_its_radius():
+    truth = ellipsoid(SHAPE, (20, 24, 24), (8, 8, 8))  # 8 slices of 2 mm = 16 mm half-height
+    drawn = find_drawn_slices(drawn_on(truth, [20]))
+    prior = slice_prior(truth.astype(np.float32), drawn, SPACING, SlicePriorConfig(single_extent=1.0))
+    reached = np.flatnonzero((prior > 0).any(axis=(1, 2)))
+    assert reached[0] < 20 < reached[-1]
+    assert 3 <= 20 - reached[0] <= 5  # radius 8 px = 8 mm -> 4 slices of 2 mm
+
+
+def test_bad_configuration_is_refused():
+    with pytest.raises(ValueError, match="extrapolation"):
+        SlicePriorConfig(extrapolation=-1)

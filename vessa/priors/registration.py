@@ -1,0 +1,143 @@
+"""Template -> target registration: a template's mask carried onto another subject's volume.
+
+Each template image is registered onto the target with SimpleITK, on copies of both resampled
+to `resolution_mm` (isotropic; registration needs the anatomy, not the finest detail):
+1. affine (12 parameters), initialised by aligning the centres of mass of the grey levels,
+   Mattes mutual information (so a template of another contrast still aligns), two levels
+   (shrink 2, 1), regular-step gradient descent;
+2. deformable (with templates of the same modality): the affine-resampled template is
+   histogram-matched to the target and registered with ITK's fast symmetric-forces demons
+   (`demons_iterations`, elastic smoothing `demons_sigma` voxels of the coarse grid).
+Every stage stops when `time_limit_s` (for the whole template) has passed, keeping what it has.
+The template's mask is then resampled through the composed transform onto the target grid
+with linear interpolation, so the result is a probability (a soft prior), not a binary mask.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from vessa.io import Volume
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    """resolution_mm: isotropic spacing both images are resampled to for registering;
+    affine_iterations: per level; deformable: run the demons stage (same-modality templates
+    only); time_limit_s: cap for the whole registration of one template."""
+
+    resolution_mm: float = 3.0
+    affine_iterations: int = 100
+    deformable: bool = True
+    demons_iterations: int = 60
+    demons_sigma: float = 1.5
+    time_limit_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.resolution_mm <= 0 or self.time_limit_s <= 0:
+            raise ValueError(f"resolution_mm={self.resolution_mm}, time_limit_s={self.time_limit_s}: must be > 0")
+        if self.affine_iterations < 1 or self.demons_iterations < 0:
+            raise ValueError("affine_iterations must be >= 1 and demons_iterations >= 0")
+
+
+@dataclass
+class Registration:
+    """The transform mapping target points to template points (what resampling the template
+    onto the target needs), the seconds it took and whether a stage hit the time limit."""
+
+    transform: sitk.Transform
+    seconds: float
+    stopped_early: bool
+
+
+def register(template: Volume, target: Volume, config: RegistrationConfig = RegistrationConfig(),
+             same_modality: bool = True) -> Registration:
+    """Register `template` onto `target` (module docstring)."""
+    start = time.perf_counter()
+    deadline = start + config.time_limit_s
+    fixed = _coarse(target, config.resolution_mm)
+    moving = _coarse(template, config.resolution_mm)
+    affine, early = _affine(fixed, moving, config, deadline)
+    transform: sitk.Transform = affine
+    if config.deformable and same_modality and config.demons_iterations and time.perf_counter() < deadline:
+        field, stopped = _demons(fixed, moving, affine, config, deadline)
+        composite = sitk.CompositeTransform(3)
+        composite.AddTransform(affine)
+        composite.AddTransform(field)
+        transform, early = composite, early or stopped
+    return Registration(transform, time.perf_counter() - start, early)
+
+
+def warp_mask(mask: np.ndarray, template: Volume, target: Volume, transform: sitk.Transform) -> np.ndarray:
+    """The template's mask resampled onto the target grid (linear: float32 in [0, 1])."""
+    moving = template.with_array(np.asarray(mask, np.float32)).to_sitk()
+    warped = sitk.Resample(moving, target.to_sitk(), transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return np.clip(sitk.GetArrayFromImage(warped), 0.0, 1.0)
+
+
+def _coarse(volume: Volume, spacing_mm: float) -> sitk.Image:
+    """The volume as float32, smoothed and resampled to an isotropic `spacing_mm` grid (never finer)."""
+    image = sitk.Cast(volume.to_sitk(), sitk.sitkFloat32)
+    spacing = [max(spacing_mm, s) for s in image.GetSpacing()]
+    size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing, strict=True)]
+    sigma = [max(0.0, (t - s) / 2) for s, t in zip(image.GetSpacing(), spacing, strict=True)]
+    if any(sigma):
+        image = sitk.SmoothingRecursiveGaussian(image, [max(v, 1e-3) for v in sigma])
+    return sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), spacing,
+                         image.GetDirection(), 0.0, sitk.sitkFloat32)
+
+
+def _affine(fixed: sitk.Image, moving: sitk.Image, config: RegistrationConfig,
+            deadline: float) -> tuple[sitk.AffineTransform, bool]:
+    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3),
+                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(0.2, seed=0)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3,
+                                                    numberOfIterations=config.affine_iterations,
+                                                    gradientMagnitudeTolerance=1e-6)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel([2, 1])
+    method.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    method.SetInitialTransform(initial, inPlace=True)
+    stopped = _stop_at(method, deadline, method.StopRegistration)
+    method.Execute(fixed, moving)
+    return sitk.AffineTransform(initial), stopped[0]
+
+
+def _demons(fixed: sitk.Image, moving: sitk.Image, affine: sitk.Transform, config: RegistrationConfig,
+            deadline: float) -> tuple[sitk.DisplacementFieldTransform, bool]:
+    aligned = sitk.Resample(moving, fixed, affine, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    aligned = sitk.HistogramMatching(aligned, fixed, numberOfHistogramLevels=64, numberOfMatchPoints=16,
+                                     thresholdAtMeanIntensity=True)
+    demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
+    demons.SetNumberOfIterations(config.demons_iterations)
+    demons.SetStandardDeviations(config.demons_sigma)
+    stopped = _stop_at(demons, deadline, demons.Abort)
+    try:
+        field = demons.Execute(fixed, aligned)
+    except RuntimeError:  # aborted at the deadline: no field
+        field = sitk.Image(fixed.GetSize(), sitk.sitkVectorFloat64, 3)
+        field.CopyInformation(fixed)
+    transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+    return transform, stopped[0]
+
+
+def _stop_at(process, deadline: float, stop) -> list[bool]:
+    """Call `stop()` at the first iteration after `deadline`; the returned list's item says whether it did."""
+    stopped = [False]
+
+    def check() -> None:
+        if not stopped[0] and time.perf_counter() > deadline:
+            stopped[0] = True
+            stop()
+
+    process.AddCommand(sitk.sitkIterationEvent, check)
+    return stopped
