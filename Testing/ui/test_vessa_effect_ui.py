@@ -87,8 +87,9 @@ def test_combo_boxes_match_the_parameters(panel):
     assert [sources.itemText(i) for i in range(sources.count())] == [
         "Other volumes in the scene",
         "Template bank folder",
+        "Slices drawn in this segment",
     ]
-    assert TEMPLATE_SOURCES == ("scene", "bank")  # the effect indexes TEMPLATE_SOURCES by the item index
+    assert TEMPLATE_SOURCES == ("scene", "bank", "drawn")  # the effect indexes TEMPLATE_SOURCES by the item index
 
 
 def test_sliders_match_the_parameter_ranges():

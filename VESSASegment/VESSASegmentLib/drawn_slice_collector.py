@@ -18,7 +18,7 @@ from vessa.priors.drawn_slices import AXIS_NAMES, DrawnSlices, find_drawn_slices
 from . import scene_io
 from .drawn_slice_memory import TAG, DrawnSliceMemory
 from .oriented_image import arrayFromOrientedImage, referenceGeometry
-from .segment_request import DrawnSliceInput
+from .segment_request import CompletionSummary, DrawnSliceInput
 
 ALIGNED_COSINE = 0.97  # a slice normal within ~14 degrees of a patient axis is named after it
 
@@ -51,6 +51,18 @@ def describeSlices(ijkToRas: np.ndarray, axis: int, indices) -> str:
     orientation = orientationName(ijkToRas, axis)
     return f"{count} {orientation} slice{'s' if count != 1 else ''} ({AXIS_NAMES[axis]} = " + (
         ", ".join(str(int(z)) for z in indices) + ")"
+    )
+
+
+def completionStatus(completion: CompletionSummary, ijkToRas: np.ndarray, seconds: float) -> str:
+    """The panel's line after a completion, e.g. "Completed from 3 axial slices (k = 6, 12, 18) in
+    4.2 s; check slice 9 first (Next slice to check): ..." """
+    done = f"Completed from {describeSlices(ijkToRas, completion.axis, completion.drawn)} in {seconds:.1f} s"
+    if completion.nextSlice is None:
+        return f"{done}; no undrawn slice is uncertain. Check the preview, then Apply."
+    return (
+        f"{done}; check slice {completion.nextSlice} first (Next slice to check): where the preview is wrong, "
+        "draw that slice in the segment and click again; else Apply."
     )
 
 

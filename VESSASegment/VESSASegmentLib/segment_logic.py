@@ -106,16 +106,20 @@ class SegmentLogic:
 
     def suggestedSource(self, parameters: Parameters, sourceVolumeNode, segmentationNode, segmentId: str) -> str:
         """The template source for a newly selected segment: "drawn" when the segment has drawn
-        slices and there are no other templates of its name (a bank chosen, or a non-empty
-        segment of that name on another volume); otherwise the current one."""
-        if parameters.templateSource == "bank" or segmentationNode is None or not segmentId:
-            return parameters.templateSource
-        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
-        if segment is None or self.collector.hasSceneTemplates(segment.GetName(), sourceVolumeNode):
-            return parameters.templateSource
-        if self.drawnCollector.hasDrawnSlices(segmentationNode, segmentId, sourceVolumeNode):
+        slices and no other volume has a non-empty segment of its name; "scene" instead of
+        "drawn" for a segment with such templates and no drawn slices; otherwise (and always
+        while a bank is chosen) the current one."""
+        current = parameters.templateSource
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId) if segmentationNode and segmentId else None
+        if current == "bank" or segment is None:
+            return current
+        templates = self.collector.hasSceneTemplates(segment.GetName(), sourceVolumeNode)
+        if current == "scene" and templates:
+            return current
+        drawn = self.drawnCollector.hasDrawnSlices(segmentationNode, segmentId, sourceVolumeNode)
+        if drawn and not templates:
             return "drawn"
-        return parameters.templateSource
+        return "scene" if templates and not drawn else current
 
     @staticmethod
     def emptySegmentIds(segmentationNode) -> list[str]:
