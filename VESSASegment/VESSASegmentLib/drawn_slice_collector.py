@@ -1,7 +1,7 @@
 """DrawnSliceCollector: the selected segment's drawn slices, read out of the scene for a completion.
 
 Runs on the GUI thread when a run is requested, so a segment that cannot be completed (empty,
-already a 3D shape, every slice drawn) is refused at once with a message and nothing changes.
+already a 3D shape, its drawn slices erased) is refused at once with a message and nothing changes.
 The drawn-slice search runs on the segment's bounding box only (plus one voxel), so it costs
 little even on a large volume.
 """
@@ -13,14 +13,13 @@ import slicer
 import vtk
 
 from vessa.errors import InputError
-from vessa.priors.drawn_slices import AXIS_NAMES, DrawnSlices, find_drawn_slices
+from vessa.orientation import describe_slices
+from vessa.priors.drawn_slices import DrawnSlices, find_drawn_slices
 
 from . import scene_io
 from .drawn_slice_memory import TAG, DrawnSliceMemory
 from .oriented_image import arrayFromOrientedImage, referenceGeometry
 from .segment_request import CompletionSummary, DrawnSliceInput
-
-ALIGNED_COSINE = 0.97  # a slice normal within ~14 degrees of a patient axis is named after it
 
 
 def drawnSlices(mask: np.ndarray) -> DrawnSlices:
@@ -35,29 +34,10 @@ def drawnSlices(mask: np.ndarray) -> DrawnSlices:
     return DrawnSlices(found.axis, found.indices + box[found.axis].start, found.masks, found.other_voxels)
 
 
-def orientationName(ijkToRas: np.ndarray, axis: int) -> str:
-    """"axial", "coronal" or "sagittal" for slices across array axis `axis` of a volume whose
-    IJK-to-RAS is `ijkToRas`, "oblique" when their normal is not close to one patient axis."""
-    normal = np.asarray(ijkToRas, float)[:3, 2 - axis]
-    normal = np.abs(normal) / np.linalg.norm(normal)
-    if normal.max() < ALIGNED_COSINE:
-        return "oblique"
-    return ("sagittal", "coronal", "axial")[int(normal.argmax())]
-
-
-def describeSlices(ijkToRas: np.ndarray, axis: int, indices) -> str:
-    """E.g. "3 axial slices (k = 6, 12, 18)"."""
-    count = len(indices)
-    orientation = orientationName(ijkToRas, axis)
-    return f"{count} {orientation} slice{'s' if count != 1 else ''} ({AXIS_NAMES[axis]} = " + (
-        ", ".join(str(int(z)) for z in indices) + ")"
-    )
-
-
 def completionStatus(completion: CompletionSummary, ijkToRas: np.ndarray, seconds: float) -> str:
     """The panel's line after a completion, e.g. "Completed from 3 axial slices (k = 6, 12, 18) in
     4.2 s; check slice 9 first (Next slice to check): ..." """
-    done = f"Completed from {describeSlices(ijkToRas, completion.axis, completion.drawn)} in {seconds:.1f} s"
+    done = f"Completed from {describe_slices(ijkToRas, completion.axis, completion.drawn)} in {seconds:.1f} s"
     if completion.nextSlice is None:
         return f"{done}; no undrawn slice is uncertain. Check the preview, then Apply."
     return (
