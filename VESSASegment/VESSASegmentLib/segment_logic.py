@@ -15,6 +15,8 @@ from vessa.plausibility import image_warnings
 
 from . import scene_io
 from .auto_segment_job import AutoSegmentJob
+from .completer_loader import CompleterLoader
+from .drawn_slice_collector import DrawnSliceCollector
 from .modality import volumeModality
 from .oriented_image import matrixBetween, referenceGeometry
 from .parameters import Parameters
@@ -27,12 +29,23 @@ class SegmentLogic:
     """Prepares and starts auto-segment jobs.
 
     collector: finds templates (default TemplateCollector()); loader: (checkpoint, device,
-    allowUntrained) -> Predictor (default PredictorLoader(), i.e. vessa.model.load_segmenter).
+    allowUntrained) -> Predictor (default PredictorLoader(), i.e. vessa.model.load_segmenter);
+    drawnCollector, completers: the same for template source "drawn" (the segment's drawn slices,
+    completed by `vessa.priors`; default DrawnSliceCollector(), CompleterLoader()). Both models
+    are kept between runs, with their encoder feature caches.
     """
 
-    def __init__(self, collector: TemplateCollector | None = None, loader: PredictorLoader | None = None):
+    def __init__(
+        self,
+        collector: TemplateCollector | None = None,
+        loader: PredictorLoader | None = None,
+        drawnCollector: DrawnSliceCollector | None = None,
+        completers: CompleterLoader | None = None,
+    ):
         self.collector = collector or TemplateCollector()
         self.loader = loader or PredictorLoader()
+        self.drawnCollector = drawnCollector or DrawnSliceCollector()
+        self.completers = completers or CompleterLoader()
 
     def request(
         self, parameters: Parameters, sourceVolumeNode, segmentationNode, segmentIds: list[str]
@@ -55,6 +68,11 @@ class SegmentLogic:
     ) -> tuple[SegmentRequest, list[str]]:
         """A request for every empty segment that has templates, and a line per skipped segment."""
         self._requireScene(parameters, sourceVolumeNode, segmentationNode)
+        if parameters.templateSource == "drawn":
+            raise InputError(
+                "'Segment all empty segments' fills empty segments from templates; slices drawn in a segment are "
+                "completed one segment at a time (VESSA auto-segment)"
+            )
         empty = self.emptySegmentIds(segmentationNode)
         if not empty:
             raise InputError(f"segmentation {segmentationNode.GetName()!r} has no empty segment to fill")
@@ -73,6 +91,8 @@ class SegmentLogic:
         """Start a background job for `request` with the parameters' model and device."""
 
         def predictorFor(device: str):
+            if parameters.templateSource == "drawn":
+                return self.completers(device)
             return self.loader(parameters.checkpoint, device, parameters.allowUntrained, parameters.sliceStep())
 
         job = AutoSegmentJob(predictorFor, request, parameters.device)
@@ -83,6 +103,23 @@ class SegmentLogic:
     def bank(parameters: Parameters) -> TemplateBank | None:
         """The template bank to use, or None for templates from the scene."""
         return TemplateBank.open(parameters.bankFolder) if parameters.templateSource == "bank" else None
+
+    def suggestedSource(self, parameters: Parameters, sourceVolumeNode, segmentationNode, segmentId: str) -> str:
+        """The template source for a newly selected segment: "drawn" when the segment has drawn
+        slices and no other volume has a non-empty segment of its name; "scene" instead of
+        "drawn" for a segment with such templates and no drawn slices; otherwise (and always
+        while a bank is chosen) the current one."""
+        current = parameters.templateSource
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId) if segmentationNode and segmentId else None
+        if current == "bank" or segment is None:
+            return current
+        templates = self.collector.hasSceneTemplates(segment.GetName(), sourceVolumeNode)
+        if current == "scene" and templates:
+            return current
+        drawn = self.drawnCollector.hasDrawnSlices(segmentationNode, segmentId, sourceVolumeNode)
+        if drawn and not templates:
+            return "drawn"
+        return "scene" if templates and not drawn else current
 
     @staticmethod
     def emptySegmentIds(segmentationNode) -> list[str]:
@@ -111,6 +148,9 @@ class SegmentLogic:
         if segment is None:
             raise InputError(f"segmentation {segmentationNode.GetName()!r} has no segment {segmentId!r}")
         name = segment.GetName()
+        if parameters.templateSource == "drawn":
+            drawn = self.drawnCollector.collect(segmentationNode, segmentId, sourceVolumeNode)
+            return SegmentTask(segmentId, name, name, [], drawn=drawn)
         collection = self.collector.collect(name, sourceVolumeNode, bank)
         return SegmentTask(segmentId, name, parameters.promptText(name), collection.templates, collection.warnings)
 

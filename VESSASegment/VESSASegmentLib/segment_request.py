@@ -14,15 +14,34 @@ from vessa.io import Template, Volume
 
 
 @dataclass
+class DrawnSliceInput:
+    """A segment drawn on a few slices, to be completed (template source "drawn").
+
+    mask: bool (k, j, i) on the source grid, what the completer gets (the whole segment, or
+    after an Apply only its drawn slices: `DrawnSliceMemory`); axis: the drawn axis when it is
+    remembered (None: the completer finds it); erased: drawn slices the user emptied (kept
+    empty); labelmap: the segment on the segmentation's reference geometry (bool, k, j, i), from
+    which the drawn slices are restored after resampling; sourceVolumeId: the source volume node,
+    on whose grid Apply records the memory."""
+
+    mask: np.ndarray
+    axis: int | None
+    erased: np.ndarray
+    labelmap: np.ndarray
+    sourceVolumeId: str
+
+
+@dataclass
 class SegmentTask:
     """One segment to fill: its id and name in the user's segmentation, the text prompt, the
-    templates, and warnings found while collecting them."""
+    templates (or the drawn slices to complete), and warnings found while collecting them."""
 
     segmentId: str
     segmentName: str
     text: str
     templates: list[Template]
     warnings: list[str] = field(default_factory=list)
+    drawn: DrawnSliceInput | None = None
 
 
 @dataclass
@@ -50,7 +69,8 @@ class TaskResult:
     (what the preview and Apply use); sourceProbability: the same on the source volume's voxel
     grid, placed where the volume is in the world (its parent transforms applied: what the
     confidence overlay and slice navigation show); sliceConfidence: one value per slice along
-    array axis `axis` of the source volume.
+    array axis `axis` of the source volume; completion: what a drawn-slice completion found
+    (None for a template run).
     """
 
     task: SegmentTask
@@ -59,3 +79,17 @@ class TaskResult:
     sliceConfidence: np.ndarray
     axis: int
     seconds: float
+    completion: CompletionSummary | None = None
+
+
+@dataclass
+class CompletionSummary:
+    """A drawn-slice completion: the drawn slices (indices along `axis`, erased ones included),
+    the slice to check first (None: none left), the slices the SAM encoder ran on (the rest came
+    from its cache), and the source volume node its memory is recorded on at Apply."""
+
+    axis: int
+    drawn: np.ndarray
+    nextSlice: int | None
+    encoded: int
+    sourceVolumeId: str

@@ -25,7 +25,9 @@ class SliceNavigator:
     predicted IoU x presence probability) and steps through them, wrapping around. Slices
     without any preview voxel are skipped unless the preview is empty everywhere (a slice where
     the structure is absent has a low score by construction, so it says nothing about errors).
-    With several results (batch), a slice's confidence is the lowest of them.
+    With several results (batch), a slice's confidence is the lowest of them. For a drawn-slice
+    completion, the slices the user drew are never suggested and the completer's `nextSlice`
+    (the most uncertain undrawn slice) comes first.
     """
 
     def __init__(self, results: list[TaskResult], threshold: float):
@@ -37,7 +39,14 @@ class SliceNavigator:
         others = tuple(a for a in range(3) if a != self.axis)
         present = np.flatnonzero(self.mask.any(axis=others))
         candidates = present if present.size else np.arange(len(self.confidence))
-        self.order = candidates[np.argsort(self.confidence[candidates], kind="stable")]
+        completions = [r.completion for r in mine if r.completion is not None]
+        if completions:
+            candidates = np.setdiff1d(candidates, np.concatenate([c.drawn for c in completions]))
+        first = [c.nextSlice for c in completions if c.nextSlice is not None]
+        rest = candidates[~np.isin(candidates, first)]
+        self.order = np.concatenate([first, rest[np.argsort(self.confidence[rest], kind="stable")]]).astype(int)
+        if not len(self.order):  # every slice drawn: nothing to check
+            self.order = np.arange(len(self.confidence))
         self._position = 0
 
     def next(self) -> SliceStop:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import slicer
 
 from vessa.errors import BankError, InputError
@@ -57,6 +58,20 @@ class TemplateCollector:
             segmentation = segmentationNode.GetSegmentation()
             names.update(segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs())
         return sorted(names, key=str.lower)
+
+    def hasSceneTemplates(self, name: str, targetVolumeNode) -> bool:
+        """Whether another volume's segmentation has a non-empty segment called `name` (cheap:
+        reads the segments' own labelmaps, resamples nothing)."""
+        wanted = normalise_name(name)
+        for segmentationNode, _ in self.sceneTemplatePairs(targetVolumeNode):
+            segmentation = segmentationNode.GetSegmentation()
+            for segmentId in segmentation.GetSegmentIDs():
+                if normalise_name(segmentation.GetSegment(segmentId).GetName()) != wanted:
+                    continue
+                voxels = slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentationNode, segmentId)
+                if voxels is not None and np.any(voxels == segmentation.GetSegment(segmentId).GetLabelValue()):
+                    return True
+        return False
 
     def fromScene(self, name: str, targetVolumeNode) -> TemplateCollection:
         """Templates of `name` from the scene; InputError listing the names there are if none."""
