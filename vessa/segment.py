@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vessa.complete_slices import NO_SAM
 from vessa.errors import InputError
 from vessa.io import (
     Segmentation,
@@ -27,6 +26,7 @@ from vessa.io.formats import require_volume_suffix
 from vessa.io.segmentation import default_color, write_segmentation
 from vessa.model.config import PRECISIONS
 from vessa.plausibility import image_modality, image_warnings, modality_warning, result_warnings
+from vessa.priors import NO_SAM
 
 log = logging.getLogger(__name__)
 

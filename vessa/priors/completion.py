@@ -32,6 +32,7 @@ from vessa.priors.appearance import fit_appearance, image_features
 from vessa.priors.drawn_slices import DrawnSlices, find_drawn_slices
 from vessa.priors.fusion import FusionConfig, SliceParts, appearance_logits
 from vessa.priors.sam_refine import SliceSam, crop_box, fidelity, outline_estimate
+from vessa.priors.slice_flow import FieldCache
 from vessa.priors.slice_prior import SlicePriorConfig, slice_prior
 
 Progress = Callable[[float], None]
@@ -77,6 +78,7 @@ class SliceCompleter:
     def __init__(self, sam: SliceSam | None = None, config: CompletionConfig = CompletionConfig()):
         self.sam = sam
         self.config = config
+        self.fields = FieldCache()  # the image's slice-to-slice deformations, kept for the next call
 
     def complete(self, image: Volume, mask: np.ndarray, modality: str = "", axis: int | None = None,
                  progress: Progress | None = None) -> CompletionResult:
@@ -121,8 +123,9 @@ class SliceCompleter:
         plane = (spacing[1], spacing[2])
         window = intensity_range(image.array, modality)
         unit = np.moveaxis(to_unit_range(image.array, *window), drawn.axis, 0)
+        key = volume_key(image.array, drawn.axis, window)
         _report(progress, 0.05)
-        distance = slice_prior(unit, drawn, spacing, self.config.prior)
+        distance = slice_prior(unit, drawn, spacing, self.config.prior, self.fields, key)
         _report(progress, 0.5)
         appearance, separability = None, 0.0
         if self.config.appearance:
@@ -131,9 +134,9 @@ class SliceCompleter:
         _report(progress, 0.6)
         parts = SliceParts(drawn, distance, appearance, separability, None, 0.0)
         if self.sam is not None and self.config.sam:
-            key = volume_key(image.array, drawn.axis, window, self.sam.model.image_size)
+            key = (*key, self.sam.model.image_size)
             estimate = parts.probability(self.config.fusion) >= 0.5
-            box = crop_box(np.concatenate([drawn.masks, estimate]), self.config.sam_margin)
+            box = self.sam.sticky(key, crop_box(np.concatenate([drawn.masks, estimate]), self.config.sam_margin))
             parts.fidelity = fidelity(self.sam, key, unit, drawn.indices, drawn.masks, box)
             if self.config.fusion.sam(parts.fidelity) > 0:
                 parts.sam = outline_estimate(self.sam, key, unit, estimate, box, drawn.indices,

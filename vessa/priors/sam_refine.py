@@ -41,6 +41,12 @@ class CropBox:
     col0: int
     side: int
 
+    def contains(self, other: CropBox) -> bool:
+        """Whether `other` lies inside this box."""
+        return (self.row0 <= other.row0 and self.col0 <= other.col0
+                and other.row0 + other.side <= self.row0 + self.side
+                and other.col0 + other.side <= self.col0 + self.side)
+
     def cut(self, planes: np.ndarray) -> np.ndarray:
         """planes [n, rows, cols] -> [n, side, side], zero outside the image."""
         out = np.zeros((len(planes), self.side, self.side), planes.dtype)
@@ -86,6 +92,16 @@ class SliceSam:
         self.cache = FeatureCache(int(cache_mib * 2**20))
         self.batch_size = batch_size
         self.encoded = 0  # slices that went through the encoder (the rest came from the cache)
+        self._crops: dict[tuple, CropBox] = {}
+
+    def sticky(self, key: tuple, box: CropBox) -> CropBox:
+        """The crop to use for volume `key`: the previous one while it contains `box` (so its
+        cached encoder outputs serve again), else `box`."""
+        previous = self._crops.get(key)
+        if previous is not None and previous.contains(box):
+            return previous
+        self._crops[key] = box
+        return box
 
     def embeddings(self, key: tuple, unit: np.ndarray, slices: np.ndarray, box: CropBox) -> torch.Tensor:
         """Encoder output [len(slices), 256, S/16, S/16] of the crops of `unit` [n, rows, cols] (in [0, 1])."""

@@ -13,6 +13,9 @@ moving image resampled at p + u(p) matches the fixed image at p (`warp`).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Hashable
+
 import torch
 import torch.nn.functional as F
 
@@ -93,3 +96,46 @@ def neighbour_fields(slices: torch.Tensor, step: int) -> torch.Tensor:
     if step == -1:
         return demons(slices[:-1], slices[1:])
     raise ValueError(f"step={step}: must be +1 or -1")
+
+
+class FieldCache:
+    """Neighbour fields of a volume's slices, kept across calls (a correction round re-uses the
+    image's deformations: only the masks changed).
+
+    Fields are kept per (volume key, box, step, slice) for at most `max_fields` slice pairs
+    (least recently used go first). `box_for` keeps a volume's box while what a new call needs
+    fits inside it, so a correction drawn inside the structure's box finds its fields computed.
+    """
+
+    def __init__(self, max_fields: int = 4096):
+        self.max_fields = max_fields
+        self.computed = 0  # slice pairs registered (the rest came from the cache)
+        self._fields: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._boxes: dict[Hashable, tuple[slice, slice]] = {}
+
+    def box_for(self, key: Hashable, box: tuple[slice, slice], needed: tuple[slice, slice]) -> tuple[slice, slice]:
+        """The box to use for `key`: its previous box if that contains `needed`, else `box`."""
+        previous = self._boxes.get(key)
+        if previous is not None and all(p.start <= n.start and n.stop <= p.stop for p, n in zip(previous, needed,
+                                                                                             strict=True)):
+            return previous
+        self._boxes[key] = box
+        return box
+
+    def fields(self, key: Hashable, slices: torch.Tensor, offset: int, step: int) -> torch.Tensor:
+        """`neighbour_fields(slices, step)` for slices [n, 1, h, w] (n >= 2) that are the volume's
+        slices offset .. offset + n - 1 (cut in the box that `key` names)."""
+        pairs = [(key, step, offset + i) for i in range(len(slices) - 1)]
+        missing = [i for i, pair in enumerate(pairs) if pair not in self._fields]
+        if missing:
+            index = torch.as_tensor(missing)
+            fixed, moving = (slices[index + 1], slices[index]) if step == 1 else (slices[index], slices[index + 1])
+            for i, field in zip(missing, demons(fixed, moving), strict=True):
+                self._fields[pairs[i]] = field
+            self.computed += len(missing)
+        for pair in pairs:
+            self._fields.move_to_end(pair)
+        out = torch.stack([self._fields[pair] for pair in pairs])
+        while len(self._fields) > self.max_fields:
+            self._fields.popitem(last=False)
+        return out

@@ -19,6 +19,7 @@ structures of the training atlases (AAL, JHU; `benchmarks/bench_completion.py`).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch
 from scipy import ndimage
 
 from vessa.priors.drawn_slices import DrawnSlices
-from vessa.priors.slice_flow import neighbour_fields, warp
+from vessa.priors.slice_flow import FieldCache, neighbour_fields, warp
 
 ABSENT = -1e4  # signed distance (mm) on slices the prior does not reach
 
@@ -37,7 +38,8 @@ class SlicePriorConfig:
     in gaps between that slice and its neighbouring drawn slice; single_extent: the same with one drawn slice, in
     equivalent radii (mm) of its mask; follow_anatomy: carry masks along slice-to-slice
     deformations; margin: the box the deformations are computed in extends the drawn masks'
-    bounding box by this fraction of its size on each side (at least 8 pixels)."""
+    bounding box by this fraction of its size on each side (at least 8 pixels; with a field cache,
+    the box of an earlier call is kept while the drawn masks lie 2 pixels inside it)."""
 
     extrapolation: float = 1.0
     single_extent: float = 0.5
@@ -67,21 +69,27 @@ def slice_prior(
     drawn: DrawnSlices,
     spacing: tuple[float, float, float],
     config: SlicePriorConfig = SlicePriorConfig(),
+    cache: FieldCache | None = None,
+    key: Hashable = None,
 ) -> np.ndarray:
     """Signed distance prior [n, rows, cols] (mm) for every slice of the stack.
 
     unit_slices: the image cut along the drawn axis, [n, rows, cols] in [0, 1]; spacing:
-    (along the axis, rows, columns) in mm. Drawn slices get their own mask's distance.
+    (along the axis, rows, columns) in mm. Drawn slices get their own mask's distance. With a
+    `cache` (and the stack's `key`), the slice-to-slice deformations are kept across calls.
     """
     count, rows, cols = unit_slices.shape
     plane_spacing = (float(spacing[1]), float(spacing[2]))
     prior = np.full((count, rows, cols), ABSENT, np.float32)
     box = _box(drawn.masks, config.margin)
+    if cache is not None:  # keep the box of earlier calls while the drawn masks lie well inside it
+        box = cache.box_for(key, box, _box(drawn.masks, 0.0, least=2))
     own = {int(z): signed_distance(m, plane_spacing)[box] for z, m in zip(drawn.indices, drawn.masks, strict=True)}
     reach = _extents(drawn, spacing, config)
     low = max(0, int(drawn.indices[0] - reach[0]) - 1)
     high = min(count - 1, int(drawn.indices[-1] + reach[1]) + 1)
-    carrier = _Carrier(unit_slices[low : high + 1][(slice(None), *box)], low, config.follow_anatomy)
+    carrier = _Carrier(unit_slices[low : high + 1][(slice(None), *box)], low, config.follow_anatomy, cache,
+                       (key, *((b.start, b.stop) for b in box)))
     region = np.full((count, *own[int(drawn.indices[0])].shape), ABSENT, np.float32)
     for z, distance in own.items():
         region[z] = distance
@@ -116,29 +124,34 @@ def _extents(drawn: DrawnSlices, spacing: tuple[float, float, float], config: Sl
     return (config.single_extent * radius_mm / spacing[0],) * 2
 
 
-def _box(masks: np.ndarray, margin: float) -> tuple[slice, slice]:
-    """The drawn masks' bounding box grown by `margin` of its size (>= 8 px) per side."""
+def _box(masks: np.ndarray, margin: float, least: int = 8) -> tuple[slice, slice]:
+    """The drawn masks' bounding box grown by `margin` of its size (at least `least` px) per side."""
     union = masks.any(axis=0)
     box = []
     for axis in (0, 1):
         present = np.flatnonzero(union.any(axis=1 - axis))
         low, high = int(present[0]), int(present[-1]) + 1
-        grow = max(8, int(np.ceil(margin * (high - low))))
+        grow = max(least, int(np.ceil(margin * (high - low))))
         box.append(slice(max(0, low - grow), min(union.shape[axis], high + grow)))
     return box[0], box[1]
 
 
 class _Carrier:
     """Moves in-plane maps from slice to slice along the image's neighbour deformations
-    (computed once per direction for the slices [offset, offset + len(slices)))."""
+    (computed once per direction for the slices [offset, offset + len(slices)), or taken from
+    `cache` under `key`)."""
 
-    def __init__(self, slices: np.ndarray, offset: int, follow_anatomy: bool):
+    def __init__(self, slices: np.ndarray, offset: int, follow_anatomy: bool, cache: FieldCache | None,
+                 key: Hashable):
         self.offset = offset
         self.fields: dict[int, torch.Tensor] = {}
         if follow_anatomy and len(slices) > 1:
             stack = torch.from_numpy(np.ascontiguousarray(slices, np.float32))[:, None]
             with torch.inference_mode():
-                self.fields = {+1: neighbour_fields(stack, +1), -1: neighbour_fields(stack, -1)}
+                if cache is None:
+                    self.fields = {step: neighbour_fields(stack, step) for step in (+1, -1)}
+                else:
+                    self.fields = {step: cache.fields(key, stack, offset, step) for step in (+1, -1)}
 
     def carry(self, plane: np.ndarray, start: int, stop: int) -> dict[int, np.ndarray]:
         """`plane` (a map on slice `start`) on every slice from start +- 1 to `stop` inclusive."""
