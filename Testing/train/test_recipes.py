@@ -10,7 +10,7 @@ from vessa.model.checkpoint import read_checkpoint
 from vessa.model.config import ModelConfig
 from vessa.train import recipes
 from vessa.train.stage1 import model_config, stage1_options
-from vessa.weights import WeightsRegistry, default_checkpoint
+from vessa.weights import WeightsRegistry
 
 
 def test_starter_recipe_builds_the_shipped_starters_model(tmp_path, monkeypatch):
@@ -26,5 +26,5 @@ def test_starter_recipe_builds_the_shipped_starters_model(tmp_path, monkeypatch)
     assert manifest["structures"] == sorted(f"{name} structure" for name in recipes.STARTER_TRAIN)
     assert (spec.steps, spec.options["workers"]) == (200, 2)
     registry = WeightsRegistry()
-    shipped = read_checkpoint(registry.require_available(registry.get(default_checkpoint())))
+    shipped = read_checkpoint(registry.require_available(registry.get("vessa-starter")))
     assert model_config(spec, stage1_options(spec)) == ModelConfig.from_dict(shipped["config"])

