@@ -226,9 +226,8 @@ def fit(sam: SliceSam | None, cases: list[Case], counts: list[int]) -> None:
         slices = drawn_positions(case.truth, count)
         drawn = draw(case.truth, slices)
         for extrapolation in extrapolations:
-            config = CompletionConfig(SlicePriorConfig(extrapolation=extrapolation),
-                                      FusionConfig(sam=Gate(1.0, 0.0)))  # SAM outlines every case here
-            parts = SliceCompleter(sam, config).parts(case.image, drawn, case.modality)
+            config = CompletionConfig(SlicePriorConfig(extrapolation=extrapolation))
+            parts = SliceCompleter(sam, config).parts(case.image, drawn, case.modality, every_part=True)
             box = parts.reach()
             inside = parts.cropped(box)
             truth = np.moveaxis(case.truth, parts.fixed.axis, 0)

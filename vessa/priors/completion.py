@@ -111,9 +111,10 @@ class SliceCompleter:
         )
 
     def parts(self, image: Volume, mask: np.ndarray, modality: str = "", axis: int | None = None,
-              progress: Progress | None = None) -> SliceParts:
-        """Steps 1-4 of the module docstring (of the fusion constants only the SAM gate is used
-        here: SAM outlines the slices only when its fidelity earns it a weight)."""
+              progress: Progress | None = None, every_part: bool = False) -> SliceParts:
+        """Steps 1-4 of the module docstring: the appearance's log-odds and SAM's outlines are
+        computed only where their gates give them a weight, or always with `every_part` (to
+        measure or fit the fusion)."""
         if mask.shape != image.shape:
             raise InputError(f"the drawn segment's grid {mask.shape} differs from the image's {image.shape}")
         image.require_finite("the image")
@@ -130,7 +131,9 @@ class SliceCompleter:
         appearance, separability = None, 0.0
         if self.config.appearance:
             model = fit_appearance(image_features(unit[drawn.indices], plane), drawn.masks, plane)
-            appearance, separability = appearance_logits(distance, unit, model, plane), model.separability
+            separability = model.separability
+            if every_part or self.config.fusion.appearance(separability) > 0:
+                appearance = appearance_logits(distance, unit, model, plane)
         _report(progress, 0.6)
         parts = SliceParts(drawn, distance, appearance, separability, None, 0.0)
         if self.sam is not None and self.config.sam:
@@ -138,7 +141,7 @@ class SliceCompleter:
             estimate = parts.probability(self.config.fusion) >= 0.5
             box = self.sam.sticky(key, crop_box(np.concatenate([drawn.masks, estimate]), self.config.sam_margin))
             parts.fidelity = fidelity(self.sam, key, unit, drawn.indices, drawn.masks, box)
-            if self.config.fusion.sam(parts.fidelity) > 0:
+            if every_part or self.config.fusion.sam(parts.fidelity) > 0:
                 parts.sam = outline_estimate(self.sam, key, unit, estimate, box, drawn.indices,
                                              lambda done: _report(progress, 0.6 + 0.35 * done))
         return parts

@@ -98,8 +98,9 @@ class TemplateTransfer:
         return SegmentResult(out, slice_certainty(probability), 0.0, axis, len(probability), str(self.device))
 
     def parts(self, image: Volume, templates: list[Template], text: str = "", progress: Progress | None = None,
-              modality: str = "") -> TransferParts:
-        """Steps 1-3 of the module docstring."""
+              modality: str = "", every_part: bool = False) -> TransferParts:
+        """Steps 1-3 of the module docstring: the appearance's log-odds and SAM's outlines are
+        computed only where their gates give them a weight, or always with `every_part`."""
         templates = check_templates(image, templates, self.config.max_templates)
         modality = image_modality(image.array, modality)
         axis = slicing_axis(image.shape, image.spacing)
@@ -124,11 +125,13 @@ class TemplateTransfer:
         if self.config.appearance and len(present):
             rows = _spread(present, self.config.appearance_slices)
             model = fit_appearance(image_features(unit[rows], plane), estimate[rows], plane)
-            parts.appearance, parts.separability = appearance_logits(distance, unit, model, plane), model.separability
+            parts.separability = model.separability
+            if every_part or self.config.fusion.appearance(parts.separability) > 0:
+                parts.appearance = appearance_logits(distance, unit, model, plane)
         _report(progress, 0.6)
         if self.sam is not None and self.config.sam and len(present):
             parts.fidelity = self._fidelity(templates, image, axis)
-            if self.config.fusion.sam(parts.fidelity) > 0:
+            if every_part or self.config.fusion.sam(parts.fidelity) > 0:
                 refined = parts.probability(self.config.fusion) >= 0.5
                 if refined.any():
                     key = volume_key(image.array, axis, window, self.sam.model.image_size)
