@@ -22,6 +22,8 @@ or fitting; `--lesions` adds the pyradiomics lesions.
 
     python benchmarks/bench_completion.py --atlases harvardoxford brodmann --per-atlas 8 --lesions --slices 1 3 5
     python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 12 --per-atlas 12 --fit
+    python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 8 --per-atlas 10 --slices 1 3 \
+        --fit-reach --no-sam
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from vessa.priors import load_completer
 from vessa.priors.completion import CompletionConfig, SliceCompleter
 from vessa.priors.fusion import FusionConfig, Gate, SliceParts
 from vessa.priors.sam_refine import SliceSam
+from vessa.priors.slice_flow import FieldCache
 from vessa.priors.slice_prior import SlicePriorConfig
 from vessa.samples import fetch, load_manifest
 
@@ -217,41 +220,69 @@ def summarise(rows: list[dict], counts: list[int], correction: bool) -> None:
 
 # ---- fitting the fusion constants on training structures ------------------------------------
 def fit(sam: SliceSam | None, cases: list[Case], counts: list[int]) -> None:
-    """Grid-search the prior's extrapolation and the fusion constants by mean Dice."""
-    extrapolations = (0.75, 1.0, 1.25)
+    """Grid-search the prior's reach beyond the drawn slices and the fusion constants by mean Dice."""
+    extents = [(e, s) for e in (0.75, 1.0, 1.25) for s in (0.5, 1.0, 1.5)]
     scales = (1.0, 2.0, 4.0)
     gates = [Gate(w, t) for w in (0.5, 1.0, 2.0) for t in (0.5, 0.7, 0.9)] + [Gate(0.0, 0.0)]
+    sam_gates = gates if sam is not None else [Gate(0.0, 0.0)]
     scores: dict[tuple, list[float]] = {}
     for case, count in itertools.product(cases, counts):
         slices = drawn_positions(case.truth, count)
         drawn = draw(case.truth, slices)
-        for extrapolation in extrapolations:
-            config = CompletionConfig(SlicePriorConfig(extrapolation=extrapolation))
+        for extrapolation, single in extents:
+            config = CompletionConfig(SlicePriorConfig(extrapolation=extrapolation, single_extent=single))
             parts = SliceCompleter(sam, config).parts(case.image, drawn, case.modality, every_part=True)
             box = parts.reach()
             inside = parts.cropped(box)
             truth = np.moveaxis(case.truth, parts.fixed.axis, 0)
             total = int(truth.sum())
             truth = truth[box]
-            for scale, appearance, sam_gate in itertools.product(scales, gates, gates):
+            for scale, appearance, sam_gate in itertools.product(scales, gates, sam_gates):
                 predicted = inside.probability(FusionConfig(scale, appearance, sam_gate)) >= 0.5
-                key = (extrapolation, scale, appearance.weight, appearance.threshold, sam_gate.weight,
+                key = (count, extrapolation, single, scale, appearance.weight, appearance.threshold, sam_gate.weight,
                        sam_gate.threshold)
                 overlap = int((predicted & truth).sum())
                 scores.setdefault(key, []).append(2.0 * overlap / (int(predicted.sum()) + total))
         print(f"{case.group}/{case.name} ({count} slices): separability {parts.separability:.3f}, "
               f"SAM fidelity {parts.fidelity:.3f}", flush=True)
-    ranked = sorted(scores, key=lambda key: -np.mean(scores[key]))
-    print("\nextrapolation, prior_scale_mm, appearance (weight, threshold), SAM (weight, threshold): mean Dice")
+    overall = {}
+    for key, values in scores.items():
+        overall.setdefault(key[1:], []).extend(values)  # every drawn-slice count together
+    ranked = sorted(overall, key=lambda key: -np.mean(overall[key]))
+    print("\nextrapolation, single_extent, prior_scale_mm, appearance (weight, threshold), SAM (weight, threshold): "
+          "mean Dice over every case and drawn-slice count, then per count")
     for key in ranked[:15]:
-        print(f"  {key}: {np.mean(scores[key]):.4f}")
-    for label, test in (("no appearance", lambda k: k[2] == 0), ("no SAM", lambda k: k[4] == 0),
-                        ("neither", lambda k: k[2] == 0 and k[4] == 0)):
+        per_count = ", ".join(f"{c}: {np.mean(scores[(c, *key)]):.4f}" for c in counts)
+        print(f"  {key}: {np.mean(overall[key]):.4f} ({per_count})")
+    for label, test in (("no appearance", lambda k: k[3] == 0), ("no SAM", lambda k: k[5] == 0),
+                        ("neither", lambda k: k[3] == 0 and k[5] == 0)):
         best = next(k for k in ranked if test(k))
-        print(f"best with {label}: {best}: {np.mean(scores[best]):.4f}")
-    for extrapolation in extrapolations:
-        best = next(k for k in ranked if k[0] == extrapolation)
-        print(f"best with extrapolation {extrapolation}: {best}: {np.mean(scores[best]):.4f}")
+        print(f"best with {label}: {best}: {np.mean(overall[best]):.4f}")
+
+
+def fit_reach(cases: list[Case], counts: list[int]) -> None:
+    """Grid-search how far the shape prior reaches beyond the outermost drawn slices (the prior
+    alone: `extrapolation` x gap and `single_extent` x radius), by mean Dice."""
+    extrapolations, singles = (0.5, 0.75, 1.0, 1.25), (0.25, 0.5, 0.75, 1.0, 1.5)
+    scores: dict[tuple, list[float]] = {}
+    fields = FieldCache()  # the image's deformations do not depend on the reach: computed once per case
+    for case, count in itertools.product(cases, counts):
+        drawn = draw(case.truth, drawn_positions(case.truth, count))
+        for extrapolation, single in itertools.product(extrapolations, singles):
+            completer = SliceCompleter(None, CompletionConfig(SlicePriorConfig(extrapolation=extrapolation,
+                                                                               single_extent=single),
+                                                              appearance=False, sam=False))
+            completer.fields = fields
+            predicted = completer.complete(case.image, drawn, case.modality).probability >= 0.5
+            scores.setdefault((count, extrapolation, single), []).append(dice(predicted, case.truth))
+        print(f"{case.group}/{case.name} ({count} slices) done", flush=True)
+    print("\nextrapolation, single_extent: mean Dice over every case and drawn-slice count, then per count")
+    pairs = sorted({key[1:] for key in scores}, key=lambda pair: -np.mean([v for k, vs in scores.items()
+                                                                           if k[1:] == pair for v in vs]))
+    for pair in pairs[:10]:
+        per_count = ", ".join(f"{c}: {np.mean(scores[(c, *pair)]):.4f}" for c in counts)
+        mean = np.mean([v for c in counts for v in scores[(c, *pair)]])
+        print(f"  {pair}: {mean:.4f} ({per_count})")
 
 
 def main() -> None:
@@ -264,6 +295,8 @@ def main() -> None:
     parser.add_argument("--correction", action="store_true", help="one correction round per case")
     parser.add_argument("--nuclei", type=int, default=0, help="add this many stardist nuclei (fitting set)")
     parser.add_argument("--fit", action="store_true", help="grid-search the fusion constants (training atlases)")
+    parser.add_argument("--fit-reach", action="store_true",
+                        help="grid-search the shape prior's reach beyond the drawn slices (training atlases)")
     parser.add_argument("--sam-size", type=int, default=512, help="SAM input side (crops are resized to it)")
     parser.add_argument("--no-sam", action="store_true", help="complete without the SAM step")
     parser.add_argument("--device", default="auto")
@@ -275,7 +308,9 @@ def main() -> None:
     cases += list(nuclei_cases(args.nuclei)) if args.nuclei else []
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     sam = None if args.no_sam else load_completer(device=args.device, image_size=args.sam_size).sam
-    if args.fit:
+    if args.fit_reach:
+        fit_reach(cases, args.slices)
+    elif args.fit:
         fit(sam, cases, args.slices)
     else:
         rows = evaluate(SliceCompleter(sam), cases, args.slices, args.correction)

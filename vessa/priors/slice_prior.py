@@ -5,9 +5,9 @@ turned into an in-plane signed distance (mm, positive inside) and carried to the
 around it; the prior of slice z is then
 - between two drawn slices a < z < b: the two carried distances blended linearly,
   (1 - t) d_a + t d_b with t = (z - a) / (b - a) (shape-based interpolation);
-- beyond the outermost drawn slice z_e, over `extrapolation` x the gap between z_e and its
-  neighbouring drawn slice (a correction drawn near one end shortens that end only; with one
-  drawn slice: `single_extent` x its equivalent radius): the carried
+- beyond the outermost drawn slice z_e, over the larger of `extrapolation` x the gap between
+  z_e and its neighbouring drawn slice (a correction drawn near one end changes that end only)
+  and `single_extent` x z_e's equivalent radius (the structure's own size): the carried
   distance of z_e minus r (1 - sqrt(1 - u^2)), r the drawn mask's inscribed radius and u the
   distance from z_e relative to that extent, so the shape closes like an ellipsoid's end;
 - elsewhere: absent (`ABSENT`).
@@ -115,13 +115,16 @@ def slice_prior(
 
 
 def _extents(drawn: DrawnSlices, spacing: tuple[float, float, float], config: SlicePriorConfig) -> tuple[float, float]:
-    """How many slices the prior reaches below the first and above the last drawn slice."""
-    if drawn.count > 1:
-        first_gap, last_gap = drawn.indices[1] - drawn.indices[0], drawn.indices[-1] - drawn.indices[-2]
-        return config.extrapolation * first_gap, config.extrapolation * last_gap
-    area = float(drawn.masks[0].sum()) * spacing[1] * spacing[2]
-    radius_mm = np.sqrt(area / np.pi)
-    return (config.single_extent * radius_mm / spacing[0],) * 2
+    """How many slices the prior reaches below the first and above the last drawn slice: the
+    larger of `extrapolation` x the gap to the neighbouring drawn slice (none with one slice)
+    and `single_extent` x the end slice's equivalent radius."""
+    reach = []
+    for end, neighbour in ((0, 1), (-1, -2)):
+        area = float(drawn.masks[end].sum()) * spacing[1] * spacing[2]
+        by_size = config.single_extent * np.sqrt(area / np.pi) / spacing[0]
+        gap = abs(int(drawn.indices[end]) - int(drawn.indices[neighbour])) if drawn.count > 1 else 0
+        reach.append(max(config.extrapolation * gap, by_size))
+    return reach[0], reach[1]
 
 
 def _box(masks: np.ndarray, margin: float, least: int = 8) -> tuple[slice, slice]:
