@@ -43,6 +43,7 @@ from vessa.priors import load_transfer
 from vessa.priors.fusion import Gate
 from vessa.priors.transfer import TemplateTransfer
 from vessa.samples import fetch, load_manifest
+from vessa.segment import structure_confidence
 
 METHODS = ("copy", "registration", "+appearance", "vessa")
 
@@ -142,7 +143,8 @@ def run_case(transfer: TemplateTransfer, starter, group: str, name: str, target:
         predictions["starter"] = starter.segment(target, templates, name).probability.array >= 0.5
     row = {"group": group, "case": name, "templates": len(templates), "seconds": seconds,
            "registration_seconds": parts.registration_seconds, "separability": parts.slices.separability,
-           "fidelity": parts.slices.fidelity}
+           "fidelity": parts.slices.fidelity,
+           "confidence": structure_confidence(result.slice_confidence, predictions["vessa"], result.axis)}
     for method, predicted in predictions.items():
         row[method], hd95 = score_masks(predicted, truth, spacing)
         if method == "vessa":
@@ -162,6 +164,15 @@ def summarise(rows: list[dict], methods: tuple[str, ...]) -> None:
                 print(f"| {group} | {count} | {len(picked)} | " + " | ".join(f"{means[m]:.3f}" for m in methods)
                       + f" | {means['vessa'] - means['registration']:+.3f} | {means['vessa'] - means['copy']:+.3f}"
                       f" | {np.mean([r['seconds'] for r in picked]):.1f} |")
+
+
+def auroc(scores: list[float], good: list[bool]) -> float:
+    """Probability that a good case's score is above a bad case's (ties count half)."""
+    pos = [s for s, g in zip(scores, good, strict=True) if g]
+    neg = [s for s, g in zip(scores, good, strict=True) if not g]
+    if not pos or not neg:
+        return float("nan")
+    return float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg]))
 
 
 def main() -> None:
@@ -190,6 +201,9 @@ def main() -> None:
         for name, target, truth, templates in lesion_cases():
             rows.append(run_case(transfer, starter, "(c) lesion across patients", name, target, truth, templates))
     summarise(rows, METHODS + (("starter",) if starter is not None else ()))
+    good = [r["vessa"] >= 0.5 for r in rows]
+    print(f"\nconfidence (what `vessa segment` prints) of the {sum(good)} results with Dice >= 0.5 vs the "
+          f"{len(good) - sum(good)} below: AUROC {auroc([r['confidence'] for r in rows], good):.3f}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)

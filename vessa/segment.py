@@ -41,7 +41,16 @@ class SegmentationOutput:
     slice_confidence: np.ndarray
     seconds: float
     slices_decoded: int
+    axis: int
     warnings: list[str] = field(default_factory=list)
+
+
+def structure_confidence(slice_confidence: np.ndarray, mask: np.ndarray, axis: int) -> float:
+    """The mean of the per-slice confidences over the slices that hold the result (0 if none):
+    empty slices say nothing about how good the structure is (benchmarks/RESULTS.md: how well it
+    ranks good results above bad ones)."""
+    holding = np.moveaxis(mask, axis, 0).any(axis=(1, 2))
+    return float(np.mean(slice_confidence[holding])) if holding.any() else 0.0
 
 
 def templates_from_pairs(pairs: list[str], name: str) -> list[Template]:
@@ -95,7 +104,7 @@ def segment_volume(image: Volume, templates: list[Template], text: str, checkpoi
     segmentation.add(name or text.strip(), mask, default_color(0))
     warnings += result_warnings(mask, name or text.strip(), threshold)
     return SegmentationOutput(segmentation, result.probability, result.slice_confidence, result.seconds,
-                              result.slices_decoded, warnings)
+                              result.slices_decoded, result.axis, warnings)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -192,11 +201,12 @@ def _run(args: argparse.Namespace) -> int:
             write_volume(output.probability, temporaries[1])
     for warning in output.warnings:
         print(f"vessa segment: warning: {warning}", file=sys.stderr)
-    voxels = int(output.segmentation.segments[0].mask.sum())
+    mask = output.segmentation.segments[0].mask
     count = len(output.slice_confidence)
     decoded = f", {output.slices_decoded} of {count} slices decoded" if slice_step > 1 else ""
-    print(f"{args.out}: {args.text!r}, {voxels} voxels, {len(templates)} templates, "
-          f"mean slice confidence {float(np.mean(output.slice_confidence)):.2f}, {output.seconds:.1f} s{decoded}")
+    print(f"{args.out}: {args.text!r}, {int(mask.sum())} voxels, {len(templates)} templates, "
+          f"confidence {structure_confidence(output.slice_confidence, mask, output.axis):.2f}, "
+          f"{output.seconds:.1f} s{decoded}")
     return 0
 
 
