@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from shapes import dice, drawn_on, ellipsoid
@@ -52,6 +54,21 @@ def test_one_drawn_slice_reaches_about_its_radius():
     reached = np.flatnonzero((prior > 0).any(axis=(1, 2)))
     assert reached[0] < 20 < reached[-1]
     assert 3 <= 20 - reached[0] <= 5  # radius 8 px = 8 mm -> 4 slices of 2 mm
+
+
+def test_slices_drawn_empty_stop_the_structure_and_split_the_interpolation():
+    truth = ellipsoid(SHAPE, (20, 24, 24), (14, 15, 15))
+    unit = truth.astype(np.float32) * 0.8 + 0.1
+    drawn = find_drawn_slices(drawn_on(truth, [13, 20, 27]))
+    free = slice_prior(unit, drawn, SPACING)
+    assert (free[9] > 0).any() and (free[17] > 0).any()
+    walled = slice_prior(unit, dataclasses.replace(drawn, empty=np.array([10, 17])), SPACING)
+    assert not (walled[:11] > 0).any()  # closes before slice 10
+    assert not (walled[17] > 0).any()  # nothing on the slice drawn empty ...
+    assert (walled[16] > 0).sum() < (free[16] > 0).sum()  # ... and the sides close towards it
+    assert (walled[18] > 0).sum() < (free[18] > 0).sum()
+    assert (walled[15] > 0).any() and (walled[19] > 0).any()
+    assert np.array_equal(walled[20:] > 0, free[20:] > 0)  # the other side is untouched
 
 
 def test_bad_configuration_is_refused():

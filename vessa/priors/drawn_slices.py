@@ -14,7 +14,7 @@ voxels of the other orientation are ignored as drawn slices but never changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,12 +30,15 @@ AXIS_NAMES = ("k", "j", "i")
 class DrawnSlices:
     """The drawn slices of a segment: `axis` (array axis 0 = k, 1 = j, 2 = i), `indices`
     (sorted slice indices along it), `masks` [len(indices), rows, cols] (bool, the drawn
-    masks as they are) and `other_voxels` (voxels drawn in another orientation, ignored)."""
+    masks as they are), `other_voxels` (voxels drawn in another orientation, ignored) and
+    `empty` (slices the user marked as not holding the structure, e.g. erased after a result:
+    sorted indices, none of them in `indices`)."""
 
     axis: int
     indices: np.ndarray
     masks: np.ndarray
     other_voxels: int
+    empty: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def count(self) -> int:

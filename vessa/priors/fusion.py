@@ -81,16 +81,20 @@ class SliceParts:
     def cropped(self, box: tuple[slice, slice, slice]) -> SliceParts:
         """These parts on a box of the slice stack (the fixed slices inside it, cropped)."""
         inside = (self.fixed.indices >= box[0].start) & (self.fixed.indices < box[0].stop)
+        empty = self.fixed.empty[(self.fixed.empty >= box[0].start) & (self.fixed.empty < box[0].stop)]
         fixed = DrawnSlices(self.fixed.axis, self.fixed.indices[inside] - box[0].start,
-                            self.fixed.masks[inside][:, box[1], box[2]], self.fixed.other_voxels)
+                            self.fixed.masks[inside][:, box[1], box[2]], self.fixed.other_voxels,
+                            empty - box[0].start)
         return SliceParts(fixed, self.distance[box], None if self.appearance is None else self.appearance[box],
                                self.separability, None if self.sam is None else self.sam[box], self.fidelity)
 
     def probability(self, fusion: FusionConfig) -> np.ndarray:
-        """sigmoid(logits), 0 where the prior does not reach, fixed slices as they are [n, rows, cols]."""
+        """sigmoid(logits), 0 where the prior does not reach, fixed slices as they are (slices
+        known to be empty: 0) [n, rows, cols]."""
         probability = (1.0 / (1.0 + np.exp(-np.clip(self.logits(fusion), -30, 30)))).astype(np.float32)
         probability[self.distance <= ABSENT] = 0.0
         probability[self.fixed.indices] = self.fixed.masks
+        probability[self.fixed.empty] = 0.0
         return probability
 
 

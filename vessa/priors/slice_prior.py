@@ -5,9 +5,10 @@ turned into an in-plane signed distance (mm, positive inside) and carried to the
 around it; the prior of slice z is then
 - between two drawn slices a < z < b: the two carried distances blended linearly,
   (1 - t) d_a + t d_b with t = (z - a) / (b - a) (shape-based interpolation);
-- beyond the outermost drawn slice z_e, over the larger of `extrapolation` x the gap between
-  z_e and its neighbouring drawn slice (a correction drawn near one end changes that end only)
-  and `single_extent` x z_e's equivalent radius (the structure's own size): the carried
+- beyond the outermost drawn slice z_e (and towards a slice drawn empty), over the larger of
+  `extrapolation` x the gap between z_e and its neighbouring drawn slice (a correction drawn
+  near one end changes that end only) and `single_extent` x z_e's equivalent radius (the
+  structure's own size), closing before any slice drawn empty: the carried
   distance of z_e minus r (1 - sqrt(1 - u^2)), r the drawn mask's inscribed radius and u the
   distance from z_e relative to that extent, so the shape closes like an ellipsoid's end;
 - elsewhere: absent (`ABSENT`).
@@ -85,9 +86,9 @@ def slice_prior(
     if cache is not None:  # keep the box of earlier calls while the drawn masks lie well inside it
         box = cache.box_for(key, box, _box(drawn.masks, 0.0, least=2))
     own = {int(z): signed_distance(m, plane_spacing)[box] for z, m in zip(drawn.indices, drawn.masks, strict=True)}
-    reach = _extents(drawn, spacing, config)
-    low = max(0, int(drawn.indices[0] - reach[0]) - 1)
-    high = min(count - 1, int(drawn.indices[-1] + reach[1]) + 1)
+    ends = _ends(drawn, spacing, config)
+    low = max(0, min(end - int(np.ceil(extent)) for end, sign, extent in ends if sign < 0) - 1)
+    high = min(count - 1, max(end + int(np.ceil(extent)) for end, sign, extent in ends if sign > 0) + 1)
     carrier = _Carrier(unit_slices[low : high + 1][(slice(None), *box)], low, config.follow_anatomy, cache,
                        (key, *((b.start, b.stop) for b in box)))
     region = np.full((count, *own[int(drawn.indices[0])].shape), ABSENT, np.float32)
@@ -95,13 +96,13 @@ def slice_prior(
         region[z] = distance
     for a, b in zip(drawn.indices[:-1], drawn.indices[1:], strict=True):
         a, b = int(a), int(b)
-        if b - a < 2:
+        if b - a < 2 or _empty_between(drawn.empty, a, b):
             continue
         forward, backward = carrier.carry(own[a], a, b - 1), carrier.carry(own[b], b, a + 1)
         for z in range(a + 1, b):
             t = (z - a) / (b - a)
             region[z] = (1 - t) * forward[z] + t * backward[z]
-    for end, sign, extent in ((int(drawn.indices[0]), -1, reach[0]), (int(drawn.indices[-1]), 1, reach[1])):
+    for end, sign, extent in ends:
         stop = int(np.clip(end + sign * int(np.ceil(extent)), 0, count - 1))
         if stop == end or extent <= 0:
             continue
@@ -114,17 +115,31 @@ def slice_prior(
     return prior
 
 
-def _extents(drawn: DrawnSlices, spacing: tuple[float, float, float], config: SlicePriorConfig) -> tuple[float, float]:
-    """How many slices the prior reaches below the first and above the last drawn slice: the
-    larger of `extrapolation` x the gap to the neighbouring drawn slice (none with one slice)
-    and `single_extent` x the end slice's equivalent radius."""
-    reach = []
-    for end, neighbour in ((0, 1), (-1, -2)):
-        area = float(drawn.masks[end].sum()) * spacing[1] * spacing[2]
-        by_size = config.single_extent * np.sqrt(area / np.pi) / spacing[0]
-        gap = abs(int(drawn.indices[end]) - int(drawn.indices[neighbour])) if drawn.count > 1 else 0
-        reach.append(max(config.extrapolation * gap, by_size))
-    return reach[0], reach[1]
+def _ends(drawn: DrawnSlices, spacing: tuple[float, float, float],
+          config: SlicePriorConfig) -> list[tuple[int, int, float]]:
+    """(slice, direction -1/+1, reach in slices) of every drawn slice the prior extends beyond:
+    the outermost ones, and those next to a slice drawn empty. The reach is the larger of
+    `extrapolation` x the gap to the neighbouring drawn slice on the other side and
+    `single_extent` x the slice's equivalent radius, and it closes before a slice drawn empty."""
+    ends = []
+    indices = [int(z) for z in drawn.indices]
+    for position, z in enumerate(indices):
+        for sign in (-1, 1):
+            beyond = position + sign
+            if 0 <= beyond < len(indices) and not _empty_between(drawn.empty, *sorted((z, indices[beyond]))):
+                continue  # interpolated towards that neighbour
+            behind = position - sign
+            gap = abs(z - indices[behind]) if 0 <= behind < len(indices) else 0
+            area = float(drawn.masks[position].sum()) * spacing[1] * spacing[2]
+            reach = max(config.extrapolation * gap, config.single_extent * np.sqrt(area / np.pi) / spacing[0])
+            walls = [abs(int(e) - z) - 1 for e in drawn.empty if (int(e) - z) * sign > 0]
+            ends.append((z, sign, min([reach, *walls])))
+    return ends
+
+
+def _empty_between(empty: np.ndarray, a: int, b: int) -> bool:
+    """Whether a slice drawn empty lies strictly between slices a < b."""
+    return bool(np.any((empty > a) & (empty < b)))
 
 
 def _box(masks: np.ndarray, margin: float, least: int = 8) -> tuple[slice, slice]:
