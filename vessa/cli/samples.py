@@ -1,4 +1,4 @@
-"""`vessa samples list | fetch [NAME|all] | path NAME`."""
+"""`vessa samples list | fetch [NAME|all] | path NAME` (`vessa.samples`)."""
 
 from __future__ import annotations
 

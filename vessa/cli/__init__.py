@@ -1,35 +1,28 @@
-"""The `vessa` command line: one subcommand per job, each defined next to the code it runs."""
+"""The `vessa` command line: one module per subcommand, each with `add_cli(subparsers)`.
+
+A module adds its subcommand(s) and sets `func(args) -> int` on them; heavy imports (torch,
+sam2) happen inside `func`, so `vessa --help` stays fast. The library code a command runs lives
+in the library (`vessa.segment`, `vessa.evaluate`, `vessa.weights`, `vessa.train`, ...).
+"""
 
 from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import logging
 import signal
 import sys
 import threading
 
 from vessa import __version__
+from vessa.cli import bank, demo, evaluate, samples, segment, text_table, train, weights
 from vessa.errors import VessaError
 
 DESCRIPTION = ("Segment structures in medical images from a few example segmentations and the structure's name, "
                "score the results, and train the model on your own cases.")
 EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
 
-# Each module named here has `add_cli(subparsers)`, which adds its subcommand(s) and sets
-# `func(args) -> int` on them. Heavy imports (torch, sam2) happen inside `func`, so
-# `vessa --help` stays fast.
-COMMAND_MODULES = (
-    "vessa.samples",
-    "vessa.weights",
-    "vessa.bank_cli",
-    "vessa.text_cli",
-    "vessa.segment",
-    "vessa.evaluate",
-    "vessa.train.cli",
-    "vessa.demo",
-)
+COMMANDS = (samples, weights, bank, text_table, segment, evaluate, train, demo)  # in `vessa --help` order
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vessa", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"vessa {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_cli(subparsers)
+    for command in COMMANDS:
+        command.add_cli(subparsers)
     _add_verbose(parser)
     return parser
 
@@ -89,6 +82,3 @@ def main(argv: list[str] | None = None) -> int:
         if on_main_thread:  # None: the previous handler was not set from Python
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
