@@ -58,7 +58,7 @@ def test_export_reads_back_bit_exact_with_geometry_and_names(slicer, exporter_cl
 
 
 def test_manifest_is_accepted_by_the_trainer(exporter_class, cohort, tmp_path):
-    from vessa.train.cohort import load_cohort
+    from vessa.train.data.cohort import load_cohort
 
     result = exporter_class(tmp_path).export(**cohort)
     loaded = load_cohort(result.manifest, ["liver", "spleen"])

@@ -9,8 +9,8 @@ import torch
 from vessa.errors import CheckpointError, InputError
 from vessa.io import Volume
 from vessa.train.checkpoint import TrainingState, save_checkpoint
+from vessa.train.data.slices import normalise_intensities, resize_slices
 from vessa.train.direct import DirectSegmenter, load_direct
-from vessa.train.slices import normalise_intensities, resize_slices
 from vessa.train.student import StudentConfig, StudentUNet
 
 CONFIG = StudentConfig(class_names=["background", "blob", "ring"], channels=(4, 8, 16), strides=(2, 2), res_units=1,

@@ -12,10 +12,10 @@ from torch import nn
 from vessa import cli
 from vessa.errors import JobError
 from vessa.train.checkpoint import load_checkpoint
-from vessa.train.cohort import load_cohort
+from vessa.train.data.cohort import load_cohort
+from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
 from vessa.train.objective import build_setup
-from vessa.train.slices import SliceDataset
 from vessa.train.stage2 import parse_options
 from vessa.train.unimatch import UniMatchOptions, VessaOptions
 from vessa.train.vessa_labels import VessaRefiner, template_bank

@@ -1,6 +1,6 @@
 """Scene volumes and segmentations -> a cohort folder (NRRD, .seg.nrrd, `manifest.json`) for a training job.
 
-Layout (the manifest format is `vessa.train.cohort`'s):
+Layout (the manifest format is `vessa.train.data.cohort`'s):
     <folder>/images/<case>.nrrd, <folder>/labels/<case>.seg.nrrd, <folder>/manifest.json,
     <folder>/export_index.json  (content digest of every file written, to skip unchanged nodes)
 
@@ -27,7 +27,7 @@ from VESSASegmentLib import scene_io
 
 from vessa.errors import InputError
 from vessa.io import VOLUME_SUFFIXES, Segmentation, Volume, atomic_path, write_segmentation, write_volume
-from vessa.train.cohort import MANIFEST_VERSION
+from vessa.train.data.cohort import MANIFEST_VERSION
 
 INDEX_FILE = "export_index.json"
 MANIFEST_FILE = "manifest.json"

@@ -2,7 +2,7 @@
 
 Same result type as `vessa.model.volume.VolumeSegmenter` (`SegmentResult`), so the Segment
 Editor effect can offer a trained student as a "direct" model next to VESSA. Preprocessing
-is exactly the training input's (`vessa.train.slices`): slices along k (array axis 0),
+is exactly the training input's (`vessa.train.data.slices`): slices along k (array axis 0),
 intensities scaled between the volume's 0.5th/99.5th percentiles, each slice resized to the
 student's image_size (bilinear) and the class probabilities resized back to the slice's own
 rows x columns, so the probability volume lies on the input's exact grid.
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from vessa.errors import CheckpointError, InputError
 from vessa.io import Volume
 from vessa.model.volume import SegmentResult
-from vessa.train.slices import normalise_intensities, resize_slices
+from vessa.train.data.slices import normalise_intensities, resize_slices
 from vessa.train.student import StudentConfig, StudentUNet
 
 Progress = Callable[[float], None]

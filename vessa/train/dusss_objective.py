@@ -31,7 +31,7 @@ from torch import nn
 
 from vessa.errors import JobError
 from vessa.jobs.spec import JobSpec
-from vessa.train.cohort import Cohort, load_cohort
+from vessa.train.data.cohort import Cohort, load_cohort
 from vessa.train.distributed import Runtime
 from vessa.train.dusss import DuSSSHeads, HeadOutputs, SSSConstants, contrastive_logits, symmetric_nce
 from vessa.train.ema import ema_update

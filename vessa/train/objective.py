@@ -18,7 +18,7 @@ from torch import nn
 
 from vessa.errors import JobError
 from vessa.jobs.spec import JobSpec
-from vessa.train.batches import BatchFactory
+from vessa.train.data.batches import BatchFactory
 from vessa.train.distributed import Runtime
 
 

@@ -1,6 +1,6 @@
 """Stage-1 training (stage "stage1", method "vessa"): the template-guided assistant, episodically.
 
-Each step draws a batch of episodes (`vessa.train.episodes`): a target slice, K template
+Each step draws a batch of episodes (`vessa.train.data.episodes`): a target slice, K template
 slices of the same structure (other subjects or re-deformed copies) and the structure's
 name as text. The assistant is trained with sam2's multimask loss (`prompt_losses`). With
 probability `rehearsal_probability` a step is a feedback rehearsal: the dense prompt is a
@@ -41,10 +41,10 @@ from vessa.model.checkpoint import load_assistant, read_checkpoint, save_checkpo
 from vessa.model.config import FINE_LEVELS, SAM2_CONFIGS, SAM2_PRESETS, MatchingConfig, ModelConfig
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
 from vessa.model.slicing import array_spacing
-from vessa.train.batches import StepBatches
-from vessa.train.cohort import CohortCase, read_manifest
+from vessa.train.data.batches import StepBatches
+from vessa.train.data.cohort import CohortCase, read_manifest
+from vessa.train.data.episodes import EpisodeCase, EpisodeConfig, EpisodeSampler
 from vessa.train.distributed import Runtime
-from vessa.train.episodes import EpisodeCase, EpisodeConfig, EpisodeSampler
 from vessa.train.objective import TrainingSetup
 from vessa.train.prompt_losses import corrupt_masks, dice_score, error_clicks, multimask_loss
 

@@ -24,12 +24,12 @@ from torch import nn
 
 from vessa.errors import CheckpointError, JobError
 from vessa.jobs.spec import JobSpec
-from vessa.train.batches import EpochBatches
 from vessa.train.checkpoint import load_model_weights
-from vessa.train.cohort import Cohort
+from vessa.train.data.batches import EpochBatches
+from vessa.train.data.cohort import Cohort
+from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
 from vessa.train.ema import ema_update
-from vessa.train.slices import SliceDataset
 from vessa.train.ssl import ce_dice_loss, strong_augment, weak_augment
 from vessa.train.student import StudentConfig, StudentUNet
 from vessa.train.supervised import dice_per_structure

@@ -25,12 +25,12 @@ from torch import nn
 
 from vessa.errors import JobError
 from vessa.jobs.spec import JobSpec
-from vessa.train.batches import EpochBatches
 from vessa.train.checkpoint import load_model_weights
-from vessa.train.cohort import Cohort, load_cohort
+from vessa.train.data.batches import EpochBatches
+from vessa.train.data.cohort import Cohort, load_cohort
+from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
 from vessa.train.objective import TrainingSetup
-from vessa.train.slices import SliceDataset
 
 DEFAULT_OPTIONS: dict[str, Any] = {"channels": [16, 32, 64, 128], "res_units": 2, "workers": 0, "augment": True}
 RECIPES = ("default",)

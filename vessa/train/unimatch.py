@@ -22,10 +22,10 @@ from torch import nn
 
 from vessa.errors import JobError
 from vessa.jobs.spec import JobSpec
-from vessa.train.cohort import Cohort, load_cohort
+from vessa.train.data.cohort import Cohort, load_cohort
+from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
 from vessa.train.objective import TrainingSetup
-from vessa.train.slices import SliceDataset
 from vessa.train.ssl import (
     ce_dice_loss,
     complementary_channel_masks,

@@ -32,7 +32,7 @@ from vessa.errors import JobError
 from vessa.model.assistant import TemplateAssistant, TemplateMemory
 from vessa.model.device import autocast
 from vessa.model.intensity import normalize_for_sam
-from vessa.train.slices import SliceDataset
+from vessa.train.data.slices import SliceDataset
 
 MASK_LOGIT_LIMIT = 10.0
 

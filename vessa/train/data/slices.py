@@ -5,7 +5,7 @@ Each volume is read lazily (vessa.io) when one of its slices is first asked for,
 cache. Slices are taken along k (the array's first axis) and resized to image_size x
 image_size (bilinear with antialiasing for images, nearest for labels; aspect ratio and
 spacing are not preserved). Items are a pure function of the index, so batches can be
-reproduced on resume (see vessa.train.batches).
+reproduced on resume (see vessa.train.data.batches).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from vessa.errors import JobError, VessaError
 from vessa.io import read_volume
-from vessa.train.cohort import Cohort, CohortCase, read_label_map
+from vessa.train.data.cohort import Cohort, CohortCase, read_label_map
 
 _normalise = ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
 
