@@ -28,15 +28,18 @@ class Score:
 
 
 def score_masks(predicted: np.ndarray, reference: np.ndarray, spacing_kji) -> tuple[float, float]:
-    """Dice and HD95 (mm) of two boolean (k, j, i) masks on the same grid."""
+    """Dice and HD95 (mm) of two boolean (k, j, i) masks on the same grid; an empty reference
+    scores Dice 1 with an empty prediction, else 0 (`vessa.train.metrics`, "match")."""
     import torch
-    from monai.metrics import compute_dice, compute_hausdorff_distance
+    from monai.metrics import compute_hausdorff_distance
+
+    from vessa.train.metrics import dice as dice_score
 
     if predicted.shape != reference.shape:
         raise InputError(f"mask shapes differ: {predicted.shape} vs {reference.shape}")
     pred = torch.from_numpy(np.ascontiguousarray(predicted, bool))[None, None].float()
     ref = torch.from_numpy(np.ascontiguousarray(reference, bool))[None, None].float()
-    dice = float(compute_dice(pred, ref, include_background=True, ignore_empty=False)[0, 0])
+    dice = float(dice_score(pred[0], ref[0], empty="match")[0])
     if not predicted.any() or not reference.any():
         return dice, math.inf
     with warnings.catch_warnings():

@@ -53,15 +53,6 @@ def multimask_loss(logits: torch.Tensor, iou_pred: torch.Tensor, object_logits: 
     return loss, {name: float(value.detach()) for name, value in terms.items()}
 
 
-def dice_score(probabilities: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Hard Dice [B] of probabilities [B, 1, H, W] vs target; 1 where both are empty."""
-    predicted = probabilities.flatten(1) >= threshold
-    truth = target.flatten(1) > 0.5
-    inter = (predicted & truth).sum(1).float()
-    total = (predicted.sum(1) + truth.sum(1)).float()
-    return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
-
-
 def corrupt_masks(masks: torch.Tensor, generator: torch.Generator | None = None, max_radius: int = 5,
                   drop_probability: float = 0.3) -> torch.Tensor:
     """Student-like errors on masks [B, 1, H, W]: per sample a random dilation or erosion of

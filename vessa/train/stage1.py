@@ -45,8 +45,9 @@ from vessa.train.data.batches import StepBatches
 from vessa.train.data.cohort import CohortCase, read_manifest
 from vessa.train.data.episodes import EpisodeCase, EpisodeConfig, EpisodeSampler
 from vessa.train.distributed import Runtime
+from vessa.train.metrics import dice
 from vessa.train.objective import TrainingSetup
-from vessa.train.prompt_losses import corrupt_masks, dice_score, error_clicks, multimask_loss
+from vessa.train.prompt_losses import corrupt_masks, error_clicks, multimask_loss
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "sam2_config": "tiny",
@@ -195,8 +196,8 @@ class StageOneObjective:
         out = nets["assistant"](target, templates, template_masks, batch["text"], mask_prompt, extra_points, prior)
         loss, terms = multimask_loss(out.logits, out.iou, out.object_score_logits, truth)
         with torch.no_grad():
-            dice = dice_score(out.probabilities().float(), truth)
-        return loss, {"dice": float(dice.mean()), "rehearsal": float(rehearsal), **terms}
+            scores = dice(out.probabilities() >= 0.5, truth > 0.5, empty="match")
+        return loss, {"dice": float(scores.mean()), "rehearsal": float(rehearsal), **terms}
 
     def after_step(self, step: int) -> None:
         """No per-step work (no teacher in stage 1)."""
@@ -212,7 +213,7 @@ class StageOneObjective:
             batch = self.val.batch(index, 1)
             target, templates, template_masks, truth, prior = self._inputs(batch)
             out = self.assistant.predict(target, templates, template_masks, batch["text"], location_prior=prior)
-            scores.append(dice_score(out.probabilities().float(), truth))
+            scores.append(dice(out.probabilities() >= 0.5, truth > 0.5, empty="match"))
         self.assistant.train()
         return {"dice": float(torch.cat(scores).mean())}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,9 +30,9 @@ from vessa.train.data.cohort import Cohort
 from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
 from vessa.train.ema import ema_update
+from vessa.train.metrics import dice_per_structure, volume_dice
 from vessa.train.ssl import ce_dice_loss, strong_augment, weak_augment
 from vessa.train.student import StudentConfig, StudentUNet
-from vessa.train.supervised import dice_per_structure
 
 
 @dataclass
@@ -131,21 +131,6 @@ def stage2_batches(spec: JobSpec, runtime: Runtime, cohort: Cohort, options: Sta
         EpochBatches(unlabelled, options.unlabelled_batch_size or spec.batch_size, spec.seed + 1, runtime,
                      options.workers, what=f"{cohort.path} (unlabelled slices)"),
     )
-
-
-@torch.no_grad()
-def volume_dice(predict: Callable[[torch.Tensor], torch.Tensor], dataset: SliceDataset, classes: int,
-                batch_size: int, device: torch.device) -> torch.Tensor:
-    """Per-structure Dice [classes-1] averaged over the dataset's volumes (each volume scored
-    as a whole); `predict` maps images [N,1,S,S] to logits [N,classes,S,S]."""
-    scores = []
-    for case_index in range(len(dataset.cases)):
-        volume = dataset.case_slices(case_index)
-        predictions = torch.cat([predict(chunk.to(device)).argmax(1, keepdim=True).cpu()
-                                 for chunk in volume["image"].split(batch_size)])
-        scores.append(dice_per_structure(predictions.permute(1, 0, 2, 3)[None],
-                                         volume["label"].permute(1, 0, 2, 3)[None], classes)[0])
-    return torch.nanmean(torch.stack(scores), dim=0)
 
 
 class Stage2Objective:

@@ -18,9 +18,7 @@ from typing import Any
 
 import torch
 from monai.losses import DiceCELoss
-from monai.metrics import compute_dice
 from monai.networks.nets import UNet
-from monai.networks.utils import one_hot
 from torch import nn
 
 from vessa.errors import JobError
@@ -30,6 +28,7 @@ from vessa.train.data.batches import EpochBatches
 from vessa.train.data.cohort import Cohort, load_cohort
 from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
+from vessa.train.metrics import dice_per_structure, volume_dice
 from vessa.train.objective import TrainingSetup
 
 DEFAULT_OPTIONS: dict[str, Any] = {"channels": [16, 32, 64, 128], "res_units": 2, "workers": 0, "augment": True}
@@ -71,12 +70,6 @@ def random_flips(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
         images = torch.where(where, images.flip(axis), images)
         labels = torch.where(where, labels.flip(axis), labels)
     return images, labels
-
-
-def dice_per_structure(prediction: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
-    """Dice [N, classes-1] of integer maps [N,1,...] per sample and structure (NaN where both are empty)."""
-    return compute_dice(one_hot(prediction, classes), one_hot(labels, classes), include_background=False,
-                        ignore_empty=True)
 
 
 class SupervisedObjective:
@@ -125,16 +118,8 @@ class SupervisedObjective:
         if self.val is None:
             return {}
         self.student.eval()
-        scores = []
-        for case_index in range(len(self.val.cases)):
-            volume = self.val.case_slices(case_index)
-            predictions = torch.cat([self.student(chunk.to(self.device)).argmax(1, keepdim=True).cpu()
-                                     for chunk in volume["image"].split(self.spec.batch_size)])
-            # [D,1,S,S] slices -> one [1,1,D,S,S] volume, so Dice is per volume, not per slice.
-            scores.append(dice_per_structure(predictions.permute(1, 0, 2, 3)[None],
-                                             volume["label"].permute(1, 0, 2, 3)[None], self.classes)[0])
+        per_structure = volume_dice(self.student, self.val, self.classes, self.spec.batch_size, self.device)
         self.student.train()
-        per_structure = torch.nanmean(torch.stack(scores), dim=0)
         metrics = {"dice": float(torch.nanmean(per_structure))}
         metrics.update({f"dice_{name}": float(v) for name, v in zip(self.structures, per_structure, strict=True)})
         return metrics
