@@ -35,8 +35,8 @@ from vessa.train.data.cohort import Cohort, load_cohort
 from vessa.train.distributed import Runtime
 from vessa.train.dusss import DuSSSHeads, HeadOutputs, SSSConstants, contrastive_logits, symmetric_nce
 from vessa.train.ema import ema_update
+from vessa.train.losses import ce_dice_loss
 from vessa.train.objective import TrainingSetup
-from vessa.train.ssl import ce_dice_loss
 from vessa.train.stage2 import Stage2Objective, Stage2Options, parse_options, stage2_batches
 
 

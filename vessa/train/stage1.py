@@ -2,7 +2,7 @@
 
 Each step draws a batch of episodes (`vessa.train.data.episodes`): a target slice, K template
 slices of the same structure (other subjects or re-deformed copies) and the structure's
-name as text. The assistant is trained with sam2's multimask loss (`prompt_losses`). With
+name as text. The assistant is trained with sam2's multimask loss (`vessa.train.losses`). With
 probability `rehearsal_probability` a step is a feedback rehearsal: the dense prompt is a
 corrupted ground truth and up to 7 corrective clicks are added, so the model also learns to
 refine a student's mask (stage 2 feeds student masks back this way). One pass per step:
@@ -41,13 +41,14 @@ from vessa.model.checkpoint import load_assistant, read_checkpoint, save_checkpo
 from vessa.model.config import FINE_LEVELS, SAM2_CONFIGS, SAM2_PRESETS, MatchingConfig, ModelConfig
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
 from vessa.model.slicing import array_spacing
+from vessa.train.augment import corrupt_masks, error_clicks
 from vessa.train.data.batches import StepBatches
 from vessa.train.data.cohort import CohortCase, read_manifest
 from vessa.train.data.episodes import EpisodeCase, EpisodeConfig, EpisodeSampler
 from vessa.train.distributed import Runtime
+from vessa.train.losses import multimask_loss
 from vessa.train.metrics import dice
 from vessa.train.objective import TrainingSetup
-from vessa.train.prompt_losses import corrupt_masks, error_clicks, multimask_loss
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "sam2_config": "tiny",

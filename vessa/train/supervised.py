@@ -23,6 +23,7 @@ from torch import nn
 
 from vessa.errors import JobError
 from vessa.jobs.spec import JobSpec
+from vessa.train.augment import random_flips
 from vessa.train.checkpoint import load_model_weights
 from vessa.train.data.batches import EpochBatches
 from vessa.train.data.cohort import Cohort, load_cohort
@@ -60,16 +61,6 @@ def supervised_options(spec: JobSpec) -> dict[str, Any]:
         raise JobError(f"recipe {spec.recipe!r} is not known for method 'supervised'; recipes: "
                        f"{', '.join(RECIPES)}")
     return options
-
-
-def random_flips(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flip each sample left-right and/or up-down with probability 0.5 each (global torch RNG)."""
-    flips = (torch.rand(images.shape[0], 2) < 0.5).to(images.device)
-    for axis, flip in zip((-1, -2), flips.T, strict=True):
-        where = flip.view(-1, 1, 1, 1)
-        images = torch.where(where, images.flip(axis), images)
-        labels = torch.where(where, labels.flip(axis), labels)
-    return images, labels
 
 
 class SupervisedObjective:

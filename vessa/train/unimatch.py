@@ -22,20 +22,14 @@ from torch import nn
 
 from vessa.errors import JobError
 from vessa.jobs.spec import JobSpec
+from vessa.train.augment import complementary_channel_masks, cutmix_boxes, mix_in_batch
 from vessa.train.data.cohort import Cohort, load_cohort
 from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
+from vessa.train.losses import ce_dice_loss
 from vessa.train.objective import TrainingSetup
-from vessa.train.ssl import (
-    ce_dice_loss,
-    complementary_channel_masks,
-    cutmix_boxes,
-    fuse_pseudo_labels,
-    mix_in_batch,
-    vessa_weight,
-)
 from vessa.train.stage2 import Stage2Objective, Stage2Options, parse_options, stage2_batches
-from vessa.train.vessa_labels import VessaRefiner, template_bank
+from vessa.train.vessa_labels import VessaRefiner, fuse_pseudo_labels, template_bank, vessa_weight
 
 
 @dataclass

@@ -24,11 +24,13 @@ weak geometric transform as the image (`Stage2Objective.unlabelled_weak`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vessa.errors import JobError
+from vessa.errors import InputError, JobError
 from vessa.model.assistant import TemplateAssistant, TemplateMemory
 from vessa.model.device import autocast
 from vessa.model.intensity import normalize_for_sam
@@ -192,3 +194,26 @@ class VessaRefiner:
         maps = torch.stack([self._cache[key][0] if key in self._cache else empty for key in keys])
         available = torch.tensor([key in self._cache for key in keys], device=self.device)
         return maps.to(self.device).float() / 255, available
+
+
+def fuse_pseudo_labels(p_teacher: torch.Tensor, p_vessa: torch.Tensor, w: float | torch.Tensor) -> torch.Tensor:
+    """Blend the teacher's softmax `[B, C, H, W]` with VESSA's per-class foreground
+    probabilities `[B, C-1, H, W]` (METHODS §1.3): VESSA's background is Π_c(1 − p_c), its
+    C channels are renormalised to sum to 1, then `w·p_vessa + (1 − w)·p_teacher`
+    (`w` a number or a per-sample tensor `[B, 1, 1, 1]`)."""
+    if p_vessa.shape[1] != p_teacher.shape[1] - 1 or p_vessa.shape[2:] != p_teacher.shape[2:]:
+        raise InputError(
+            f"fuse_pseudo_labels: VESSA probabilities {tuple(p_vessa.shape)} must be the teacher's "
+            f"{tuple(p_teacher.shape)} without the background channel"
+        )
+    background = torch.prod(1 - p_vessa, dim=1, keepdim=True)
+    full = torch.cat([background, p_vessa], dim=1)
+    full = full / full.sum(dim=1, keepdim=True).clamp_min(1e-8)
+    return w * full + (1 - w) * p_teacher
+
+
+def vessa_weight(step: int, total: int, start: float = 1.0, end: float = 0.3) -> float:
+    """Cosine schedule of VESSA's weight in the fused pseudo-label: `start` at step 0, `end`
+    from step `total` on."""
+    progress = min(max(step / max(total, 1), 0.0), 1.0)
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))

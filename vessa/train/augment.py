@@ -1,9 +1,13 @@
-"""Shared parts of the semi-supervised objectives (UniMatch V2, VESSA in the loop, DuSSS).
+"""Augmentation of training batches: views of images and labels, CutMix, feature dropout masks,
+and student-like mask prompts.
 
 Every function works on batches of 2D slices `[B, C, H, W]` (images scaled to [0, 1]) on any
-device; random draws come from an explicit CPU `torch.Generator`, so a run is reproducible from
-its seed. Shapes and defaults follow METHODS.md §1.3 and §3 (UniMatch V2 `unimatch_v2.py`,
-UniMatch V1 `more-scenarios/medical`).
+device. The semi-supervised views (`weak_augment`, `strong_augment`, CutMix,
+`complementary_channel_masks`) draw from an explicit CPU `torch.Generator`, so a run is
+reproducible from its seed; shapes and defaults follow METHODS.md §3 (UniMatch V2
+`unimatch_v2.py`, UniMatch V1 `more-scenarios/medical`). `random_flips` (supervised method) and
+the feedback-rehearsal prompts `corrupt_masks` / `error_clicks` (stage 1, METHODS §1.2) draw
+from the global torch RNG, which checkpoints restore.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import math
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
-from monai.losses import MaskedDiceLoss
 
 from vessa.errors import InputError
 
@@ -24,11 +27,6 @@ def _uniform(low: float, high: float, generator: torch.Generator | None) -> floa
 
 def _chance(p: float, generator: torch.Generator | None) -> bool:
     return torch.rand((), generator=generator).item() < p
-
-
-def confident_mask(probs: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Pixels whose most likely class has probability >= `threshold`: bool `[B, H, W]`."""
-    return probs.max(dim=1).values >= threshold
 
 
 def cutmix_box(
@@ -170,49 +168,53 @@ def strong_augment(
     return torch.stack(out)
 
 
-def fuse_pseudo_labels(p_teacher: torch.Tensor, p_vessa: torch.Tensor, w: float | torch.Tensor) -> torch.Tensor:
-    """Blend the teacher's softmax `[B, C, H, W]` with VESSA's per-class foreground
-    probabilities `[B, C-1, H, W]` (METHODS §1.3): VESSA's background is Π_c(1 − p_c), its
-    C channels are renormalised to sum to 1, then `w·p_vessa + (1 − w)·p_teacher`
-    (`w` a number or a per-sample tensor `[B, 1, 1, 1]`)."""
-    if p_vessa.shape[1] != p_teacher.shape[1] - 1 or p_vessa.shape[2:] != p_teacher.shape[2:]:
-        raise InputError(
-            f"fuse_pseudo_labels: VESSA probabilities {tuple(p_vessa.shape)} must be the teacher's "
-            f"{tuple(p_teacher.shape)} without the background channel"
-        )
-    background = torch.prod(1 - p_vessa, dim=1, keepdim=True)
-    full = torch.cat([background, p_vessa], dim=1)
-    full = full / full.sum(dim=1, keepdim=True).clamp_min(1e-8)
-    return w * full + (1 - w) * p_teacher
+def random_flips(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip each sample left-right and/or up-down with probability 0.5 each (global torch RNG)."""
+    flips = (torch.rand(images.shape[0], 2) < 0.5).to(images.device)
+    for axis, flip in zip((-1, -2), flips.T, strict=True):
+        where = flip.view(-1, 1, 1, 1)
+        images = torch.where(where, images.flip(axis), images)
+        labels = torch.where(where, labels.flip(axis), labels)
+    return images, labels
 
 
-def vessa_weight(step: int, total: int, start: float = 1.0, end: float = 0.3) -> float:
-    """Cosine schedule of VESSA's weight in the fused pseudo-label: `start` at step 0, `end`
-    from step `total` on."""
-    progress = min(max(step / max(total, 1), 0.0), 1.0)
-    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
+def corrupt_masks(masks: torch.Tensor, generator: torch.Generator | None = None, max_radius: int = 5,
+                  drop_probability: float = 0.3) -> torch.Tensor:
+    """Student-like errors on masks [B, 1, H, W]: per sample a random dilation or erosion of
+    1..max_radius px, and with `drop_probability` a random square hole cut out of it."""
+    out = []
+    for mask in masks.float():
+        radius = int(torch.randint(1, max_radius + 1, (1,), generator=generator))
+        kernel = 2 * radius + 1
+        if torch.rand((), generator=generator) < 0.5:
+            changed = F.max_pool2d(mask[None], kernel, stride=1, padding=radius)[0]
+        else:
+            changed = -F.max_pool2d(-mask[None], kernel, stride=1, padding=radius)[0]
+        if torch.rand((), generator=generator) < drop_probability:
+            h, w = mask.shape[-2:]
+            side = int(torch.randint(max(2, h // 16), max(3, h // 4), (1,), generator=generator))
+            top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
+            changed = changed.clone()
+            changed[..., top:top + side, left:left + side] = 0
+        out.append(changed)
+    return torch.stack(out)
 
 
-_DICE = MaskedDiceLoss(include_background=True, softmax=True)
-
-
-def ce_dice_loss(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    keep: torch.Tensor | None = None,
-    valid: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """(CE + Dice) / 2 of `logits [B, C, H, W]` against class indices `target [B, H, W]`.
-
-    Pixels count where `keep` (e.g. confident pseudo-labels) is true; as UniMatch V2, the CE
-    sum is divided by the number of `valid` pixels (not ignored), not of kept ones. Dice
-    (MONAI `MaskedDiceLoss`, softmax, background included) sees only kept pixels.
-    """
-    keep_f = torch.ones_like(target, dtype=logits.dtype) if keep is None else keep.to(logits.dtype)
-    valid_f = torch.ones_like(keep_f) if valid is None else valid.to(logits.dtype)
-    target = target.long()
-    ce = F.cross_entropy(logits, target.clamp(0, logits.shape[1] - 1), reduction="none")
-    ce = (ce * keep_f * valid_f).sum() / valid_f.sum().clamp_min(1.0)
-    onehot = F.one_hot(target.clamp(0, logits.shape[1] - 1), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
-    dice = _DICE(logits, onehot, mask=(keep_f * valid_f)[:, None])
-    return (ce + dice) / 2
+def error_clicks(prompt: torch.Tensor, target: torch.Tensor, count: int,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `count` corrective clicks per sample, drawn uniformly from the error region of a
+    mask prompt [B, 1, H, W] vs target: a missed pixel gives a positive click (label 1), a
+    false one a negative click (0). Returns coords [B, count, 2] (x, y in pixels, centres)
+    and labels [B, count]; label -1 (sam2's "ignore") pads samples without errors."""
+    batch, _, h, w = target.shape
+    missed = (target > 0.5) & (prompt <= 0.5)
+    false = (target <= 0.5) & (prompt > 0.5)
+    errors = (missed | false).flatten(1).float()  # [B, H*W]
+    has_error = errors.sum(1) > 0
+    weights = torch.where(has_error[:, None], errors, torch.ones_like(errors))
+    index = torch.multinomial(weights, count, replacement=True, generator=generator)  # [B, count]
+    coords = torch.stack([(index % w).float() + 0.5, (index // w).float() + 0.5], dim=-1)
+    labels = missed.flatten(1).gather(1, index).long()
+    labels = torch.where(has_error[:, None], labels, torch.full_like(labels, -1))
+    return coords, labels

@@ -1,33 +1,30 @@
-"""Shared semi-supervised parts: known answers on tiny tensors."""
+"""Augmentation (views, CutMix, dropout masks, student-like prompts): known answers on tiny tensors."""
 
-import math
 
 import pytest
 import torch
 
 from vessa.errors import InputError
-from vessa.train.ssl import (
-    ce_dice_loss,
+from vessa.train.augment import (
     complementary_channel_masks,
-    confident_mask,
+    corrupt_masks,
     cutmix_box,
     cutmix_boxes,
-    fuse_pseudo_labels,
+    error_clicks,
     mix_in_batch,
     strong_augment,
-    vessa_weight,
     weak_augment,
 )
 
 
+def square(size=16, top=4, side=8) -> torch.Tensor:
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., top:top + side, top:top + side] = 1
+    return mask
+
+
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
-
-
-def test_confident_mask_thresholds_the_top_class():
-    probs = torch.tensor([[0.96, 0.5, 0.2], [0.04, 0.5, 0.8]])[None, :, None, :]  # [1, 2, 1, 3]
-    assert confident_mask(probs, 0.95).tolist() == [[[True, False, False]]]
-    assert confident_mask(probs, 0.5).tolist() == [[[True, True, True]]]
 
 
 def test_cutmix_box_is_empty_without_chance_and_a_rectangle_with():
@@ -108,36 +105,26 @@ def test_strong_augment_is_photometric_and_reproducible():
         assert abs(centre[0] - 14.5) < 0.2 and abs(centre[1] - 16.5) < 0.2
 
 
-def test_fuse_pseudo_labels_renormalises_vessa_background():
-    teacher = torch.tensor([1.0, 0.0, 0.0])[None, :, None, None]
-    vessa = torch.tensor([0.5, 0.5])[None, :, None, None]
-    fused = fuse_pseudo_labels(teacher, vessa, w=1.0)
-    assert torch.allclose(fused.flatten(), torch.tensor([0.2, 0.4, 0.4]))  # bg 0.25, sum 1.25
-    fused = fuse_pseudo_labels(teacher, vessa, w=0.5)
-    assert torch.allclose(fused.flatten(), torch.tensor([0.6, 0.2, 0.2]))
-    assert torch.equal(fuse_pseudo_labels(teacher, vessa, w=0.0), teacher)
-    with pytest.raises(InputError, match="background"):
-        fuse_pseudo_labels(teacher, torch.zeros(1, 3, 1, 1), 0.5)
+def test_corrupt_masks_changes_the_boundary_only():
+    torch.manual_seed(0)
+    masks = square(32, 8, 16).repeat(6, 1, 1, 1)
+    corrupted = corrupt_masks(masks, max_radius=3, drop_probability=0.0)
+    changed = (corrupted != masks).flatten(1).sum(1)
+    assert (changed > 0).all()
+    # a 1..3 px dilation/erosion of a 16 px square changes at most a 3 px ring around its edge
+    assert (changed <= (22 * 22 - 16 * 16)).all()
+    assert set(corrupted.unique().tolist()) <= {0.0, 1.0}
 
 
-@pytest.mark.parametrize(
-    ("step", "total", "expected"), [(0, 100, 1.0), (50, 100, 0.65), (100, 100, 0.3), (500, 100, 0.3)]
-)
-def test_vessa_weight_cosine(step, total, expected):
-    assert vessa_weight(step, total) == pytest.approx(expected)
-
-
-def test_ce_dice_loss_known_values():
-    logits = torch.zeros(1, 2, 4, 4)  # p = 0.5 everywhere: CE = log 2 per pixel
-    target = torch.zeros(1, 4, 4, dtype=torch.long)
-    keep = torch.zeros(1, 4, 4, dtype=torch.bool)
-    keep[:, :2] = True
-    # CE over all 16 valid pixels, 8 kept: log2/2; Dice on kept pixels: class 0 -> 1 - 2/3, class 1 -> 1
-    assert ce_dice_loss(logits, target, keep).item() == pytest.approx((math.log(2) / 2 + 2 / 3) / 2, abs=1e-4)
-    assert ce_dice_loss(logits, target, keep, valid=keep).item() == pytest.approx((math.log(2) + 2 / 3) / 2, abs=1e-4)
-    assert ce_dice_loss(logits, target, torch.zeros_like(keep)).item() == pytest.approx(0.0, abs=1e-6)
-    perfect = torch.stack([torch.full((4, 4), 20.0), torch.full((4, 4), -20.0)])[None]
-    assert ce_dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-4)
-    logits.requires_grad_(True)
-    ce_dice_loss(logits, target, keep).backward()
-    assert logits.grad[:, :, 2:].abs().sum() == 0 and logits.grad[:, :, :2].abs().sum() > 0
+def test_error_clicks_positive_in_missed_negative_in_false_region():
+    torch.manual_seed(0)
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, :, :8] = 1  # left half
+    prompt = torch.zeros_like(target)
+    prompt[0, :, :, 4:12] = 1  # sample 0: misses columns 0..3, false on 8..11
+    prompt[1] = target[1]  # sample 1: perfect prompt -> no clicks
+    coords, labels = error_clicks(prompt, target, count=7)
+    assert coords.shape == (2, 7, 2) and labels.shape == (2, 7)
+    x = coords[0, :, 0]
+    assert ((labels[0] == 1) == (x < 4)).all() and ((labels[0] == 0) == (x > 8)).all()
+    assert (labels[1] == -1).all()

@@ -1,9 +1,11 @@
-"""sam2-style multimask loss, mask corruption and error clicks: known answers."""
+"""Training losses: sam2-style multimask loss and masked CE + Dice, known answers."""
+
+import math
 
 import pytest
 import torch
 
-from vessa.train.prompt_losses import corrupt_masks, error_clicks, multimask_loss
+from vessa.train.losses import ce_dice_loss, multimask_loss
 
 
 def square(size=16, top=4, side=8) -> torch.Tensor:
@@ -43,26 +45,17 @@ def test_empty_target_supervises_only_the_object_score():
     assert logits.grad.abs().sum() == 0  # mask terms masked out; only object BCE remains
 
 
-def test_corrupt_masks_changes_the_boundary_only():
-    torch.manual_seed(0)
-    masks = square(32, 8, 16).repeat(6, 1, 1, 1)
-    corrupted = corrupt_masks(masks, max_radius=3, drop_probability=0.0)
-    changed = (corrupted != masks).flatten(1).sum(1)
-    assert (changed > 0).all()
-    # a 1..3 px dilation/erosion of a 16 px square changes at most a 3 px ring around its edge
-    assert (changed <= (22 * 22 - 16 * 16)).all()
-    assert set(corrupted.unique().tolist()) <= {0.0, 1.0}
-
-
-def test_error_clicks_positive_in_missed_negative_in_false_region():
-    torch.manual_seed(0)
-    target = torch.zeros(2, 1, 16, 16)
-    target[:, :, :, :8] = 1  # left half
-    prompt = torch.zeros_like(target)
-    prompt[0, :, :, 4:12] = 1  # sample 0: misses columns 0..3, false on 8..11
-    prompt[1] = target[1]  # sample 1: perfect prompt -> no clicks
-    coords, labels = error_clicks(prompt, target, count=7)
-    assert coords.shape == (2, 7, 2) and labels.shape == (2, 7)
-    x = coords[0, :, 0]
-    assert ((labels[0] == 1) == (x < 4)).all() and ((labels[0] == 0) == (x > 8)).all()
-    assert (labels[1] == -1).all()
+def test_ce_dice_loss_known_values():
+    logits = torch.zeros(1, 2, 4, 4)  # p = 0.5 everywhere: CE = log 2 per pixel
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    keep = torch.zeros(1, 4, 4, dtype=torch.bool)
+    keep[:, :2] = True
+    # CE over all 16 valid pixels, 8 kept: log2/2; Dice on kept pixels: class 0 -> 1 - 2/3, class 1 -> 1
+    assert ce_dice_loss(logits, target, keep).item() == pytest.approx((math.log(2) / 2 + 2 / 3) / 2, abs=1e-4)
+    assert ce_dice_loss(logits, target, keep, valid=keep).item() == pytest.approx((math.log(2) + 2 / 3) / 2, abs=1e-4)
+    assert ce_dice_loss(logits, target, torch.zeros_like(keep)).item() == pytest.approx(0.0, abs=1e-6)
+    perfect = torch.stack([torch.full((4, 4), 20.0), torch.full((4, 4), -20.0)])[None]
+    assert ce_dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-4)
+    logits.requires_grad_(True)
+    ce_dice_loss(logits, target, keep).backward()
+    assert logits.grad[:, :, 2:].abs().sum() == 0 and logits.grad[:, :, :2].abs().sum() > 0
