@@ -49,7 +49,8 @@ from vessa.samples.sets import sample_path
 from vessa.train.data.cohort import load_cohort
 from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
-from vessa.train.objective import TrainingSetup, build_setup
+from vessa.train.methods import build_setup
+from vessa.train.objective import TrainingSetup
 from vessa.train.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))

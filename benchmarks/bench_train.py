@@ -1,6 +1,6 @@
 """Stage-2 step time: supervised vs UniMatch V2 vs UniMatch V2 + VESSA vs DuSSS, same student, same batch.
 
-Each method is built through the trainer's registry (`vessa.train.objective.build_setup`) on a
+Each method is built through the trainer's registry (`vessa.train.methods.build_setup`) on a
 synthetic on-disk cohort (noisy ellipses; speed does not depend on content) and stepped with
 the shared `Trainer`'s own step (forward, backward, clipping, AdamW, schedule, EMA), so the
 times are those of `vessa train`. "supervised (same student)" is L_x alone on the stage-2
@@ -42,7 +42,8 @@ from vessa.io import Volume, write_volume
 from vessa.jobs import JobSpec
 from vessa.jobs.progress import ProgressWriter
 from vessa.train.distributed import Runtime
-from vessa.train.objective import TrainingSetup, build_setup
+from vessa.train.methods import build_setup
+from vessa.train.objective import TrainingSetup
 from vessa.train.trainer import Trainer
 
 

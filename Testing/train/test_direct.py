@@ -87,7 +87,7 @@ def test_load_direct_runs_the_checkpointed_teacher(tmp_path):
 
 def test_load_direct_runs_a_supervised_checkpoint(make_spec, tmp_path):
     from vessa.train.distributed import Runtime
-    from vessa.train.objective import build_setup
+    from vessa.train.methods import build_setup
 
     spec = make_spec()  # the supervised method on the tiny cohort
     trained = build_setup(spec, Runtime(0, 1, 0, torch.device("cpu"))).objective.student.eval()

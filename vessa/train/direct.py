@@ -90,7 +90,7 @@ def student_from_checkpoint(state: Any, path: str | Path) -> StudentUNet:
     if "student_config" in state.objective and "teacher" in state.objective:
         student_config, weights = StudentConfig.from_dict(state.objective["student_config"]), state.objective["teacher"]
     elif config.get("method") == "supervised" and "student" in state.models:
-        from vessa.train.supervised import DEFAULT_OPTIONS
+        from vessa.train.methods.supervised import DEFAULT_OPTIONS
 
         options = {**DEFAULT_OPTIONS, **config.get("options", {})}
         student_config = StudentConfig(class_names=["background", *config["structures"]], channels=options["channels"],

@@ -37,7 +37,8 @@ from vessa.train.checkpoint import (
 )
 from vessa.train.distributed import Runtime
 from vessa.train.history import MetricHistory
-from vessa.train.objective import TrainingSetup, build_setup
+from vessa.train.methods import build_setup
+from vessa.train.objective import TrainingSetup
 from vessa.train.optim import build_optimizer, build_scheduler
 
 # Spec fields a resumed run must share with its checkpoint (others, e.g. steps, may change).

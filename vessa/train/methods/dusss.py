@@ -33,11 +33,17 @@ from vessa.errors import JobError
 from vessa.jobs.spec import JobSpec
 from vessa.train.data.cohort import Cohort, load_cohort
 from vessa.train.distributed import Runtime
-from vessa.train.dusss import DuSSSHeads, HeadOutputs, SSSConstants, contrastive_logits, symmetric_nce
 from vessa.train.ema import ema_update
 from vessa.train.losses import ce_dice_loss
+from vessa.train.methods.dusss_contrastive import (
+    DuSSSHeads,
+    HeadOutputs,
+    SSSConstants,
+    contrastive_logits,
+    symmetric_nce,
+)
+from vessa.train.methods.stage2_base import Stage2Objective, Stage2Options, parse_options, stage2_batches
 from vessa.train.objective import TrainingSetup
-from vessa.train.stage2 import Stage2Objective, Stage2Options, parse_options, stage2_batches
 
 
 @dataclass

@@ -1,4 +1,10 @@
-"""VESSA in the loop (METHODS §1.3): the stage-1 assistant refines the teacher's pseudo-labels.
+"""VESSA in the loop ("stage2:vessa", METHODS §1.3): UniMatch V2 whose pseudo-labels the stage-1
+assistant refines.
+
+`VessaInTheLoopObjective` is the UniMatch V2 step (`unimatch`) with the teacher's pseudo-label
+distribution p_t fused with VESSA's p_v (`fuse_pseudo_labels`): w·p_v + (1 − w)·p_t, w on a
+cosine schedule (`vessa_weight`), per slice only where VESSA gave a map this step. Option
+"vessa": false turns the fusion off (plain UniMatch on the same data path, for ablations).
 
 For each structure c, the labelled training slices that contain c form its template bank;
 their sam2 memories are encoded once and kept on the device (the assistant is frozen, so
@@ -25,16 +31,24 @@ weak geometric transform as the image (`Stage2Objective.unlabelled_weak`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vessa.errors import InputError, JobError
+from vessa.jobs.spec import JobSpec
 from vessa.model.assistant import TemplateAssistant, TemplateMemory
 from vessa.model.device import autocast
 from vessa.model.intensity import normalize_for_sam
+from vessa.train.data.cohort import Cohort, load_cohort
 from vessa.train.data.slices import SliceDataset
+from vessa.train.distributed import Runtime
+from vessa.train.methods.stage2_base import parse_options, stage2_batches
+from vessa.train.methods.unimatch import UniMatchObjective, UniMatchOptions
+from vessa.train.objective import TrainingSetup
 
 MASK_LOGIT_LIMIT = 10.0
 
@@ -217,3 +231,108 @@ def vessa_weight(step: int, total: int, start: float = 1.0, end: float = 0.3) ->
     from step `total` on."""
     progress = min(max(step / max(total, 1), 0.0), 1.0)
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class VessaOptions(UniMatchOptions):
+    """UniMatch options plus VESSA in the loop.
+
+    vessa_checkpoint: stage-1 checkpoint (file or registry name); vessa_untrained: use a
+    random assistant of vessa_image_size px instead (tests and plumbing only);
+    vessa: false = fusion off (plain UniMatch with the same data path, for ablations);
+    vessa_weight_start/end/steps: cosine schedule of VESSA's weight (steps 0 = spec.steps);
+    vessa_refresh_every: steps a slice's VESSA map is reused; vessa_per_step: most slices
+    VESSA runs on per step (0 = all that need it; the rest use cached maps or the teacher
+    alone); vessa_templates: K;
+    vessa_bank_size: template slices per structure; vessa_mask_prompt/points/box: prompts
+    from the teacher; vessa_batch_size: slices per assistant call; vessa_texts: structure
+    name -> description given to VESSA (default: the name).
+    """
+
+    vessa: bool = True
+    vessa_checkpoint: str = ""
+    vessa_untrained: bool = False
+    vessa_image_size: int = 512
+    vessa_weight_start: float = 1.0
+    vessa_weight_end: float = 0.3
+    vessa_weight_steps: int = 0
+    vessa_refresh_every: int = 1
+    vessa_per_step: int = 0
+    vessa_templates: int = 3
+    vessa_bank_size: int = 32
+    vessa_mask_prompt: bool = True
+    vessa_points: bool = True
+    vessa_box: bool = True
+    vessa_batch_size: int = 8
+    vessa_texts: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.vessa and not self.vessa_checkpoint and not self.vessa_untrained:
+            raise JobError("method 'vessa' needs option 'vessa_checkpoint' (a stage-1 checkpoint file or "
+                           "registry name); 'vessa_untrained': true runs a random assistant (testing only)")
+        for name in ("vessa_refresh_every", "vessa_templates", "vessa_bank_size", "vessa_batch_size"):
+            if getattr(self, name) < 1:
+                raise JobError(f"option {name!r} must be >= 1, got {getattr(self, name)!r}")
+        if self.vessa_per_step < 0:
+            raise JobError(f"option 'vessa_per_step' must be >= 0, got {self.vessa_per_step!r}")
+
+
+class VessaInTheLoopObjective(UniMatchObjective):
+    """The UniMatch V2 step with VESSA-fused pseudo-labels (module docstring); without a refiner
+    (option "vessa": false) the step is plain UniMatch V2."""
+
+    def __init__(self, spec: JobSpec, runtime: Runtime, cohort: Cohort, options: VessaOptions,
+                 refiner: VessaRefiner | None = None):
+        super().__init__(spec, runtime, cohort, options)
+        self.refiner = refiner
+
+    def fusion_weight(self, step: int) -> float:
+        options = self.options
+        total = options.vessa_weight_steps or self.spec.steps
+        return vessa_weight(step, total, options.vessa_weight_start, options.vessa_weight_end)
+
+    def pseudo_labels(self, unlabelled: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Weak views [B,1,S,S], their fused pseudo-label distribution [B,C,S,S], and VESSA
+        metrics (its weight and the fraction of slices it covered this step)."""
+        if self.refiner is None:
+            return super().pseudo_labels(unlabelled, step)
+        keys = list(zip(unlabelled["case"].tolist(), unlabelled["slice"].tolist(), strict=True))
+        vessa_maps, available = self.refiner.probabilities(unlabelled["image"], keys, self.teacher, step)
+        weak, vessa_maps = self.unlabelled_weak(unlabelled, vessa_maps)
+        with torch.no_grad():
+            probs = torch.softmax(self.teacher(weak).float(), dim=1)
+            weight = self.fusion_weight(step)
+            per_sample = (weight * available.float()).view(-1, 1, 1, 1)
+            fused = fuse_pseudo_labels(probs, vessa_maps.clamp(0, 1), per_sample)
+            return weak, fused, {"vessa_weight": weight, "vessa_coverage": float(available.float().mean())}
+
+
+def load_vessa_assistant(options: VessaOptions):
+    """The frozen stage-1 assistant named by the options."""
+    from vessa.model.assistant import TemplateAssistant
+    from vessa.model.checkpoint import load_assistant
+    from vessa.model.config import ModelConfig
+    from vessa.weights import resolve_weights
+
+    if options.vessa_checkpoint:
+        return load_assistant(resolve_weights(options.vessa_checkpoint))
+    return TemplateAssistant(ModelConfig(image_size=options.vessa_image_size))
+
+
+def build_vessa(spec: JobSpec, runtime: Runtime) -> TrainingSetup:
+    """UniMatch V2 whose pseudo-labels are fused with VESSA's (METHODS §1.3)."""
+    options = parse_options(VessaOptions, spec)
+    cohort = load_cohort(spec.manifest, spec.structures)
+    refiner = None
+    if options.vessa:
+        labelled = SliceDataset(cohort, cohort.select("train", labelled=True), spec.structures, spec.image_size)
+        bank = template_bank(labelled, len(spec.structures) + 1, options.vessa_bank_size)
+        texts = [options.vessa_texts.get(name, name) for name in spec.structures]
+        refiner = VessaRefiner(load_vessa_assistant(options), bank, texts, runtime.device,
+                               templates=options.vessa_templates, mask_prompt=options.vessa_mask_prompt,
+                               points=options.vessa_points, box=options.vessa_box,
+                               batch_size=options.vessa_batch_size, refresh_every=options.vessa_refresh_every,
+                               per_step=options.vessa_per_step)
+    return TrainingSetup(VessaInTheLoopObjective(spec, runtime, cohort, options, refiner),
+                         stage2_batches(spec, runtime, cohort, options))
