@@ -8,7 +8,7 @@
 - `Stage2Objective`: the student (`StudentUNet`), an EMA teacher (momentum min(1 − 1/(t+1), m)
   on parameters and buffers, `vessa.train.ema`), per-volume validation Dice of teacher
   ("dice", which picks best.pt) and student, and the checkpoint extras (teacher weights,
-  student config) that `vessa.train.direct` reads. Methods implement `training_step`.
+  student config). Methods implement `training_step`.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ class Stage2Objective:
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
-        """The EMA teacher (the model `vessa.train.direct` runs) and the student's config."""
+        """The EMA teacher and the student's config."""
         return {"teacher": self.teacher.state_dict(), "student_config": self.student_config.to_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
