@@ -145,7 +145,7 @@ def loader_rows(trainers: dict[str, Trainer], setups: dict[str, TrainingSetup], 
                 batch = next(stream)
                 ready = time.perf_counter()
                 trainer.step = step
-                trainer._train_step(batch)
+                trainer.train_step(batch)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 waits.append(ready - start)
@@ -218,7 +218,7 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start, start_cpu = time.perf_counter(), time.process_time()
-            trainer._train_step(batch)
+            trainer.train_step(batch)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if repeat:

@@ -9,8 +9,8 @@ from test_volume import target_volume, template
 
 from vessa.io import Template, Volume
 from vessa.model.assistant import TemplateAssistant
-from vessa.model.encoder import ImageFeatures
 from vessa.model.feature_cache import FeatureCache, volume_key
+from vessa.model.sam2_adapter import ImageFeatures
 from vessa.model.slicing import template_slices
 from vessa.model.volume import VolumeSegmenter
 

@@ -27,8 +27,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from sam2.modeling.sam2_utils import LayerNorm2d
 from torch import nn
+
+from vessa.model.sam2_adapter import LayerNorm2d
 
 
 def _conv(in_dim: int, out_dim: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Conv2d:

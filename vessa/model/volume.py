@@ -41,9 +41,9 @@ from vessa.errors import BankError, InputError
 from vessa.io import Template, Volume
 from vessa.model.assistant import AssistantOutput, TemplateAssistant, TemplateMemory
 from vessa.model.device import autocast, check_precision, is_out_of_memory, resolve_device
-from vessa.model.encoder import ImageFeatures
 from vessa.model.feature_cache import FeatureCache, volume_key
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
+from vessa.model.sam2_adapter import ImageFeatures
 from vessa.model.slicing import (
     SquareFrame,
     array_spacing,
@@ -92,7 +92,7 @@ class _Call:
     batch_size: int
 
 
-class _Slices:
+class VolumeSlices:
     """One volume (k, j, i) cut along the slicing axis: `raw` [n, rows, cols] (a view), its frame
     for S x S model slices, its intensity window (computed on first use, so slices served from
     the feature cache cost no intensity pass) and `key`, its slices' key in the feature cache."""
@@ -124,12 +124,12 @@ class _Slices:
 
 
 @dataclass
-class _TemplatePlan:
+class TemplatePlan:
     """A template cut like the target: `used`, its slices (holding the structure) that some
     target slice needs, their masks [len(used), 1, S, S], `chosen`, per target slice the index
     of its slice in `used`, and the template's location prior."""
 
-    slices: _Slices
+    slices: VolumeSlices
     used: np.ndarray
     masks: torch.Tensor
     chosen: np.ndarray
@@ -256,9 +256,9 @@ class VolumeSegmenter:
         axis = slicing_axis(image.shape, image.spacing)
         spacing = array_spacing(image.spacing)
         key = volume_key(image.array, tuple(spacing), axis, size, modality, self.ct_window) if keyed else None
-        target = _Slices(image.array, spacing, axis, size, modality, self.ct_window, key)
+        target = VolumeSlices(image.array, spacing, axis, size, modality, self.ct_window, key)
         count = len(target)
-        plans = [_template_plan(t, image, axis, size, count, self.ct_window, keyed, self.template_slice_limit)
+        plans = [template_plan(t, image, axis, size, count, self.ct_window, keyed, self.template_slice_limit)
                  for t in templates]
         offsets = np.cumsum([0] + [len(plan.used) for plan in plans[:-1]])
         # [n, K]: per target slice, its slice of each template among all templates' encoded slices
@@ -286,7 +286,7 @@ class VolumeSegmenter:
 
     def _decode_targets(
         self,
-        target: _Slices,
+        target: VolumeSlices,
         memory: TemplateMemory,
         index: torch.Tensor,
         text_embedding: torch.Tensor,
@@ -353,12 +353,12 @@ class VolumeSegmenter:
     def _prepare(self, unit: torch.Tensor) -> torch.Tensor:
         return normalize_for_sam(unit).contiguous(memory_format=torch.channels_last)
 
-    def _features(self, slices: _Slices, rows: np.ndarray, device: torch.device) -> ImageFeatures:
+    def _features(self, slices: VolumeSlices, rows: np.ndarray, device: torch.device) -> ImageFeatures:
         """Encoder features of the given rows of `slices` on `device`, through the feature cache."""
         return self.cache.features(slices.key, rows, lambda missing: self.assistant.encode(
             self._prepare(slices.square(missing, device))))
 
-    def _encode_templates(self, plan: _TemplatePlan, rows: np.ndarray, device: torch.device) -> TemplateMemory:
+    def _encode_templates(self, plan: TemplatePlan, rows: np.ndarray, device: torch.device) -> TemplateMemory:
         features = self._features(plan.slices, plan.used[rows], device)
         return self.assistant.encode_templates(features, plan.masks[rows].to(device))
 
@@ -434,10 +434,10 @@ def check_templates(image: Volume, templates: list[Template], max_templates: int
     return list(templates[:max_templates])
 
 
-def _template_plan(
+def template_plan(
     template: Template, image: Volume, axis: int, size: int, count: int, ct_window: str, keyed: bool,
     limit: int | None = None,
-) -> _TemplatePlan:
+) -> TemplatePlan:
     """Which slices of `template` (cut like `image`) the `count` target slices need (at most
     `limit` distinct ones), and its location prior; `keyed`: give its slices a feature-cache key."""
     direction = template.image.direction
@@ -448,14 +448,14 @@ def _template_plan(
     if keyed:
         key = volume_key(template.image.array, tuple(template.image.spacing), _rounded(direction),
                          _rounded(image.direction), axis, size, template.modality, ct_window)
-    cut = _Slices(oriented, spacing, axis, size, template.modality, ct_window, key)
+    cut = VolumeSlices(oriented, spacing, axis, size, template.modality, ct_window, key)
     stack_mask = np.moveaxis(mask, axis, 0)
     present = np.flatnonzero(stack_mask.any(axis=(1, 2)))
     chosen = template_slices(count, present, stack_mask.shape[0], limit)
     used = np.unique(chosen)
     masks = cut.frame.to_square(torch.from_numpy(stack_mask[used].astype(np.float32))[:, None]).clamp(0, 1)
     prior = _LocationPrior(stack_mask, cut.frame, relative_slices(count, stack_mask.shape[0]))
-    return _TemplatePlan(cut, used, masks, np.searchsorted(used, chosen), prior)
+    return TemplatePlan(cut, used, masks, np.searchsorted(used, chosen), prior)
 
 
 def _rounded(direction: np.ndarray) -> bytes:

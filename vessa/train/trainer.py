@@ -175,7 +175,9 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def _train_step(self, batch: Any) -> dict[str, float]:
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """One optimiser step on `batch` (forward, NaN/inf check across ranks, backward, clipping,
+        AdamW, lr schedule, `after_step`); returns the step's loss, metrics, grad norm and lr."""
         with self._autocast():
             loss, metrics = self.objective.training_step(batch, self.step, self.nets)
         local_bad = not bool(torch.isfinite(loss.detach()).all())
@@ -250,7 +252,7 @@ class Trainer:
             waiting = time.perf_counter()
             batch = next(batches)
             computing = time.perf_counter()
-            values = self._train_step(batch)  # its float() reads wait for the device: step_s covers GPU time
+            values = self.train_step(batch)  # its float() reads wait for the device: step_s covers GPU time
             values.update(data_wait_s=computing - waiting, step_s=time.perf_counter() - computing)
             window.append(values)
             self.step += 1

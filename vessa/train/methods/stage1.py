@@ -166,7 +166,8 @@ class StageOneObjective:
         for parameter in self.assistant.parameters():  # sam2 parts this model never runs
             parameter.requires_grad_(id(parameter) in used)
         if options["freeze_encoder"]:
-            self.assistant.sam.image_encoder.requires_grad_(False)
+            for parameter in self.assistant.parameter_groups()["encoder"]:
+                parameter.requires_grad_(False)
 
     def models(self) -> dict[str, nn.Module]:
         return {"assistant": self.assistant}

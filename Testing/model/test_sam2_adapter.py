@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vessa.model.encoder import build_sam, encode_images
+from vessa.model.sam2_adapter import build_sam, encode_images
 
 
 @pytest.mark.parametrize(("size", "batch"), [(256, 2), (512, 1)])
