@@ -171,7 +171,7 @@ def test_real_training_progress_cancel_within_2s_and_resume(tmp_path):
     """`vessa train` (supervised, CPU) launched as TrainLogic launches it, through the runner."""
     from VESSATrainLib.train_logic import TrainLogic
 
-    from vessa.train.checkpoint import load_checkpoint
+    from vessa.train.training_checkpoint import load_checkpoint
 
     spec_path = endless_supervised_spec(tmp_path, batch_size=2)
     logic = TrainLogic(python=sys.executable)
@@ -209,7 +209,7 @@ def test_torchrun_job_tree_is_cancelled_whole(tmp_path):
     """The >1-GPU command (torch.distributed.run), here with 2 CPU processes on gloo: cancel ends the tree."""
     from VESSATrainLib.train_logic import TrainLogic
 
-    from vessa.train.checkpoint import load_checkpoint
+    from vessa.train.training_checkpoint import load_checkpoint
 
     logic = TrainLogic(python=sys.executable)
     argv = logic.argv(endless_supervised_spec(tmp_path, batch_size=1), resume=False, gpus=2)

@@ -11,12 +11,12 @@ from torch import nn
 
 from vessa import cli
 from vessa.errors import JobError
-from vessa.train.checkpoint import load_checkpoint
 from vessa.train.distributed import Runtime
 from vessa.train.methods import build_setup
 from vessa.train.methods.stage2_base import parse_options
 from vessa.train.methods.unimatch import UniMatchOptions
 from vessa.train.methods.vessa_in_the_loop import VessaOptions
+from vessa.train.training_checkpoint import load_checkpoint
 
 CPU = Runtime(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 TINY = [4, 8, 16]

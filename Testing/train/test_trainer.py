@@ -13,11 +13,11 @@ import torch
 
 from vessa.errors import JobError
 from vessa.jobs import CancelFlag, ProgressWriter, parse_progress_line, read_status
-from vessa.train.checkpoint import find_checkpoints, load_checkpoint
 from vessa.train.distributed import init_distributed
 from vessa.train.methods import build_setup
 from vessa.train.objective import TrainingSetup
 from vessa.train.trainer import Trainer, resume_point, run_job
+from vessa.train.training_checkpoint import find_checkpoints, load_checkpoint
 
 
 class Events(io.StringIO):

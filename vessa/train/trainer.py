@@ -25,7 +25,12 @@ from vessa.jobs.cancel import CancelFlag, JobStatus
 from vessa.jobs.progress import ProgressWriter
 from vessa.jobs.spec import JobSpec
 from vessa.train import distributed
-from vessa.train.checkpoint import (
+from vessa.train.distributed import Runtime
+from vessa.train.history import MetricHistory
+from vessa.train.methods import build_setup
+from vessa.train.objective import TrainingSetup
+from vessa.train.optim import build_optimizer, build_scheduler
+from vessa.train.training_checkpoint import (
     TrainingState,
     capture_rng,
     checkpoint_name,
@@ -35,11 +40,6 @@ from vessa.train.checkpoint import (
     save_checkpoint,
     seed_all,
 )
-from vessa.train.distributed import Runtime
-from vessa.train.history import MetricHistory
-from vessa.train.methods import build_setup
-from vessa.train.objective import TrainingSetup
-from vessa.train.optim import build_optimizer, build_scheduler
 
 # Spec fields a resumed run must share with its checkpoint (others, e.g. steps, may change).
 RESUME_FIXED = ("stage", "method", "structures", "image_size", "batch_size", "seed", "lr", "weight_decay",

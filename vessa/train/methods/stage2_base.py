@@ -25,7 +25,6 @@ from torch import nn
 from vessa.errors import CheckpointError, JobError
 from vessa.jobs.spec import JobSpec
 from vessa.train.augment import strong_augment, weak_augment
-from vessa.train.checkpoint import load_model_weights
 from vessa.train.data.batches import EpochBatches
 from vessa.train.data.cohort import Cohort
 from vessa.train.data.slices import SliceDataset
@@ -34,6 +33,7 @@ from vessa.train.ema import ema_update
 from vessa.train.losses import ce_dice_loss
 from vessa.train.metrics import dice_per_structure, volume_dice
 from vessa.train.student import StudentConfig, StudentUNet
+from vessa.train.training_checkpoint import load_model_weights
 
 
 @dataclass

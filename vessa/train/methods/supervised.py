@@ -24,13 +24,13 @@ from torch import nn
 from vessa.errors import JobError
 from vessa.jobs.spec import JobSpec
 from vessa.train.augment import random_flips
-from vessa.train.checkpoint import load_model_weights
 from vessa.train.data.batches import EpochBatches
 from vessa.train.data.cohort import Cohort, load_cohort
 from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
 from vessa.train.metrics import dice_per_structure, volume_dice
 from vessa.train.objective import TrainingSetup
+from vessa.train.training_checkpoint import load_model_weights
 
 DEFAULT_OPTIONS: dict[str, Any] = {"channels": [16, 32, 64, 128], "res_units": 2, "workers": 0, "augment": True}
 RECIPES = ("default",)
