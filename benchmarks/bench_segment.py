@@ -60,7 +60,7 @@ from vessa.model.device import autocast, resolve_device
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
 from vessa.model.sam2_adapter import image_predictor
 from vessa.model.slicing import SquareFrame, array_spacing, slicing_axis, template_slices
-from vessa.model.volume import TEMPLATE_SLICE_LIMIT, VolumeSegmenter
+from vessa.model.volume_segmenter import TEMPLATE_SLICE_LIMIT, VolumeSegmenter
 from vessa.samples import load_manifest
 from vessa.segment import templates_from_pairs
 from vessa.weights import resolve_weights

@@ -34,12 +34,12 @@ def load_segmenter(
       `vessa.priors.transfer.TemplateTransfer` (registration prior, appearance, SAM), fetched
       with npm if not cached; of `options` it takes `precision` and `cache_mib`;
     - a VESSA stage-1 checkpoint (e.g. the shipped sam2 starter `vessa-starter`) or an official
-      SAM 2.1 file: `vessa.model.volume.VolumeSegmenter`, `options` going to it (batch_size,
+      SAM 2.1 file: `vessa.model.volume_segmenter.VolumeSegmenter`, `options` going to it (batch_size,
       propagate, ct_window, cache_mib, precision, slice_step).
     `checkpoint=None` with `allow_untrained=True` builds a randomly initialised sam2 model (for
     tests and plumbing only; its output is meaningless) and says so loudly.
     """
-    from vessa.model.volume import VolumeSegmenter
+    from vessa.model.volume_segmenter import VolumeSegmenter
 
     if checkpoint is None and allow_untrained:
         from vessa.model.assistant import TemplateAssistant

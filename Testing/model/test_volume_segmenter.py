@@ -12,7 +12,7 @@ import torch
 from vessa.errors import BankError, InputError
 from vessa.io import Template, Volume
 from vessa.model.assistant import TemplateAssistant
-from vessa.model.volume import VolumeSegmenter
+from vessa.model.volume_segmenter import VolumeSegmenter
 
 ROTATION = np.array([[0.8, -0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])  # oblique, 36.87 degrees
 
@@ -185,7 +185,7 @@ def test_out_of_memory_halves_the_batch_for_that_call_only(segmenter: VolumeSegm
     for _ in range(2):
         sizes.clear()
         segmenter.cache.clear()
-        with caplog.at_level(logging.WARNING, logger="vessa.model.volume"):
+        with caplog.at_level(logging.WARNING, logger="vessa.model.volume_segmenter"):
             result = segmenter.segment(image, templates, "lesion")
         # each call: 2 template slices (fails, then 1 + 1), then the 3 target slices one by one
         assert sizes == [2, 1, 1, 1, 1, 1] and segmenter.batch_size == 4
@@ -216,7 +216,7 @@ def test_out_of_memory_at_batch_one_runs_that_call_on_the_cpu(segmenter: VolumeS
     segmenter.device = accelerator
     for call in (1, 2):
         tried.clear()
-        with caplog.at_level(logging.WARNING, logger="vessa.model.volume"):
+        with caplog.at_level(logging.WARNING, logger="vessa.model.volume_segmenter"):
             result = segmenter.segment(three_slices(), [template()], "lesion")
         assert tried[0] == "meta" and tried[-1] == "cpu"  # every call tries the accelerator first
         assert result.device == "cpu" and segmenter.device == accelerator
