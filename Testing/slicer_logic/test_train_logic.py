@@ -12,7 +12,7 @@ import torch
 from train_scene import make_cohort
 
 from vessa.errors import InputError
-from vessa.jobs import EXIT_CANCELLED, JobSpec, JobStatus
+from vessa.jobs import EXIT_CANCELLED, JobSpec, StatusFile
 from vessa.weights import WeightsRegistry
 
 
@@ -161,7 +161,7 @@ def test_both_stages_chain_register_and_summarise(make_logic, runner, params, tm
     job = logic.folder
     assistant = save_checkpoint(job / "stage1" / "vessa_stage1.pt")  # stage 1's inference export
     stage1_checkpoint = save_checkpoint(job / "stage1" / "ckpt_step50.pt")
-    JobStatus(job / "stage1").update("finished", method="vessa", step=50, total=50, last_checkpoint=stage1_checkpoint)
+    StatusFile(job / "stage1").update("finished", method="vessa", step=50, total=50, last_checkpoint=stage1_checkpoint)
     runner.feed({"event": "started", "stage": "stage1", "step": 0, "total": 50},
                 {"event": "progress", "stage": "stage1", "step": 50, "total": 50, "loss": 0.25, "dice": 0.5},
                 {"event": "finished", "stage": "stage1", "step": 50, "total": 50, "checkpoint": stage1_checkpoint},
@@ -179,7 +179,7 @@ def test_both_stages_chain_register_and_summarise(make_logic, runner, params, tm
     assert registry.check(entry).read_bytes() == Path(assistant).read_bytes()
 
     stage2_checkpoint = save_checkpoint(job / "stage2" / "ckpt_step50.pt")
-    JobStatus(job / "stage2").update("finished", step=50, total=50, last_checkpoint=stage2_checkpoint)
+    StatusFile(job / "stage2").update("finished", step=50, total=50, last_checkpoint=stage2_checkpoint)
     runner.feed({"event": "finished", "stage": "stage2", "step": 50, "checkpoint": stage2_checkpoint}, returncode=0)
     assert logic.poll() == [f"stage 2 finished at step 50: {stage2_checkpoint}"]
     assert logic.state == "finished"
@@ -235,7 +235,7 @@ def test_a_crash_without_an_error_event_shows_the_exit_code(make_logic, runner, 
 def test_restore_after_restart_and_resume_from_the_checkpoint(make_logic, runner, params):
     make_logic().start(params)
     job = Path(params.output_folder).resolve()
-    status = JobStatus(job / "stage1")
+    status = StatusFile(job / "stage1")
     status.update("running", step=20, total=50, last_checkpoint=str(job / "stage1" / "ckpt_step20.pt"))
     status.fields["pid"] = 2**22 + 12345  # a process that is gone: Slicer was closed while training
     (job / "stage1" / "status.json").write_text(json.dumps(status.fields))
@@ -253,7 +253,7 @@ def test_restore_after_restart_and_resume_from_the_checkpoint(make_logic, runner
 def test_restore_of_a_failed_job_shows_the_stderr_tail(make_logic, params):
     make_logic().start(params)
     job = Path(params.output_folder).resolve()
-    JobStatus(job / "stage1").update("failed", step=3, message="JobError: loss became NaN")
+    StatusFile(job / "stage1").update("failed", step=3, message="JobError: loss became NaN")
     (job / "stage1" / "stderr.log").write_text("line 1\nTraceback\nJobError: loss became NaN\n")
     logic = make_logic()
     assert logic.restore(job)
@@ -265,7 +265,7 @@ def test_restore_registers_a_stage_that_finished_while_closed(make_logic, params
     make_logic().start(params)
     job = Path(params.output_folder).resolve()
     save_checkpoint(job / "stage1" / "vessa_stage1.pt")
-    JobStatus(job / "stage1").update("finished", step=50, total=50, last_checkpoint=str(job / "stage1" / "last.pt"))
+    StatusFile(job / "stage1").update("finished", step=50, total=50, last_checkpoint=str(job / "stage1" / "last.pt"))
     logic = make_logic()
     assert logic.restore(job)
     assert (logic.state, logic.current) == ("cancelled", "stage2")
@@ -277,7 +277,7 @@ def test_restore_registers_a_stage_that_finished_while_closed(make_logic, params
 def test_a_job_still_running_elsewhere_is_followed_through_its_status(make_logic, params):
     make_logic().start(params)
     job = Path(params.output_folder).resolve()
-    JobStatus(job / "stage1").update("running", step=4, total=50)  # pid: this (living) process
+    StatusFile(job / "stage1").update("running", step=4, total=50)  # pid: this (living) process
     logic = make_logic()
     assert logic.restore(job)
     assert logic.state == "detached"
@@ -285,7 +285,7 @@ def test_a_job_still_running_elsewhere_is_followed_through_its_status(make_logic
     assert logic.poll() == []
     with pytest.raises(InputError, match="a training job is running"):
         logic.resume()
-    JobStatus(job / "stage1").update("cancelled", step=9)
+    StatusFile(job / "stage1").update("cancelled", step=9)
     assert logic.poll() == ["stage1 stopped at step 9; Resume continues from its last checkpoint"]
     assert logic.state == "cancelled"
 
@@ -342,7 +342,7 @@ def test_disk_full_and_missing_pytorch(make_logic, runner, params):
 
 def test_a_folder_with_a_run_is_not_started_over(make_logic, runner, params):
     make_logic().start(params)
-    JobStatus(Path(params.output_folder) / "stage1").update("cancelled", step=12)
+    StatusFile(Path(params.output_folder) / "stage1").update("cancelled", step=12)
     with pytest.raises(InputError, match=r"already holds a stage1 run \(cancelled at step 12\); press Resume"):
         make_logic().start(params)
     assert len(runner.starts) == 1
@@ -381,7 +381,7 @@ def test_cancel_reaches_a_detached_job(make_logic, params, tmp_path):
     child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("job_child.py")), "loop", str(tmp_path)],
                              stdout=subprocess.PIPE, text=True)
     assert '"started"' in child.stdout.readline()  # its SIGTERM handler is installed
-    status = JobStatus(job / "stage1")
+    status = StatusFile(job / "stage1")
     status.update("running", step=1)
     (job / "stage1" / "status.json").write_text(json.dumps({**status.fields, "pid": child.pid}))
     logic = make_logic()

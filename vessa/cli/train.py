@@ -60,7 +60,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Load the spec, train (or resume), and report every outcome as a progress event; once the
     job has started, in status.json too."""
     from vessa.errors import VessaError
-    from vessa.jobs import EXIT_CANCELLED, CancelFlag, JobSpec, JobStatus, ProgressWriter
+    from vessa.jobs import EXIT_CANCELLED, CancelFlag, JobSpec, ProgressWriter, StatusFile
     from vessa.train.distributed import env_rank, init_distributed, resolve_device, shutdown
     from vessa.train.trainer import resume_point, run_job
 
@@ -83,7 +83,7 @@ def run_train(args: argparse.Namespace) -> int:
         progress.error(str(error))
         raise
     progress.stage, progress.total = spec.stage, spec.steps
-    status = JobStatus(spec.output_dir, enabled=main_process)
+    status = StatusFile(spec.output_dir, enabled=main_process)
     with CancelFlag() as cancel:
         try:
             runtime = init_distributed(spec.device)

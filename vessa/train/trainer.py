@@ -21,9 +21,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vessa.errors import CheckpointError, JobError
-from vessa.jobs.cancel import CancelFlag, JobStatus
+from vessa.jobs.cancel import CancelFlag
 from vessa.jobs.progress import ProgressWriter
 from vessa.jobs.spec import JobSpec
+from vessa.jobs.status import StatusFile
 from vessa.train import distributed
 from vessa.train.distributed import Runtime
 from vessa.train.history import MetricHistory
@@ -70,7 +71,7 @@ class Trainer:
 
     def __init__(self, spec: JobSpec, setup: TrainingSetup, runtime: Runtime,
                  progress: ProgressWriter | None = None, cancel: CancelFlag | None = None,
-                 status: JobStatus | None = None, clock=time.monotonic):
+                 status: StatusFile | None = None, clock=time.monotonic):
         self.spec = spec
         self.objective = setup.objective
         self.batches = setup.batches
@@ -78,7 +79,7 @@ class Trainer:
         self.job_dir = Path(spec.output_dir)
         self.progress = progress or ProgressWriter(spec.stage, spec.steps, enabled=runtime.is_main)
         self.cancel = cancel or CancelFlag()
-        self.status = status or JobStatus(self.job_dir, enabled=runtime.is_main)
+        self.status = status or StatusFile(self.job_dir, enabled=runtime.is_main)
         self.clock = clock
         self.models = self.objective.models()
         self.nets = {name: self._wrap(model) for name, model in self.models.items()}
@@ -265,7 +266,7 @@ class Trainer:
 
 def run_job(spec: JobSpec, runtime: Runtime, resume_from: Path | None = None,
             progress: ProgressWriter | None = None, cancel: CancelFlag | None = None,
-            status: JobStatus | None = None) -> RunResult:
+            status: StatusFile | None = None) -> RunResult:
     """Seed, build the spec's method (same init on every rank) and train it."""
     seed_all(spec.seed)
     return Trainer(spec, build_setup(spec, runtime), runtime, progress, cancel, status).run(resume_from)
