@@ -9,7 +9,7 @@ import slicer
 
 from vessa.errors import BankError, InputError
 from vessa.io import Template, TemplateBank, Volume
-from vessa.io.bank import normalise_name
+from vessa.io.bank import normalize_name
 from vessa.plausibility import modality_warning
 
 from . import scene_io
@@ -62,11 +62,11 @@ class TemplateCollector:
     def hasSceneTemplates(self, name: str, targetVolumeNode) -> bool:
         """Whether another volume's segmentation has a non-empty segment called `name` (cheap:
         reads the segments' own labelmaps, resamples nothing)."""
-        wanted = normalise_name(name)
+        wanted = normalize_name(name)
         for segmentationNode, _ in self.sceneTemplatePairs(targetVolumeNode):
             segmentation = segmentationNode.GetSegmentation()
             for segmentId in segmentation.GetSegmentIDs():
-                if normalise_name(segmentation.GetSegment(segmentId).GetName()) != wanted:
+                if normalize_name(segmentation.GetSegment(segmentId).GetName()) != wanted:
                     continue
                 voxels = slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentationNode, segmentId)
                 if voxels is not None and np.any(voxels == segmentation.GetSegment(segmentId).GetLabelValue()):
@@ -75,7 +75,7 @@ class TemplateCollector:
 
     def fromScene(self, name: str, targetVolumeNode) -> TemplateCollection:
         """Templates of `name` from the scene; InputError listing the names there are if none."""
-        wanted = normalise_name(name)
+        wanted = normalize_name(name)
         targetModality = volumeModality(targetVolumeNode)
         collection = TemplateCollection([])
         images: dict[str, tuple[Volume, str]] = {}
@@ -84,7 +84,7 @@ class TemplateCollector:
             matches = [
                 segmentId
                 for segmentId in segmentation.GetSegmentIDs()
-                if normalise_name(segmentation.GetSegment(segmentId).GetName()) == wanted
+                if normalize_name(segmentation.GetSegment(segmentId).GetName()) == wanted
             ]
             for segmentId in matches:
                 segment = scene_io.node_to_segmentation(segmentationNode, volumeNode, [segmentId]).segments[0]

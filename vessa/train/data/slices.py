@@ -27,7 +27,7 @@ from vessa.train.data.cohort import Cohort, CohortCase, read_label_map
 _normalise = ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
 
 
-def normalise_intensities(array: np.ndarray) -> np.ndarray:
+def normalize_intensities(array: np.ndarray) -> np.ndarray:
     """A volume scaled to float32 [0, 1] between its 0.5th and 99.5th percentiles (training input)."""
     return convert_to_numpy(_normalise(np.asarray(array, dtype=np.float32)), dtype=np.float32)
 
@@ -85,7 +85,7 @@ class SliceDataset(Dataset):
             image = read_volume(case.image)
         except VessaError as error:
             raise JobError(str(error)) from None
-        array = normalise_intensities(image.array)
+        array = normalize_intensities(image.array)
         labels = read_label_map(case, self.cohort, self.structures, image) if self.labelled else None
         self._cache[case_index] = (array, labels)
         while len(self._cache) > self.cache_size:
