@@ -1,7 +1,7 @@
 """Render the VESSA effect panel (VESSASegment/Resources/UI/SegmentEditorVESSA.ui) to PNGs, offscreen.
 
-    python Resources/render_ui.py    (PySide6; writes Resources/Screenshots/VESSASegment_panel.png
-                                      and VESSASegment_drawn_panel.png)
+    python tools/render_ui.py    (PySide6; writes Resources/Screenshots/VESSASegment_panel.png
+                                  and VESSASegment_drawn_panel.png)
 
 No Slicer here, so the two CTK widgets of the panel are drawn by look-alike stand-ins (a slider
 with a spin box, a line edit with a browse button); everything else is the .ui as Qt loads it.

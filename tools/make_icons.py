@@ -1,6 +1,6 @@
 """Draw the extension and module icons (128x128 PNG) with Qt; run after changing a design.
 
-    python Resources/make_icons.py    (PySide6, no display needed: it paints on a QImage)
+    python tools/make_icons.py    (PySide6, no display needed: it paints on a QImage)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Render the VESSA Train panel offscreen, in the state of a real job, to Resources/Screenshots/.
 
-    python Resources/render_vessatrain_panel.py [--steps 40]    (needs slicer-core and PySide6)
+    python tools/render_vessatrain_panel.py [--steps 40]    (needs slicer-core and PySide6)
 
 Real parts: a headless slicer-core scene with four pyradiomics sample cases (`vessa samples
 fetch pyradiomics`): brain1 and lung1 with their lesion segmentations as labelled cases,
