@@ -89,8 +89,8 @@ def load_cases() -> dict[str, tuple]:
     nodes = {}
     for case in load_manifest("pyradiomics"):
         if case.case_id in ("brain1", "lung1", "brain2", "lung2"):
-            volume = scene_io.volume_to_node(read_volume(case.image), case.case_id)
-            segmentation = scene_io.segmentation_to_node(read_segmentation(case.segmentation), volume,
+            volume = scene_io.volumeToNode(read_volume(case.image), case.case_id)
+            segmentation = scene_io.segmentationToNode(read_segmentation(case.segmentation), volume,
                                                          f"{case.case_id} segmentation")
             nodes[case.case_id] = (volume, segmentation)
     return nodes
@@ -105,7 +105,7 @@ def run_job(steps: int, folder: Path):
     params = TrainParameters(labelled=[cases["brain1"], cases["lung1"]],
                              unlabelled=[cases["brain2"][0], cases["lung2"][0]], structures=["lesion"],
                              stages="stage2", method="dusss", device="auto", budget=steps,
-                             output_folder=str(folder))
+                             outputFolder=str(folder))
     logic = TrainLogic(python=sys.executable)
     log = logic.start(params)
     while logic.state == "running" and logic.progress.fraction < 0.5:
@@ -158,7 +158,7 @@ def render(logic, params, log: list[str]) -> QWidget:
     for combo, choices, value in ((ui.stageComboBox, STAGE_CHOICES, params.stages),
                                   (ui.methodComboBox, METHOD_CHOICES, params.method),
                                   (ui.deviceComboBox, DEVICE_CHOICES, params.device),
-                                  (ui.budgetUnitComboBox, BUDGET_UNITS, params.budget_unit)):
+                                  (ui.budgetUnitComboBox, BUDGET_UNITS, params.budgetUnit)):
         for data, text in choices:
             combo.addItem(text, data)
         combo.setCurrentIndex(combo.findData(value))
@@ -181,10 +181,10 @@ def render(logic, params, log: list[str]) -> QWidget:
     ui.initCheckpointComboBox.setEnabled(False)
     ui.gpuCountSpinBox.setEnabled(False)
     ui.budgetSpinBox.setValue(params.budget)
-    ui.outputFolderEdit.currentPath = params.output_folder
+    ui.outputFolderEdit.currentPath = params.outputFolder
     progress = logic.progress
     ui.progressBar.setValue(round(progress.fraction * ui.progressBar.maximum()))
-    ui.etaLabel.setText(progress.eta_text())
+    ui.etaLabel.setText(progress.etaText())
     ui.messageLabel.setText(logic.message)  # the CPU warning
     ui.logView.setPlainText("\n".join(log))
     plotted = {name: points for name, points in progress.series["stage2"].items() if name in CURVE_COLORS}

@@ -219,7 +219,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 completion = state.results[0].completion
                 if completion is not None:
                     source = self.scriptedEffect.parameterSetNode().GetSourceVolumeNode()
-                    done = self.lib.completionStatus(completion, self.lib.scene_io.node_ijk_to_ras(source), seconds)
+                    done = self.lib.completionStatus(completion, self.lib.scene_io.nodeIjkToRas(source), seconds)
                 else:
                     done = f"Done in {seconds:.1f} s: check the preview, then Apply."
                 self.ui.statusLabel.text = " ".join([done, *notes])
@@ -282,7 +282,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             entry = self.lib.BankLogic().save(
                 self.ui.bankPathLineEdit.currentPath, node.GetSourceVolumeNode(), node.GetSegmentationNode()
             )
-            self.ui.statusLabel.text = f"Saved case {entry.id!r} ({', '.join(entry.segment_names())}) to the bank."
+            self.ui.statusLabel.text = f"Saved case {entry.id!r} ({', '.join(entry.segmentNames())}) to the bank."
 
     def onInstall(self):
         with self._reporting("Install VESSA's Python packages"):

@@ -160,7 +160,7 @@ class SegmentLogic:
     ) -> SegmentRequest:
         """Copy what the worker needs out of the scene (the transforms as matrices, now) and add
         the warnings about the image (constant, a slice step above a structure's extent)."""
-        image = scene_io.node_to_volume(sourceVolumeNode)
+        image = scene_io.nodeToVolume(sourceVolumeNode)
         for task in tasks:
             task.warnings += image_warnings(image, task.templates, parameters.sliceStep())
         return SegmentRequest(

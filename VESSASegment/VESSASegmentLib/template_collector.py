@@ -87,11 +87,11 @@ class TemplateCollector:
                 if normalize_name(segmentation.GetSegment(segmentId).GetName()) == wanted
             ]
             for segmentId in matches:
-                segment = scene_io.node_to_segmentation(segmentationNode, volumeNode, [segmentId]).segments[0]
+                segment = scene_io.nodeToSegmentation(segmentationNode, volumeNode, [segmentId]).segments[0]
                 if not segment.mask.any():
                     continue
                 if volumeNode.GetID() not in images:
-                    image = scene_io.node_to_volume(volumeNode)
+                    image = scene_io.nodeToVolume(volumeNode)
                     images[volumeNode.GetID()] = (image, volumeModality(volumeNode, image.array))
                 image, modality = images[volumeNode.GetID()]
                 template = Template(

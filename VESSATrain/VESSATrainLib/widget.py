@@ -105,16 +105,16 @@ class TrainWidget:
             table.setItem(row, 1, qt.QTableWidgetItem(segmentation.GetName() if segmentation else "(none)"))
         checked = set(self.checkedStructures())
         known = {self.ui.structuresList.item(i).text() for i in range(self.ui.structuresList.count)}
-        names = [CohortExporter.segment_names(s) for _, s in self.pairs if s is not None]
+        names = [CohortExporter.segmentNames(s) for _, s in self.pairs if s is not None]
         self.ui.structuresList.clear()
         for name in dict.fromkeys(n for case in names for n in case):
             item = qt.QListWidgetItem(name)
             item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
-            in_all = all(name in case for case in names)
+            inAll = all(name in case for case in names)
             # New names start ticked if every labelled case has them; earlier choices are kept.
-            item.setCheckState(qt.Qt.Checked if (name in checked or (name not in known and in_all))
+            item.setCheckState(qt.Qt.Checked if (name in checked or (name not in known and inAll))
                                else qt.Qt.Unchecked)
-            if not in_all:
+            if not inAll:
                 item.setToolTip("Not every labelled case has this segment.")
             self.ui.structuresList.addItem(item)
         self.updateButtons()
@@ -155,16 +155,16 @@ class TrainWidget:
         return TrainParameters(
             labelled=list(self.pairs),
             unlabelled=list(self.ui.unlabelledVolumesSelector.checkedNodes()),
-            unlabelled_folder=self.ui.unlabelledFolderEdit.currentPath,
+            unlabelledFolder=self.ui.unlabelledFolderEdit.currentPath,
             structures=self.checkedStructures(),
             stages=self.ui.stageComboBox.currentData,
             method=self.ui.methodComboBox.currentData,
-            init_checkpoint=self.ui.initCheckpointComboBox.currentData or "",
+            initCheckpoint=self.ui.initCheckpointComboBox.currentData or "",
             device=self.ui.deviceComboBox.currentData,
             gpus=self.ui.gpuCountSpinBox.value,
             budget=self.ui.budgetSpinBox.value,
-            budget_unit=self.ui.budgetUnitComboBox.currentData,
-            output_folder=self.ui.outputFolderEdit.currentPath,
+            budgetUnit=self.ui.budgetUnitComboBox.currentData,
+            outputFolder=self.ui.outputFolderEdit.currentPath,
         )
 
     # --- job --------------------------------------------------------------------------------------
@@ -222,12 +222,12 @@ class TrainWidget:
         state, progress = self.logic.state, self.logic.progress
         if progress is not None:
             self.ui.progressBar.value = int(round(progress.fraction * self.ui.progressBar.maximum))
-            self.ui.etaLabel.text = progress.eta_text() if state == "running" else ""
-            chart_series = {stage: metrics for stage, metrics in progress.series.items() if metrics}
-            if chart_series:
-                self.plots.update(chart_series)
-                if self.ui.plotWidget.mrmlPlotViewNode() is not self.plots.view_node():
-                    self.ui.plotWidget.setMRMLPlotViewNode(self.plots.view_node())
+            self.ui.etaLabel.text = progress.etaText() if state == "running" else ""
+            chartSeries = {stage: metrics for stage, metrics in progress.series.items() if metrics}
+            if chartSeries:
+                self.plots.update(chartSeries)
+                if self.ui.plotWidget.mrmlPlotViewNode() is not self.plots.viewNode():
+                    self.ui.plotWidget.setMRMLPlotViewNode(self.plots.viewNode())
         if state not in ACTIVE_STATES:
             self.timer.stop()
             self.ui.etaLabel.text = ""
