@@ -4,9 +4,9 @@ and student-like mask prompts.
 Every function works on batches of 2D slices `[B, C, H, W]` (images scaled to [0, 1]) on any
 device. The semi-supervised views (`weak_augment`, `strong_augment`, CutMix,
 `complementary_channel_masks`) draw from an explicit CPU `torch.Generator`, so a run is
-reproducible from its seed; shapes and defaults follow METHODS.md §3 (UniMatch V2
+reproducible from its seed; shapes and defaults follow docs/methods.md §3 (UniMatch V2
 `unimatch_v2.py`, UniMatch V1 `more-scenarios/medical`). `random_flips` (supervised method) and
-the feedback-rehearsal prompts `corrupt_masks` / `error_clicks` (stage 1, METHODS §1.2) draw
+the feedback-rehearsal prompts `corrupt_masks` / `error_clicks` (stage 1, docs/methods.md §1.2) draw
 from the global torch RNG, which checkpoints restore.
 """
 

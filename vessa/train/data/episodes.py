@@ -1,7 +1,7 @@
 """Stage-1 episodes: a target slice, K template slices of the same structure, and its name.
 
 Real label maps with one subject (Colin27 atlases) or few subjects (pyradiomics lesions) are
-turned into many "subjects" the SynthSeg/UniverSeg way (METHODS §1.4): every slice of an
+turned into many "subjects" the SynthSeg/UniverSeg way (docs/methods.md §1.4): every slice of an
 episode gets its own random elastic/affine deformation (MONAI `Rand2DElasticd`), and its
 intensities are either the real ones with a bias field, gamma and noise, or drawn anew per
 label (a random Gaussian mixture over the slice's label map, then blurred) so the model

@@ -1,6 +1,6 @@
 """DuSSS ("stage2:dusss"): text-guided Mean Teacher with dual contrastive learning and SSS.
 
-Our adaptation of the paper's equations (METHODS §2; why and what differs: docs/stage2.md).
+Our adaptation of the paper's equations (docs/methods.md §2; why and what differs: docs/stage2.md).
 The paper pairs each image with a report; a cohort has only structure names, so the image
 side of each pair is a *region*: the student's bottleneck features pooled over one class of
 one slice (ground truth on labelled slices, confident merged pseudo-labels on unlabelled

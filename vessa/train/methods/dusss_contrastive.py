@@ -1,7 +1,7 @@
-"""DuSSS parts (METHODS §2): semantic-similarity-supervised contrastive losses and text heads.
+"""DuSSS parts (docs/methods.md §2): semantic-similarity-supervised contrastive losses and text heads.
 
-Paper equations, our constants [D]: embeddings become diagonal Gaussians (μ, σ) through
-`GaussianHead`; `D_2W = ‖μ1−μ2‖² + ‖σ1−σ2‖²`; `D_s` = Euclidean distance of the
+Paper equations, our constants (docs/methods.md §2.2 [D]): embeddings become diagonal
+Gaussians (μ, σ) through `GaussianHead`; `D_2W = ‖μ1−μ2‖² + ‖σ1−σ2‖²`; `D_s` = Euclidean distance of the
 L2-normalised embeddings (+1e-6); `D_u = a·D_2W + b`; `D_SSS = exp(−λ·D_u / D_s)`;
 `ŝim = 1 − (1 − sim)·D_SSS` in numerator and denominator of the InfoNCE (a=1/200, b=4, λ=5,
 learnable τ from 0.07). `DuSSSHeads` holds the trainable parts that sit on a student's
@@ -21,7 +21,7 @@ from torch import nn
 
 @dataclass(frozen=True)
 class SSSConstants:
-    """D_u = a·D_2W + b and D_SSS = exp(−lam·D_u / D_s) (METHODS §2.2: a = 1/200, b = 4, λ = 5)."""
+    """D_u = a·D_2W + b and D_SSS = exp(−lam·D_u / D_s) (docs/methods.md §2.2: a = 1/200, b = 4, λ = 5)."""
 
     a: float = 1 / 200
     b: float = 4.0

@@ -7,7 +7,7 @@ probability `rehearsal_probability` a step is a feedback rehearsal: the dense pr
 corrupted ground truth and up to 7 corrective clicks are added, so the model also learns to
 refine a student's mask (stage 2 feeds student masks back this way). One pass per step:
 the rehearsal replaces the template-derived prompt for that step instead of adding a second
-decoder pass (METHODS §1.2 adds a pass; one pass halves the CPU cost — a documented choice).
+decoder pass (docs/methods.md §1.2 adds a pass; one pass halves the CPU cost — a documented choice).
 
 Options (spec "options"; defaults in DEFAULT_OPTIONS): "sam2_config" (tiny|small|base_plus|
 large|half_tiny), "max_templates", "rehearsal_probability", "encoder_lr_scale" (x spec.lr for Hiera +

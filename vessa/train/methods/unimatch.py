@@ -1,6 +1,6 @@
 """UniMatch V2 ("stage2:unimatch"), also the step of VESSA in the loop (`vessa_in_the_loop`).
 
-One step, as `unimatch_v2.py` (METHODS §3.1) on a 2D student:
+One step, as `unimatch_v2.py` (docs/methods.md §3.1) on a 2D student:
     x, y  = weak(labelled);  u_w = weak(unlabelled);  u_s1, u_s2 = strong(u_w) twice
     p     = softmax(teacher(u_w))          (stage2:vessa: fused with VESSA's, `pseudo_labels`)
     ŷ, c  = argmax p, max p

@@ -1,4 +1,4 @@
-"""VESSA in the loop ("stage2:vessa", METHODS §1.3): UniMatch V2 whose pseudo-labels the stage-1
+"""VESSA in the loop ("stage2:vessa", docs/methods.md §1.3): UniMatch V2 whose pseudo-labels the stage-1
 assistant refines.
 
 `VessaInTheLoopObjective` is the UniMatch V2 step (`unimatch`) with the teacher's pseudo-label
@@ -212,7 +212,7 @@ class VessaRefiner:
 
 def fuse_pseudo_labels(p_teacher: torch.Tensor, p_vessa: torch.Tensor, w: float | torch.Tensor) -> torch.Tensor:
     """Blend the teacher's softmax `[B, C, H, W]` with VESSA's per-class foreground
-    probabilities `[B, C-1, H, W]` (METHODS §1.3): VESSA's background is Π_c(1 − p_c), its
+    probabilities `[B, C-1, H, W]` (docs/methods.md §1.3): VESSA's background is Π_c(1 − p_c), its
     C channels are renormalised to sum to 1, then `w·p_vessa + (1 − w)·p_teacher`
     (`w` a number or a per-sample tensor `[B, 1, 1, 1]`)."""
     if p_vessa.shape[1] != p_teacher.shape[1] - 1 or p_vessa.shape[2:] != p_teacher.shape[2:]:
@@ -321,7 +321,7 @@ def load_vessa_assistant(options: VessaOptions):
 
 
 def build_vessa(spec: JobSpec, runtime: Runtime) -> TrainingSetup:
-    """UniMatch V2 whose pseudo-labels are fused with VESSA's (METHODS §1.3)."""
+    """UniMatch V2 whose pseudo-labels are fused with VESSA's (docs/methods.md §1.3)."""
     options = parse_options(VessaOptions, spec)
     cohort = load_cohort(spec.manifest, spec.structures)
     refiner = None
