@@ -360,19 +360,6 @@ def test_python_is_pythonslicer_when_on_path(monkeypatch, tmp_path):
 
 
 
-def test_the_assistant_file_is_the_one_stage1_exports():
-    import ast
-
-    import vessa.train
-
-    source = (Path(vessa.train.__file__).parent / "methods" / "stage1.py").read_text()
-    exported = next(node.value.value for node in ast.parse(source).body if isinstance(node, ast.Assign)
-                    and [target.id for target in node.targets] == ["EXPORT_NAME"])
-    from VESSATrainLib.train_logic import STAGE1_EXPORT
-
-    assert exported == STAGE1_EXPORT  # read from the source: importing stage1 would import torch and sam2
-
-
 def test_cancel_reaches_a_detached_job(make_logic, params, tmp_path):
     import subprocess
 

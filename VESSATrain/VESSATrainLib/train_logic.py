@@ -6,7 +6,7 @@ Job folder (the panel's output folder):
     stage1/, stage2/        one `vessa train` job each: job.json (JobSpec), status.json, checkpoints,
                             metrics.csv, stderr.log
 Stages run one after the other. Stage 1 exports its assistant as `vessa_stage1.pt` (an inference
-checkpoint, `vessa.train.methods.stage1.EXPORT_NAME`): stage 2 with VESSA uses it, and when stage 1
+checkpoint, `vessa.jobs.STAGE1_EXPORT`): stage 2 with VESSA uses it, and when stage 1
 finishes it is added to the weights registry, where the VESSA effect lists it. Stage-2 students
 are not assistants, so they are reported but not registered.
 States: idle -> running -> finished | cancelled | failed; "detached" after a restart while a
@@ -35,7 +35,7 @@ import psutil
 import vessa
 from vessa.errors import InputError, VessaError
 from vessa.io import atomic_path
-from vessa.jobs import EXIT_CANCELLED, JobSpec, parse_progress_line, read_status
+from vessa.jobs import EXIT_CANCELLED, STAGE1_EXPORT, JobSpec, parse_progress_line, read_status
 from vessa.weights import NAME_PATTERN, WeightsRegistry
 from VESSATrainLib.cohort_exporter import CohortExporter
 from VESSATrainLib.job_runner import JobRunner, SubprocessJobRunner, readTail, terminateTargets
@@ -45,7 +45,6 @@ from VESSATrainLib.train_parameters import TrainParameters
 PLAN_FILE = "vessatrain.json"
 SPEC_FILE = "job.json"
 STDERR_FILE = "stderr.log"
-STAGE1_EXPORT = "vessa_stage1.pt"  # = vessa.train.methods.stage1.EXPORT_NAME (not imported: that needs torch)
 # Disk space kept free for each stage's checkpoints (a rough upper bound: SAM2-tiny with AdamW
 # state is ~0.5 GB per checkpoint, `keep_checkpoints` + last + best of them).
 CHECKPOINT_RESERVE = {"stage1": 3 * 2**30, "stage2": 2**30}

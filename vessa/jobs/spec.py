@@ -19,6 +19,7 @@ DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("poly", "cosine", "constant")
 PATH_FIELDS = ("manifest", "output_dir", "init_checkpoint")
 SPEC_VERSION = 1
+STAGE1_EXPORT = "vessa_stage1.pt"  # the assistant a stage-1 job exports into its output_dir
 
 
 def _require(condition: bool, name: str, expected: str, value: Any) -> None:

@@ -35,7 +35,7 @@ from torch import nn
 
 from vessa.errors import JobError
 from vessa.io import read_segmentation, read_volume
-from vessa.jobs.spec import JobSpec
+from vessa.jobs.spec import STAGE1_EXPORT, JobSpec
 from vessa.model.assistant import TemplateAssistant
 from vessa.model.checkpoint import load_assistant, read_checkpoint, save_checkpoint
 from vessa.model.config import FINE_LEVELS, SAM2_CONFIGS, SAM2_PRESETS, MatchingConfig, ModelConfig
@@ -66,7 +66,6 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "workers": 0,
 }
 REHEARSAL_CLICKS = 7
-EXPORT_NAME = "vessa_stage1.pt"
 
 
 def _require_number(options: dict[str, Any], name: str, high: float, note: str = "") -> None:
@@ -221,7 +220,7 @@ class StageOneObjective:
 
     def export(self, output_dir: Path, metadata: dict[str, Any]) -> Path:
         """Write the inference checkpoint `vessa_stage1.pt` the segmenter and the effect load."""
-        return save_checkpoint(self.assistant, Path(output_dir) / EXPORT_NAME, metadata)
+        return save_checkpoint(self.assistant, Path(output_dir) / STAGE1_EXPORT, metadata)
 
     def state_dict(self) -> dict[str, Any]:
         """No extra state beyond the assistant, which the trainer saves."""
