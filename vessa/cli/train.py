@@ -2,7 +2,7 @@
 
 `vessa train --recipe starter --output DIR [--steps N] [--time-budget S] [--device D] [--workers W]` writes
 the recipe's cohort manifest and spec (vessa.train.recipes) into DIR first, then runs it the same way
-(the default 4000 steps: about 8 minutes on an H200, over an hour on 2 CPU cores; --time-budget caps it).
+(default 4000 steps; --time-budget caps the time; how long it takes: benchmarks/RESULTS.md).
 
 Also runs under torchrun: `torchrun --nproc_per_node N -m vessa.cli train --spec JOB.json`.
 Exit codes: 0 finished (or time budget spent), 3 cancelled (SIGTERM/SIGINT), 2 job error.

@@ -33,7 +33,7 @@ def autocast(device: torch.device, precision: str = "auto") -> contextlib.Abstra
 
     "float32": none. "bfloat16": bf16 autocast. "auto": bf16 on CUDA (fp16 where bf16 is
     unsupported) and on CPUs with bf16 instructions (AVX512-BF16 or AMX), where it runs the
-    encoder about twice as fast (benchmarks/RESULTS.md); float32 on other CPUs, where bf16 is emulated.
+    encoder faster (benchmarks/RESULTS.md); float32 on other CPUs, where bf16 is emulated.
     """
     check_precision(precision)
     if precision == "auto":

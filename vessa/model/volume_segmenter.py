@@ -160,8 +160,7 @@ class VolumeSegmenter:
 
     device, batch_size: where each call starts, and target/template slices per encoder call
         (on CUDA OOM a call halves its batch, then moves to the CPU; the next call starts here again);
-        default 8 on CPU, 16 on CUDA (benchmarks/RESULTS.md: on an H200 at 512 px, 16 slices per
-        call take 0.73 s for 200 slices against 1.20 s with 8, at 1.2 GiB).
+        default 8 on CPU, 16 on CUDA (timings: benchmarks/RESULTS.md).
     propagate: add the previous slice's prediction as memory (sequential decoding).
     ct_window: CT window preset name (`intensity.CT_WINDOWS`).
     cache_mib: memory for encoder features kept across calls (`feature_cache`; 0 = none).
