@@ -9,9 +9,9 @@ import types
 from pathlib import Path
 
 import pytest
-from VESSASegmentLib.checkpoint_catalog import NO_CHECKPOINT_REASON, CheckpointCatalog
+from VESSASegmentLib.checkpoint_catalog import CheckpointCatalog
 from VESSASegmentLib.dependency_logic import PROTECTED, REQUIREMENTS, DependencyLogic, InstallPlan
-from VESSASegmentLib.parameters import Parameters
+from VESSASegmentLib.parameters import NO_CHECKPOINT_REASON, Parameters
 from VESSASegmentLib.predictor import PredictorLoader
 from VESSASegmentLib.user_message import userMessage
 

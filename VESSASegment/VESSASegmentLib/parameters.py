@@ -8,6 +8,11 @@ from pathlib import Path
 DEVICES = ("auto", "cpu", "cuda")
 TEMPLATE_SOURCES = ("scene", "bank", "drawn")
 _TRUE = ("1", "true", "yes", "on")
+# the one message for a run that needs a checkpoint when none is there (also the catalogue's)
+NO_CHECKPOINT_REASON = (
+    "no model checkpoint on this computer: fetch one (vessa weights fetch sam2.1_hiera_tiny), train one "
+    "with the VESSA Train module, or add a file (vessa weights add FILE)"
+)
 
 
 @dataclass
@@ -52,10 +57,7 @@ class Parameters:
             if not (Path(self.bankFolder) / "bank.json").is_file():
                 return False, f"{self.bankFolder} is not a template bank: it has no bank.json"
         if self.needsCheckpoint() and not self.checkpoint and not self.allowUntrained:
-            return False, (
-                "no model checkpoint: fetch one (vessa weights fetch sam2.1_hiera_tiny), train one with "
-                "VESSA Train, or add a file (vessa weights add FILE)"
-            )
+            return False, NO_CHECKPOINT_REASON
         return True, ""
 
     def needsCheckpoint(self) -> bool:
