@@ -21,7 +21,8 @@ One call (`segment`) does, for a target volume and up to `max_templates` templat
    set to 0 on slices whose object score says the structure is absent.
 Mixed precision by `device.autocast` (default "auto": bf16 on CUDA and on CPUs with bf16
 instructions); channels-last weights and inputs; always `torch.inference_mode`. A CUDA out-of-memory
-error halves the batch size and retries; at batch size 1 the call restarts on the CPU (logged).
+error halves the batch size and retries; at batch size 1 the call restarts on the CPU (logged,
+`device.with_cpu_fallback`).
 Both hold for that call only: the next call starts on the configured device and batch size
 again (`SegmentResult.device` says where a result was computed).
 """
@@ -40,7 +41,7 @@ import torch
 from vessa.errors import BankError, InputError
 from vessa.io import Template, Volume
 from vessa.model.assistant import AssistantOutput, TemplateAssistant, TemplateMemory
-from vessa.model.device import autocast, check_precision, is_out_of_memory, resolve_device
+from vessa.model.device import autocast, check_precision, is_out_of_memory, resolve_device, with_cpu_fallback
 from vessa.model.feature_cache import FeatureCache, volume_key
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
 from vessa.model.sam2_adapter import ImageFeatures
@@ -151,10 +152,6 @@ class _LocationPrior:
         return self.frame.to_square(planes).clamp(0, 1)
 
 
-class _FallBackToCpu(Exception):
-    """Raised inside a call when CUDA is out of memory even at batch size 1."""
-
-
 class VolumeSegmenter:
     """Segments one structure in a volume (see the module docstring).
 
@@ -227,18 +224,25 @@ class VolumeSegmenter:
                              "description)")
         templates = check_templates(image, templates, self.assistant.config.max_templates)
         hits, misses = self.cache.hits, self.cache.misses
-        call = _Call(self.device, self.batch_size)
-        try:
-            probability, confidence, axis, decoded = self._run(image, templates, text, progress, modality, call)
-        except _FallBackToCpu:
-            log.warning("GPU out of memory even at batch size 1: this run continues on the CPU (slower); "
-                        "the next one starts on %s again", self.device)
-            call = _Call(torch.device("cpu"), self.batch_size)
-            self._place(call.device)
+        calls = []
+
+        def run(device: str) -> tuple[np.ndarray, np.ndarray, int, int]:
+            calls.append(_Call(torch.device(device), self.batch_size))
+            moved = calls[-1].device != self.device
+            if moved:
+                self._place(calls[-1].device)
             try:
-                probability, confidence, axis, decoded = self._run(image, templates, text, progress, modality, call)
+                return self._run(image, templates, text, progress, modality, calls[-1])
             finally:
-                self._place(self.device)
+                if moved:
+                    self._place(self.device)
+
+        def warn() -> None:
+            log.warning("GPU out of memory (at batch size 1): this run continues on the CPU (slower); "
+                        "the next one starts on %s again", self.device)
+
+        probability, confidence, axis, decoded = with_cpu_fallback(run, str(self.device), warn)
+        call = calls[-1]
         if progress:
             progress(1.0)
         log.debug("feature cache: %d slices reused, %d encoded, %.0f MiB held; %d of %d slices decoded",
@@ -393,9 +397,7 @@ class VolumeSegmenter:
                     self.cache.clear()
                     torch.cuda.empty_cache()
                 if size == 1:
-                    if call.device.type == "cpu":
-                        raise
-                    raise _FallBackToCpu() from error
+                    raise  # on the GPU: `with_cpu_fallback` runs the call again on the CPU
                 call.batch_size = max(1, size // 2)
                 log.warning("out of memory at batch size %d: retrying with batch size %d", size, call.batch_size)
                 continue
