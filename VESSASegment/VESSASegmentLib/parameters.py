@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from vessa.errors import InputError
+
 DEVICES = ("auto", "cpu", "cuda")
 TEMPLATE_SOURCES = ("scene", "bank", "drawn")
 _TRUE = ("1", "true", "yes", "on")
@@ -80,7 +82,7 @@ class Parameters:
     def fromStrings(cls, values: dict[str, str]) -> Parameters:
         """Parameters from `toStrings` output; missing keys keep their defaults.
 
-        Numbers that do not parse raise ValueError naming the key and the value.
+        Numbers that do not parse raise InputError naming the key and the value.
         """
         parameters = cls()
         for field in fields(cls):
@@ -94,7 +96,7 @@ class Parameters:
                 try:
                     value = float(text)
                 except ValueError:
-                    raise ValueError(f"parameter {field.name}={text!r}: expected a number") from None
+                    raise InputError(f"parameter {field.name}={text!r}: expected a number") from None
             else:
                 value = text
             setattr(parameters, field.name, value)
