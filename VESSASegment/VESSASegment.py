@@ -1,6 +1,7 @@
 """VESSA Segment: template-guided vision-language segmentation (module metadata, the "VESSA"
-Segment Editor effect's registration, self-test)."""
+Segment Editor effect's registration, the sample data's registration, self-test)."""
 
+import logging
 import os
 
 import numpy as np
@@ -36,6 +37,7 @@ class VESSASegment(ScriptedLoadableModule):
             "SAM2 (Meta AI), open_clip and Slicer's segmentation infrastructure."
         )
         slicer.app.connect("startupCompleted()", self.registerEditorEffect)
+        slicer.app.connect("startupCompleted()", self.registerSampleData)
 
     def registerEditorEffect(self):
         """Add the "VESSA" effect (SegmentEditorVESSALib/SegmentEditorEffect.py) to the Segment Editor."""
@@ -45,6 +47,15 @@ class VESSASegment(ScriptedLoadableModule):
         path = os.path.join(os.path.dirname(__file__), "SegmentEditorVESSALib", "SegmentEditorEffect.py")
         effect.setPythonSource(path.replace("\\", "/"))
         effect.self().register()
+
+    def registerSampleData(self):
+        """Add VESSA's sample sets to the Sample Data module (category "VESSA")."""
+        try:
+            from VESSASegmentLib.sample_data import SampleDataRegistration
+
+            SampleDataRegistration().register()
+        except ImportError as error:  # vessa's dependencies are not installed yet
+            logging.info("VESSA sample data not registered: %s", error)
 
 
 class VESSASegmentWidget(ScriptedLoadableModuleWidget):
