@@ -310,7 +310,7 @@ BAD_REQUESTS = [
     (bad(initCheckpoint="no-such-weights"), "unknown checkpoint 'no-such-weights'"),
     (bad(gpus=3), "3 GPUs requested but 1 found"),
     (bad(unlabelledFolder="/nonexistent/folder"), "unlabelled folder not found"),
-    (bad(device="tpu"), "device must be one of auto, cuda, cpu"),
+    (bad(device="tpu"), "device 'tpu' is not one of auto, cuda, cpu"),
 ]
 
 

@@ -1,9 +1,11 @@
-"""`TrainParameters`: what the panel asks for, and the choices its combo boxes offer."""
+"""`TrainParameters`: what the panel asks for, with declared limits, and the choices its combo boxes offer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from VESSASegmentLib.declared_parameters import Choice, Minimum, violations
 
 # (value, text shown) of each combo box; the widget fills the boxes from these.
 STAGE_CHOICES = (
@@ -24,6 +26,7 @@ BUDGET_UNITS = (
     ("steps", "steps"),
     ("minutes", "minutes"),
 )
+SETTINGS_GROUP = "VESSA/Train"  # QSettings group of the remembered parameters
 STAGES_OF = {"both": ["stage1", "stage2"], "stage1": ["stage1"], "stage2": ["stage2"]}
 
 
@@ -46,14 +49,17 @@ class TrainParameters:
     unlabelled: list[Any] = field(default_factory=list)
     unlabelledFolder: str = ""
     structures: list[str] = field(default_factory=list)
-    stages: str = "both"
-    method: str = "vessa"
+    stages: Annotated[str, Choice(_values(STAGE_CHOICES))] = "both"
+    method: Annotated[str, Choice(_values(METHOD_CHOICES))] = "vessa"
     initCheckpoint: str = ""
-    device: str = "auto"
-    gpus: int = 1
-    budget: int = 2000
-    budgetUnit: str = "steps"
+    device: Annotated[str, Choice(_values(DEVICE_CHOICES))] = "auto"
+    gpus: Annotated[int, Minimum(1)] = 1
+    budget: Annotated[int, Minimum(1)] = 2000
+    budgetUnit: Annotated[str, Choice(_values(BUDGET_UNITS))] = "steps"
     outputFolder: str = ""
+
+    # kept across Slicer sessions (QSettings); the cohort and the job folder are the scene's
+    REMEMBERED = ("stages", "method", "device", "gpus", "budget", "budgetUnit")
 
     def stageList(self) -> list[str]:
         """The stages to run, in order."""
@@ -61,12 +67,9 @@ class TrainParameters:
 
     def isValid(self) -> tuple[bool, str]:
         """(True, "") if every choice is one of the offered values, else (False, reason)."""
-        for name, choices in (("stages", STAGE_CHOICES), ("method", METHOD_CHOICES),
-                              ("device", DEVICE_CHOICES), ("budgetUnit", BUDGET_UNITS)):
-            if getattr(self, name) not in _values(choices):
-                return False, f"{name} must be one of {', '.join(_values(choices))}, got {getattr(self, name)!r}"
-        if self.gpus < 1 or self.budget < 1:
-            return False, f"GPUs ({self.gpus}) and budget ({self.budget}) must be at least 1"
+        problems = violations(self)
+        if problems:
+            return False, problems[0]
         if not self.outputFolder.strip():
             return False, "choose an output folder for the job"
         return True, ""

@@ -7,6 +7,7 @@ import traceback
 import ctk
 import qt
 import slicer
+from VESSASegmentLib.declared_parameters import SettingsStore, declared
 
 from vessa.errors import VessaError
 from vessa.weights import WeightsRegistry
@@ -17,6 +18,7 @@ from VESSATrainLib.train_parameters import (
     BUDGET_UNITS,
     DEVICE_CHOICES,
     METHOD_CHOICES,
+    SETTINGS_GROUP,
     STAGE_CHOICES,
     TrainParameters,
 )
@@ -54,8 +56,20 @@ class TrainWidget:
         self.ui.outputFolderEdit.settingKey = "VESSATrain/OutputFolder"
         self.ui.labelledTable.horizontalHeader().setSectionResizeMode(0, qt.QHeaderView.Stretch)
         self.ui.plotWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.gpuCountSpinBox.minimum = declared(TrainParameters, "gpus")[0].minimum
+        self.ui.budgetSpinBox.minimum = declared(TrainParameters, "budget")[0].minimum
+        self._showRemembered(SettingsStore(SETTINGS_GROUP).restore(TrainParameters()))
         self.onStageChanged()
         self.updateButtons()
+
+    def _showRemembered(self, remembered: TrainParameters) -> None:
+        """Put the last settings used (QSettings) into the controls."""
+        for combo, value in ((self.ui.stageComboBox, remembered.stages), (self.ui.methodComboBox, remembered.method),
+                             (self.ui.deviceComboBox, remembered.device),
+                             (self.ui.budgetUnitComboBox, remembered.budgetUnit)):
+            combo.setCurrentIndex(max(combo.findData(value), 0))
+        self.ui.gpuCountSpinBox.value = remembered.gpus
+        self.ui.budgetSpinBox.value = remembered.budget
 
     def _connect(self) -> None:
         self.ui.addPairButton.clicked.connect(self.onAddPair)
@@ -171,6 +185,7 @@ class TrainWidget:
 
     def onStart(self) -> None:
         self.refreshCohort()
+        SettingsStore(SETTINGS_GROUP).save(self.parameters())
         self.ui.outputFolderEdit.addCurrentPathToHistory()
         self.plots.clear()
         self.ui.logView.clear()
