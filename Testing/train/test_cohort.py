@@ -117,7 +117,7 @@ def test_unreadable_manifest(tmp_path):
     with pytest.raises(JobError, match="cohort manifest not found"):
         read_manifest(tmp_path / "manifest.json")
     (tmp_path / "manifest.json").write_text("{")
-    with pytest.raises(JobError, match="not a readable JSON manifest"):
+    with pytest.raises(JobError, match="not a readable JSON cohort manifest"):
         read_manifest(tmp_path / "manifest.json")
 
 

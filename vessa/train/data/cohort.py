@@ -11,7 +11,6 @@ value v for `structures[v-1]`. `load_cohort` checks everything a job needs befor
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from vessa.errors import JobError, VessaError
 from vessa.io import Volume, read_segmentation, read_volume
+from vessa.io.json_file import read_json
 
 MANIFEST_VERSION = 1
 SPLITS = ("train", "val", "test", "unlabelled")
@@ -91,12 +91,7 @@ def _case(entry: object, index: int, root: Path, where: Path) -> CohortCase:
 def read_manifest(path: str | os.PathLike) -> Cohort:
     """Parse `manifest.json`: its format, case entries and that every listed file exists."""
     path = Path(path).resolve()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise JobError(f"cohort manifest not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise JobError(f"{path}: not a readable JSON manifest ({error})") from None
+    data = read_json(path, "cohort manifest", JobError)
     if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
         raise JobError(f"{path}: manifest must be an object with \"version\": {MANIFEST_VERSION}")
     structures = data.get("structures")
