@@ -1,6 +1,7 @@
 """VESSA Segment: template-guided vision-language segmentation (module metadata, the "VESSA"
-Segment Editor effect's registration, self-test)."""
+Segment Editor effect's registration, the sample data's registration, self-test)."""
 
+import logging
 import os
 
 import numpy as np
@@ -36,6 +37,7 @@ class VESSASegment(ScriptedLoadableModule):
             "SAM2 (Meta AI), open_clip and Slicer's segmentation infrastructure."
         )
         slicer.app.connect("startupCompleted()", self.registerEditorEffect)
+        slicer.app.connect("startupCompleted()", self.registerSampleData)
 
     def registerEditorEffect(self):
         """Add the "VESSA" effect (SegmentEditorVESSALib/SegmentEditorEffect.py) to the Segment Editor."""
@@ -45,6 +47,15 @@ class VESSASegment(ScriptedLoadableModule):
         path = os.path.join(os.path.dirname(__file__), "SegmentEditorVESSALib", "SegmentEditorEffect.py")
         effect.setPythonSource(path.replace("\\", "/"))
         effect.self().register()
+
+    def registerSampleData(self):
+        """Add VESSA's sample sets to the Sample Data module (category "VESSA")."""
+        try:
+            from VESSASegmentLib.sample_data import SampleDataRegistration
+
+            SampleDataRegistration().register()
+        except ImportError as error:  # vessa's dependencies are not installed yet
+            logging.info("VESSA sample data not registered: %s", error)
 
 
 class VESSASegmentWidget(ScriptedLoadableModuleWidget):
@@ -85,8 +96,8 @@ class VESSASegmentTest(ScriptedLoadableModuleTest):
         )
         values = np.random.default_rng(0).integers(-1000, 1000, size=(5, 6, 7), dtype=np.int16)
         volume = Volume(values, spacing=(0.7, 0.9, 2.5), origin=(10.0, -20.0, 5.0), direction=direction)
-        volume_node = scene_io.volume_to_node(volume, "VESSASegmentTest volume")
-        back = scene_io.node_to_volume(volume_node)
+        volumeNode = scene_io.volumeToNode(volume, "VESSASegmentTest volume")
+        back = scene_io.nodeToVolume(volumeNode)
         self.assertEqual(back.array.dtype, np.int16)
         self.assertTrue(np.array_equal(back.array, volume.array))
         self.assertTrue(np.allclose(back.ijk_to_lps(), volume.ijk_to_lps(), rtol=0, atol=1e-9))
@@ -94,10 +105,10 @@ class VESSASegmentTest(ScriptedLoadableModuleTest):
         segmentation = Segmentation.on_grid(volume)
         segmentation.add("bright", values > 500, (0.9, 0.8, 0.1))
         segmentation.add("positive", values > 0, (0.2, 0.4, 0.9))
-        segmentation_node = scene_io.segmentation_to_node(
-            segmentation, volume_node, "VESSASegmentTest segments"
+        segmentationNode = scene_io.segmentationToNode(
+            segmentation, volumeNode, "VESSASegmentTest segments"
         )
-        read = scene_io.node_to_segmentation(segmentation_node, volume_node)
+        read = scene_io.nodeToSegmentation(segmentationNode, volumeNode)
         self.assertEqual(read.names(), ["bright", "positive"])
         for segment in segmentation.segments:
             self.assertTrue(np.array_equal(read.get(segment.name).mask, segment.mask))

@@ -28,11 +28,14 @@ from bench_quality import lesion_cases, region_cases
 from vessa.io import Template, Volume
 from vessa.model import load_segmenter
 from vessa.model.assistant import TemplateAssistant
-from vessa.model.encoder import ImageFeatures
 from vessa.model.intensity import normalize_for_sam
 from vessa.model.matching import masked_prototypes, rescale_maps
+from vessa.model.sam2_adapter import ImageFeatures
 from vessa.model.slicing import array_spacing, slicing_axis
-from vessa.model.volume import _Slices, _template_plan  # the segmenter's own slicing, so the slices are its slices
+from vessa.model.volume_segmenter import (  # the segmenter's own slicing, so the slices are its slices
+    VolumeSlices,
+    template_plan,
+)
 
 CT_WINDOW = "soft_tissue"  # VolumeSegmenter's default
 LEVELS = {"embedding": [], "embedding+s1": ["s1"], "embedding+s1+s0": ["s1", "s0"]}
@@ -42,14 +45,14 @@ def pair_slices(target: Volume, truth: np.ndarray, template: Template, size: int
                 count: int) -> tuple[torch.Tensor, ...]:
     """Target slices holding the structure (at most `count`) and their masks, and the template slice
     and mask the segmenter picks for each, all cut and framed by the segmenter's own code
-    (`vessa.model.volume`): model inputs [m, 3, S, S], masks [m, 1, S, S]."""
+    (`vessa.model.volume_segmenter`): model inputs [m, 3, S, S], masks [m, 1, S, S]."""
     axis = slicing_axis(target.shape, target.spacing)
-    cut = _Slices(target.array, array_spacing(target.spacing), axis, size, modality, CT_WINDOW, None)
+    cut = VolumeSlices(target.array, array_spacing(target.spacing), axis, size, modality, CT_WINDOW, None)
     stack = np.moveaxis(truth, axis, 0)
     present = np.flatnonzero(stack.any(axis=(1, 2)))
     rows = present[np.unique(np.linspace(0, len(present) - 1, count).round().astype(int))]
     masks = cut.frame.to_square(torch.from_numpy(stack[rows].astype(np.float32))[:, None]).clamp(0, 1)
-    plan = _template_plan(template, target, axis, size, len(cut), CT_WINDOW, keyed=False)
+    plan = template_plan(template, target, axis, size, len(cut), CT_WINDOW, keyed=False)
     picks = plan.chosen[rows]
     cpu = torch.device("cpu")
     return (normalize_for_sam(cut.square(rows, cpu)), masks,

@@ -6,8 +6,9 @@ with `--checkpoint` (their model layout then overrides --model/--image-size/--fi
 (1) encoder:   `assistant.encode` (sam2 `forward_image`) on the prepared target slices, same batch as (2);
 (2) vessa:     `VolumeSegmenter.segment` on the volume: intensity, slicing, template encoding, matching,
                prompts, memory attention, decoding and mapping back to the grid, all included;
-(3) sam2 loop: `SAM2ImagePredictor(assistant.sam)`, `set_image` + `predict(box=...)` per slice (a fixed
-               central box), `_bb_feat_sizes` set for the model's image size;
+(3) sam2 loop: sam2's `SAM2ImagePredictor` on the assistant's sam2 model (`sam2_adapter.image_predictor`,
+               feature sizes set for the model's image size), `set_image` + `predict(box=...)` per slice (a fixed
+               central box);
 (2r) vessa re-run: (2) again on the same volume and templates with the segmenter's feature cache
                filled by an untimed first call (the Segment Editor effect's re-run after Cancel, or
                another structure of the same volume from the same template images): what is left is
@@ -48,7 +49,6 @@ import numpy as np
 import psutil
 import torch
 from bench_quality import region_cases
-from sam2.sam2_image_predictor import SAM2ImagePredictor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -58,8 +58,9 @@ from vessa.model.checkpoint import load_assistant
 from vessa.model.config import FINE_LEVELS, PRECISIONS, MatchingConfig, ModelConfig
 from vessa.model.device import autocast, resolve_device
 from vessa.model.intensity import intensity_range, normalize_for_sam, to_unit_range
+from vessa.model.sam2_adapter import image_predictor
 from vessa.model.slicing import SquareFrame, array_spacing, slicing_axis, template_slices
-from vessa.model.volume import TEMPLATE_SLICE_LIMIT, VolumeSegmenter
+from vessa.model.volume_segmenter import TEMPLATE_SLICE_LIMIT, VolumeSegmenter
 from vessa.samples import load_manifest
 from vessa.segment import templates_from_pairs
 from vessa.weights import resolve_weights
@@ -169,8 +170,7 @@ def pipelines(segmenter: VolumeSegmenter, cached: VolumeSegmenter, volume: Volum
     images = normalize_for_sam(frame.to_square(torch.from_numpy(np.ascontiguousarray(stack))[:, None]).to(device))
     images = images.contiguous(memory_format=torch.channels_last)  # as VolumeSegmenter._prepare
     rgb = np.repeat((stack * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
-    predictor = SAM2ImagePredictor(assistant.sam)
-    predictor._bb_feat_sizes = [(size // 4,) * 2, (size // 8,) * 2, (size // 16,) * 2]  # sam2 assumes 1024
+    predictor = image_predictor(assistant.sam)
     height, width = stack.shape[1:]
     box = np.array([width // 4, height // 4, 3 * width // 4, 3 * height // 4])  # x0, y0, x1, y1
 

@@ -46,10 +46,11 @@ from vessa.io import Volume, read_segmentation, read_volume, write_volume
 from vessa.jobs import JobSpec
 from vessa.jobs.progress import ProgressWriter
 from vessa.samples.sets import sample_path
-from vessa.train.cohort import load_cohort
+from vessa.train.data.cohort import load_cohort
+from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
-from vessa.train.objective import TrainingSetup, build_setup
-from vessa.train.slices import SliceDataset
+from vessa.train.methods import build_setup
+from vessa.train.objective import TrainingSetup
 from vessa.train.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))

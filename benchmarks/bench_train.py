@@ -1,6 +1,6 @@
 """Stage-2 step time: supervised vs UniMatch V2 vs UniMatch V2 + VESSA vs DuSSS, same student, same batch.
 
-Each method is built through the trainer's registry (`vessa.train.objective.build_setup`) on a
+Each method is built through the trainer's registry (`vessa.train.methods.build_setup`) on a
 synthetic on-disk cohort (noisy ellipses; speed does not depend on content) and stepped with
 the shared `Trainer`'s own step (forward, backward, clipping, AdamW, schedule, EMA), so the
 times are those of `vessa train`. "supervised (same student)" is L_x alone on the stage-2
@@ -42,7 +42,8 @@ from vessa.io import Volume, write_volume
 from vessa.jobs import JobSpec
 from vessa.jobs.progress import ProgressWriter
 from vessa.train.distributed import Runtime
-from vessa.train.objective import TrainingSetup, build_setup
+from vessa.train.methods import build_setup
+from vessa.train.objective import TrainingSetup
 from vessa.train.trainer import Trainer
 
 
@@ -144,7 +145,7 @@ def loader_rows(trainers: dict[str, Trainer], setups: dict[str, TrainingSetup], 
                 batch = next(stream)
                 ready = time.perf_counter()
                 trainer.step = step
-                trainer._train_step(batch)
+                trainer.train_step(batch)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 waits.append(ready - start)
@@ -217,7 +218,7 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start, start_cpu = time.perf_counter(), time.process_time()
-            trainer._train_step(batch)
+            trainer.train_step(batch)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if repeat:

@@ -1,8 +1,7 @@
-"""`vessa evaluate`: Dice and 95th-percentile Hausdorff distance of segmentations (MONAI metrics)."""
+"""Dice and 95th-percentile Hausdorff distance of segmentations (MONAI metrics; `vessa evaluate`)."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import warnings
@@ -12,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from vessa.errors import InputError
-from vessa.io import Segmentation, read_segmentation
-from vessa.io.atomic import atomic_paths, check_output
+from vessa.io import Segmentation
+from vessa.io.atomic import atomic_paths
 
 
 @dataclass
@@ -29,15 +28,18 @@ class Score:
 
 
 def score_masks(predicted: np.ndarray, reference: np.ndarray, spacing_kji) -> tuple[float, float]:
-    """Dice and HD95 (mm) of two boolean (k, j, i) masks on the same grid."""
+    """Dice and HD95 (mm) of two boolean (k, j, i) masks on the same grid; an empty reference
+    scores Dice 1 with an empty prediction, else 0 (`vessa.train.metrics`, "match")."""
     import torch
-    from monai.metrics import compute_dice, compute_hausdorff_distance
+    from monai.metrics import compute_hausdorff_distance
+
+    from vessa.train.metrics import dice as dice_score
 
     if predicted.shape != reference.shape:
         raise InputError(f"mask shapes differ: {predicted.shape} vs {reference.shape}")
     pred = torch.from_numpy(np.ascontiguousarray(predicted, bool))[None, None].float()
     ref = torch.from_numpy(np.ascontiguousarray(reference, bool))[None, None].float()
-    dice = float(compute_dice(pred, ref, include_background=True, ignore_empty=False)[0, 0])
+    dice = float(dice_score(pred[0], ref[0], empty="match")[0])
     if not predicted.any() or not reference.any():
         return dice, math.inf
     with warnings.catch_warnings():
@@ -92,34 +94,3 @@ def _plot_dice(scores: list[Score], path: Path) -> None:
         figure.savefig(path, dpi=120, format="png")
     finally:
         plt.close(figure)
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register `vessa evaluate`."""
-    parser = subparsers.add_parser("evaluate", help="Dice / HD95 of predicted vs reference segmentations",
-                                   description=__doc__)
-    parser.add_argument("--pred", nargs="+", required=True, help="predicted segmentations")
-    parser.add_argument("--ref", nargs="+", required=True, help="reference segmentations (same order)")
-    parser.add_argument("--structure", action="append", help="structure(s) to score (default: all in ref)")
-    parser.add_argument("--csv", metavar="FILE", help="also write the scores to this CSV file (default: print only)")
-    parser.add_argument("--plot", metavar="FILE", help="also draw the Dice scores as a PNG bar plot")
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    if len(args.pred) != len(args.ref):
-        raise InputError(f"{len(args.pred)} predictions but {len(args.ref)} references")
-    for path, option in ((args.csv, "--csv"), (args.plot, "--plot")):
-        if path:
-            check_output(path, option)
-    scores = []
-    for pred, ref in zip(args.pred, args.ref, strict=True):
-        scores += score_segmentations(Path(pred).name.split(".")[0], read_segmentation(pred),
-                                      read_segmentation(ref), args.structure)
-    write_scores(scores, args.csv, args.plot)
-    for score in scores:
-        print(f"{score.case:20s} {score.structure:24s} Dice {score.dice:.3f}  HD95 {score.hd95_mm:.1f} mm")
-    written = ", ".join(path for path in (args.csv, args.plot) if path)
-    summary = f"mean Dice {np.mean([s.dice for s in scores]):.3f} over {len(scores)}"
-    print(summary + (f"; wrote {written}" if written else ""))
-    return 0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vessa.demo import overlay_png, overlay_slice
+from vessa.cli.demo import overlay_png, overlay_slice
 
 
 def test_overlay_draws_a_png(tmp_path):

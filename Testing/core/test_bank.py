@@ -7,7 +7,7 @@ import pytest
 
 from vessa.errors import BankError, GeometryError
 from vessa.io import Segmentation, TemplateBank, Volume
-from vessa.io.bank import Template, normalise_name
+from vessa.io.bank import Template, normalize_name
 
 
 def case(seed: int, shift: int = 0) -> tuple[Volume, Segmentation]:
@@ -43,7 +43,7 @@ def test_bank_round_trip(tmp_path):
 
 
 def test_name_normalisation():
-    assert normalise_name("  Left_Hippocampus ") == normalise_name("left  hippocampus")
+    assert normalize_name("  Left_Hippocampus ") == normalize_name("left  hippocampus")
 
 
 def test_unknown_structure_lists_names(tmp_path):

@@ -16,13 +16,6 @@ from vessa.errors import CheckpointError, ChecksumError
 from vessa.weights import OFFICIAL, SHIPPED, KnownWeights, WeightsRegistry, resolve_weights
 
 
-@pytest.fixture(autouse=True)
-def weights_cli_only(monkeypatch):
-    """Keep these tests independent of the other subcommands' modules."""
-    assert "vessa.weights" in cli.COMMAND_MODULES
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("vessa.weights",))
-
-
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     folder = tmp_path / "cache"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vessa.model.assistant import TemplateAssistant
-from vessa.model.encoder import ImageFeatures
+from vessa.model.sam2_adapter import ImageFeatures
 
 S = 256
 

@@ -21,8 +21,8 @@ from vessa.model.checkpoint import (
     weights_sha256,
 )
 from vessa.model.config import SAM2_CONFIGS
-from vessa.model.encoder import build_sam
-from vessa.model.volume import VolumeSegmenter
+from vessa.model.sam2_adapter import build_sam
+from vessa.model.volume_segmenter import VolumeSegmenter
 
 
 def assert_same_state(a: dict, b: dict) -> None:

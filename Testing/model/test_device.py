@@ -7,7 +7,7 @@ import torch
 
 from vessa.errors import InputError
 from vessa.model import device as device_module
-from vessa.model.device import autocast, resolve_device
+from vessa.model.device import autocast, resolve_device, with_cpu_fallback
 
 CPU = torch.device("cpu")
 
@@ -43,3 +43,36 @@ def test_cuda_without_a_gpu_is_an_input_error(monkeypatch, name):
     with pytest.raises(InputError, match=f"device '{name}': this machine has no CUDA GPU"):
         resolve_device(name)
     assert resolve_device("auto") == CPU and resolve_device("cpu") == CPU
+
+
+@pytest.mark.parametrize(("device", "error", "tried", "warned"), [
+    ("cuda", torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)"), ["cuda", "cpu"], 1),
+    ("auto", RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"), ["auto", "cpu"], 1),
+])
+def test_out_of_memory_runs_again_on_the_cpu_once(device, error, tried, warned):
+    calls, warnings = [], []
+
+    def run(where: str) -> str:
+        calls.append(where)
+        if where != "cpu":
+            raise error
+        return "done"
+
+    assert with_cpu_fallback(run, device, lambda: warnings.append(1)) == "done"
+    assert calls == tried and len(warnings) == warned
+
+
+@pytest.mark.parametrize(("device", "error"), [
+    ("cpu", torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")),  # nowhere else to go
+    ("cuda", ValueError("a bug, not memory")),
+])
+def test_other_failures_are_not_retried(device, error):
+    calls = []
+
+    def run(where: str) -> None:
+        calls.append(where)
+        raise error
+
+    with pytest.raises(type(error)):
+        with_cpu_fallback(run, device, lambda: pytest.fail("no fallback expected"))
+    assert calls == [device]

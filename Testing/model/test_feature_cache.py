@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_volume import target_volume, template
+from test_volume_segmenter import target_volume, template
 
 from vessa.io import Template, Volume
 from vessa.model.assistant import TemplateAssistant
-from vessa.model.encoder import ImageFeatures
 from vessa.model.feature_cache import FeatureCache, volume_key
+from vessa.model.sam2_adapter import ImageFeatures
 from vessa.model.slicing import template_slices
-from vessa.model.volume import VolumeSegmenter
+from vessa.model.volume_segmenter import VolumeSegmenter
 
 ROW_BYTES = (2 * 4 + 3 * 2 + 4 * 1) * 4  # s0 [1, 2, 2, 2] + s1 [1, 3, 2, 1] + embedding [1, 4, 1, 1], float32
 

@@ -11,7 +11,7 @@ from vessa.io import Template, Volume
 from vessa.model.assistant import TemplateAssistant
 from vessa.model.config import ModelConfig
 from vessa.model.slicing import relative_slices
-from vessa.model.volume import VolumeSegmenter
+from vessa.model.volume_segmenter import VolumeSegmenter
 
 S = 128
 

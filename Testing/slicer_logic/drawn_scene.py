@@ -57,13 +57,13 @@ class DrawnScene:
         if volume is None:
             volume, truth = blob_volume()
         self.volume, self.truth = volume, truth
-        self.volumeNode = scene_io.volume_to_node(volume, "blob volume")
+        self.volumeNode = scene_io.volumeToNode(volume, "blob volume")
         segmentation = Segmentation.on_grid(volume)
         segmentation.add("blob", np.zeros(SHAPE, bool), (0.9, 0.4, 0.2))
         box = np.zeros(SHAPE, bool)
         box[:, :4, :4] = True
         segmentation.add("box", box, (0.2, 0.4, 0.9))
-        self.segmentationNode = scene_io.segmentation_to_node(segmentation, self.volumeNode, "segments")
+        self.segmentationNode = scene_io.segmentationToNode(segmentation, self.volumeNode, "segments")
         ids = self.segmentationNode.GetSegmentation().GetSegmentIDs()
         self.blobId, self.boxId = ids[0], ids[1]
         self.editorNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
@@ -84,7 +84,7 @@ class DrawnScene:
         return drawn
 
     def mask(self, segmentId: str | None = None) -> np.ndarray:
-        return self.scene_io.segment_mask(self.segmentationNode, segmentId or self.blobId, self.volumeNode)
+        return self.scene_io.segmentMask(self.segmentationNode, segmentId or self.blobId, self.volumeNode)
 
     def run(self, logic: SegmentLogic, **parameters):
         """Request and run a drawn-slice completion of "blob" to the end; the job's final state."""

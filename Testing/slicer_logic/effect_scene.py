@@ -104,13 +104,13 @@ class EffectScene:
     def __init__(self, scene_io, target: Volume | None = None):
         self.scene_io = scene_io
         self.target = target or bright_box_volume(0)
-        self.volumeNode = scene_io.volume_to_node(self.target, "target")
+        self.volumeNode = scene_io.volumeToNode(self.target, "target")
         segmentation = Segmentation.on_grid(self.target)
         segmentation.add("liver", np.zeros(SHAPE, bool), (0.8, 0.3, 0.2))
         segmentation.add("spleen", box(SHAPE, slice(0, 6), slice(15, 20), slice(0, 5)), (0.2, 0.3, 0.8))
         # overlaps the bright box (the liver to be found) by 2 x 4 x 3 voxels
         segmentation.add("tumour", box(SHAPE, slice(2, 4), slice(10, 18), slice(15, 22)), (0.9, 0.9, 0.1))
-        self.segmentationNode = scene_io.segmentation_to_node(segmentation, self.volumeNode, "target segmentation")
+        self.segmentationNode = scene_io.segmentationToNode(segmentation, self.volumeNode, "target segmentation")
         self.ids = {self.name(i): i for i in self.segmentationNode.GetSegmentation().GetSegmentIDs()}
         self.templateNodes, self.templateSegmentations = [], []
         for number, offset in enumerate((1, -1)):
@@ -121,10 +121,10 @@ class EffectScene:
                 direction=np.eye(3),
                 offset=offset,
             )
-            node = scene_io.volume_to_node(image, f"template{number + 1}")
+            node = scene_io.volumeToNode(image, f"template{number + 1}")
             template = Segmentation.on_grid(image, [Segment("Liver", image.array > LEVEL, (1.0, 0.0, 0.0))])
             self.templateSegmentations.append(
-                scene_io.segmentation_to_node(template, node, f"template{number + 1} segmentation")
+                scene_io.segmentationToNode(template, node, f"template{number + 1} segmentation")
             )
             self.templateNodes.append(node)
         self.editorNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
@@ -137,7 +137,7 @@ class EffectScene:
 
     def mask(self, name: str) -> np.ndarray:
         """A segment as a bool array on the target volume's grid."""
-        return self.scene_io.segment_mask(self.segmentationNode, self.ids[name], self.volumeNode)
+        return self.scene_io.segmentMask(self.segmentationNode, self.ids[name], self.volumeNode)
 
     def masks(self) -> dict[str, np.ndarray]:
         return {name: self.mask(name) for name in self.ids}

@@ -74,7 +74,7 @@ def test_the_drawn_axis_is_found_for_each_orientation(scene, logic, axis, orient
     assert result.completion.axis == result.axis == axis
     assert result.completion.drawn.tolist() == list(DRAWN[axis])
     assert dice(result.sourceProbability.array >= 0.5, scene.truth) > 0.9
-    ijk_to_ras = scene_io.node_ijk_to_ras(scene.volumeNode)
+    ijk_to_ras = scene_io.nodeIjkToRas(scene.volumeNode)
     slices = ", ".join(map(str, DRAWN[axis]))
     assert describe_slices(ijk_to_ras, axis, DRAWN[axis]) == f"3 {orientation} slices ({'kji'[axis]} = {slices})"
 
@@ -82,7 +82,7 @@ def test_the_drawn_axis_is_found_for_each_orientation(scene, logic, axis, orient
 def test_the_panel_says_what_was_completed_and_which_slice_to_check(scene, logic):
     scene.draw_slices(0, DRAWN[0])
     result = scene.run(logic).results[0]
-    status = completionStatus(result.completion, scene_io.node_ijk_to_ras(scene.volumeNode), 4.25)
+    status = completionStatus(result.completion, scene_io.nodeIjkToRas(scene.volumeNode), 4.25)
     assert status.startswith("Completed from 3 axial slices (k = 3, 7, 11) in 4.2 s; check slice "
                              f"{result.completion.nextSlice} first (Next slice to check)")
     done = dataclasses.replace(result.completion, nextSlice=None)
@@ -115,7 +115,7 @@ def test_drawn_slices_stay_exact_in_a_finer_segmentation_geometry(slicer_scene, 
     volume, truth = blob_volume()
     scene = DrawnScene(scene_io, volume, truth)
     finer = Volume(np.zeros((28, 52, 60), np.uint8), (0.45, 0.4, 1.0), volume.origin - [0.225, 0.2, 0.5])
-    fine_node = scene_io.volume_to_node(finer, "finer grid")
+    fine_node = scene_io.volumeToNode(finer, "finer grid")
     scene.segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(fine_node)
     k, j, i = np.indices(finer.shape)
     centre = [c / 2 - 0.25 for c in (k, j, i)]  # fine index m sits at coarse index m/2 - 1/4
@@ -127,7 +127,7 @@ def test_drawn_slices_stay_exact_in_a_finer_segmentation_geometry(slicer_scene, 
     state = scene.run(logic)
     assert state.results[0].completion.drawn.tolist() == list(DRAWN[0])
     scene.apply(state)
-    after = scene_io.segment_mask(scene.segmentationNode, scene.blobId, fine_node)
+    after = scene_io.segmentMask(scene.segmentationNode, scene.blobId, fine_node)
     np.testing.assert_array_equal(after[fine_slices], drawn[fine_slices])
     assert after.sum() > 3 * drawn.sum()
 
@@ -315,8 +315,8 @@ def test_drawn_slices_without_other_templates_make_drawn_the_default(scene, logi
     scene.apply(scene.run(logic))
     assert suggested() == "drawn"  # the applied completion is remembered
     template_volume, template_truth = blob_volume(seed=1)
-    template_node = scene_io.volume_to_node(template_volume, "template")
-    scene_io.segmentation_to_node(Segmentation.on_grid(template_volume, [Segment("Blob", template_truth)]),
+    template_node = scene_io.volumeToNode(template_volume, "template")
+    scene_io.segmentationToNode(Segmentation.on_grid(template_volume, [Segment("Blob", template_truth)]),
                                   template_node, "template segments")
     assert suggested() == "scene"  # another volume has a "Blob": its templates stay the default
     current.templateSource = "drawn"

@@ -47,11 +47,11 @@ def predictor() -> ThresholdPredictor:
     return ThresholdPredictor()
 
 
-def run_job(scene: EffectScene, predictor, segment_names=("liver",), **parameters):
+def run_job(scene: EffectScene, predictor, segmentNames=("liver",), **parameters):
     """Prepare and run a job to the end; its final state."""
     logic = SegmentLogic(loader=loader_for({"cpu": predictor, "cuda": predictor}))
     settings = Parameters(checkpoint="test", device="cpu", **parameters)
-    request = logic.request(settings, scene.volumeNode, scene.segmentationNode, [scene.ids[n] for n in segment_names])
+    request = logic.request(settings, scene.volumeNode, scene.segmentationNode, [scene.ids[n] for n in segmentNames])
     state = logic.start(settings, request).wait(30)
     assert state.status == JobStatus.FINISHED, state.error
     return state
@@ -223,12 +223,12 @@ def test_segmentation_geometry_differing_from_the_volume(slicer_scene, predictor
     target = bright_box_volume(0, direction=np.eye(3))
     scene = EffectScene(scene_io, target)
     finer = Volume(np.zeros((12, 40, 48), np.uint8), spacing=(0.4, 0.4, 1.5), origin=target.origin - [0.2, 0.2, 0.75])
-    finer_node = scene_io.volume_to_node(finer, "finer grid")
+    finer_node = scene_io.volumeToNode(finer, "finer grid")
     scene.segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(finer_node)
     state = run_job(scene, predictor)
     assert arrayFromOrientedImage(state.results[0].probability).shape == finer.shape
     preview_and_apply(scene, state)
-    on_fine = scene_io.segment_mask(scene.segmentationNode, scene.ids["liver"], finer_node)
+    on_fine = scene_io.segmentMask(scene.segmentationNode, scene.ids["liver"], finer_node)
     coarse_index = np.indices(finer.shape) / 2 - 0.25  # fine voxel m sits at coarse index m/2 - 1/4
     interpolated = map_coordinates(scene.expected().astype(float), coarse_index, order=1, cval=0.0)
     np.testing.assert_array_equal(on_fine, interpolated >= 0.5)
@@ -275,7 +275,7 @@ def test_a_transformed_source_volume_is_followed_by_preview_overlay_and_navigati
     np.testing.assert_allclose(arrayFromOrientedImage(state.results[0].probability), expected, atol=1e-4)
     preview = PreviewLogic(scene.segmentationNode, state.results, 0.5, 0.6)
     world = toWorld @ scene.target.ijk_to_ras()
-    np.testing.assert_allclose(scene_io.node_ijk_to_ras(preview.overlay.volumeNode), world, atol=1e-9)
+    np.testing.assert_allclose(scene_io.nodeIjkToRas(preview.overlay.volumeNode), world, atol=1e-9)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(preview.overlay.volumeNode) > 0, scene.expected())
     stop = preview.navigator.next()
     centre = np.argwhere(scene.expected()[4]).mean(axis=0)  # (j, i) of the box in source slice 4
@@ -290,7 +290,7 @@ def test_a_rotated_source_volume_places_overlay_and_navigation_in_the_world(scen
     move_source(scene, toWorld)
     preview = PreviewLogic(scene.segmentationNode, run_job(scene, predictor).results, 0.5, 0.6)
     world = toWorld @ scene.target.ijk_to_ras()
-    np.testing.assert_allclose(scene_io.node_ijk_to_ras(preview.overlay.volumeNode), world, atol=1e-9)
+    np.testing.assert_allclose(scene_io.nodeIjkToRas(preview.overlay.volumeNode), world, atol=1e-9)
     stop = preview.navigator.next()
     centre = np.argwhere(scene.expected()[4]).mean(axis=0)
     np.testing.assert_allclose(stop.ras, (world @ [centre[1], centre[0], 4, 1.0])[:3], atol=1e-9)
@@ -327,10 +327,10 @@ def test_threshold_changes_preview_and_overlay(scene):
     arrayFromOrientedImage(result.probability)[:] *= np.linspace(0.2, 1.0, SHAPE[0]).reshape(-1, 1, 1)
     result.sourceProbability.array[:] = arrayFromOrientedImage(result.probability)
     preview = PreviewLogic(scene.segmentationNode, state.results, 0.5, 0.6)
-    segment_id = scene.ids["liver"]
+    segmentId = scene.ids["liver"]
 
     def preview_mask():
-        return scene_io.segment_mask(preview.previewNode, segment_id, scene.volumeNode)
+        return scene_io.segmentMask(preview.previewNode, segmentId, scene.volumeNode)
 
     high = preview_mask()
     preview.setThreshold(0.25)
@@ -404,9 +404,9 @@ def test_batch_with_two_structures_applies_both_in_one_undo_step(scene, predicto
     segmentation = scene.segmentationNode.GetSegmentation()
     second = segmentation.AddEmptySegment("", "LIVER copy")
     for node, template_segmentation in zip(scene.templateNodes, scene.templateSegmentations, strict=True):
-        segment_id = template_segmentation.GetSegmentation().AddEmptySegment("", "liver_copy")
+        segmentId = template_segmentation.GetSegmentation().AddEmptySegment("", "liver_copy")
         mask = slicer.util.arrayFromVolume(node) > LEVEL
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), template_segmentation, segment_id, node)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), template_segmentation, segmentId, node)
     scene.editorNode.SetOverwriteMode(scene.editorNode.OverwriteNone)
     logic = SegmentLogic(loader=loader_for({"cpu": predictor}))
     settings = Parameters(checkpoint="test", device="cpu")
@@ -417,11 +417,11 @@ def test_batch_with_two_structures_applies_both_in_one_undo_step(scene, predicto
     assert [r.task.segmentName for r in state.results] == ["liver", "LIVER copy"]
     written, modifier = preview_and_apply(scene, state)
     assert written == [scene.ids["liver"], second]
-    copy = scene_io.segment_mask(scene.segmentationNode, second, scene.volumeNode)
+    copy = scene_io.segmentMask(scene.segmentationNode, second, scene.volumeNode)
     np.testing.assert_array_equal(copy, scene.expected())
     modifier.undo()
     np.testing.assert_array_equal(scene.mask("liver"), before["liver"])
-    assert not scene_io.segment_mask(scene.segmentationNode, second, scene.volumeNode).any()
+    assert not scene_io.segmentMask(scene.segmentationNode, second, scene.volumeNode).any()
 
 
 # ---- warnings ------------------------------------------------------------------------------------
@@ -438,8 +438,8 @@ def test_fast_pass_over_a_structure_thinner_than_its_step_is_warned(scene, predi
     for node, segmentation in zip(scene.templateNodes, scene.templateSegmentations, strict=True):
         mask = slicer.util.arrayFromVolume(node) > LEVEL
         mask[2:] = False  # one slice of the liver is left
-        segment_id = segmentation.GetSegmentation().GetSegmentIDs()[0]
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation, segment_id, node)
+        segmentId = segmentation.GetSegmentation().GetSegmentIDs()[0]
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation, segmentId, node)
     assert [w for w in run_job(scene, predictor, fastPass=True).warnings
             if w.startswith("a slice step of 2 exceeds the structure's extent")]
     assert not [w for w in run_job(scene, predictor).warnings if "slice step" in w]

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import re
 import types
 from pathlib import Path
 
 import pytest
-from VESSASegmentLib.checkpoint_catalog import NO_CHECKPOINT_REASON, CheckpointCatalog
+from VESSASegmentLib.checkpoint_catalog import CheckpointCatalog
 from VESSASegmentLib.dependency_logic import PROTECTED, REQUIREMENTS, DependencyLogic, InstallPlan
-from VESSASegmentLib.parameters import Parameters
+from VESSASegmentLib.parameters import NO_CHECKPOINT_REASON, Parameters
 from VESSASegmentLib.predictor import PredictorLoader
 from VESSASegmentLib.user_message import userMessage
 
-from vessa.errors import BankError, DownloadError
+from vessa.errors import BankError, DownloadError, InputError
 from vessa.weights import KnownWeights, WeightsRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +60,7 @@ def test_parameters_round_trip_through_strings():
     assert Parameters.fromStrings({}) == Parameters()
     assert Parameters.fromStrings({"allowUntrained": "False", "threshold": "0.25"}) == Parameters(threshold=0.25)
     assert (Parameters().sliceStep(), Parameters(fastPass=True).sliceStep()) == (1, 2)
-    with pytest.raises(ValueError, match="parameter threshold='high': expected a number"):
+    with pytest.raises(InputError, match="parameter threshold='high': expected a number"):
         Parameters.fromStrings({"threshold": "high"})
 
 
@@ -223,7 +224,8 @@ def test_declining_torch_stops_the_installation(tmp_path):
     ("error", "message"),
     [
         (BankError("bank: case 'a' lists a missing file a.nrrd"), "bank: case 'a' lists a missing file a.nrrd"),
-        (ValueError("device='tpu': expected"), "device='tpu': expected"),
+        (ValueError("shapes [1, 3] and [2, 3]\ndo not match"),
+         "unexpected error (ValueError: shapes [1, 3] and [2, 3]); details are in the Python console"),
         (ModuleNotFoundError("No module named 'sam2'", name="sam2"), "the Python package 'sam2' is missing"),
         (MemoryError(), "not enough memory"),
         (KeyError("x"), "unexpected error (KeyError: 'x'); details are in the Python console"),
@@ -232,3 +234,16 @@ def test_declining_torch_stops_the_installation(tmp_path):
 def test_user_messages_are_one_line(error, message):
     text = userMessage(error)
     assert message in text and "\n" not in text and "Traceback" not in text
+
+
+def test_internal_errors_log_their_traceback(caplog):
+    try:
+        raise ValueError("tensor of shape [3] does not match [4]")
+    except ValueError as error:
+        with caplog.at_level(logging.ERROR, logger="VESSASegmentLib.user_message"):
+            text = userMessage(error)
+    assert text.startswith("unexpected error (ValueError:") and text.endswith("details are in the Python console")
+    assert "Traceback" in caplog.text and "does not match [4]" in caplog.text
+    caplog.clear()
+    userMessage(BankError("bank: no bank.json"))  # written for users: nothing logged
+    assert caplog.text == ""

@@ -37,11 +37,11 @@ def test_templates_come_from_other_volumes_by_name_ignoring_case(scene):
 def test_the_target_volume_and_empty_segments_are_never_templates(scene):
     # A second segmentation on the target itself, with a filled liver: not a template.
     own = Segmentation.on_grid(scene.target, [Segment("liver", scene.expected())])
-    scene_io.segmentation_to_node(own, scene.volumeNode, "target liver")
+    scene_io.segmentationToNode(own, scene.volumeNode, "target liver")
     # A third volume whose liver segment is empty: skipped.
     empty_image = bright_box_volume(7)
-    empty_node = scene_io.volume_to_node(empty_image, "empty case")
-    scene_io.segmentation_to_node(
+    empty_node = scene_io.volumeToNode(empty_image, "empty case")
+    scene_io.segmentationToNode(
         Segmentation.on_grid(empty_image, [Segment("liver", np.zeros(empty_image.shape, bool))]), empty_node
     )
     collection = TemplateCollector().fromScene("liver", scene.volumeNode)
@@ -65,15 +65,15 @@ def test_template_mask_is_taken_on_its_volume_grid(slicer_scene):
     """A template segmentation whose own geometry is another (coarser, shifted) grid."""
     scene = EffectScene(scene_io)
     node = scene.templateNodes[0]
-    image = scene_io.node_to_volume(node)
+    image = scene_io.nodeToVolume(node)
     coarse = Volume(np.zeros((3, 10, 12), np.uint8), spacing=image.spacing * 2, origin=image.origin + image.spacing / 2)
-    coarse_node = scene_io.volume_to_node(coarse, "coarse")
+    coarse_node = scene_io.volumeToNode(coarse, "coarse")
     coarse_mask = np.zeros(coarse.shape, bool)
     coarse_mask[1, 2:5, 3:8] = True
     segmentation = Segmentation.on_grid(coarse, [Segment("spleen", coarse_mask)])
-    segmentation_node = scene_io.segmentation_to_node(segmentation, coarse_node, "coarse spleen")
+    segmentationNode = scene_io.segmentationToNode(segmentation, coarse_node, "coarse spleen")
     # the segmentation belongs to the template volume, but keeps the coarse geometry
-    segmentation_node.SetNodeReferenceID(
+    segmentationNode.SetNodeReferenceID(
         slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole(), node.GetID()
     )
     template = TemplateCollector().fromScene("spleen", scene.volumeNode).templates[0]
@@ -115,7 +115,7 @@ def test_save_to_bank_and_segment_from_it(scene, tmp_path):
     # the saved case is the scene's data, voxel for voxel
     saved = bank.templates("liver")[0]
     np.testing.assert_array_equal(saved.image.array, slicer.util.arrayFromVolume(scene.templateNodes[0]))
-    np.testing.assert_allclose(saved.image.ijk_to_ras(), scene_io.node_ijk_to_ras(scene.templateNodes[0]), atol=1e-9)
+    np.testing.assert_allclose(saved.image.ijk_to_ras(), scene_io.nodeIjkToRas(scene.templateNodes[0]), atol=1e-9)
     # remove the scene templates: the bank alone now provides them
     for segmentation in scene.templateSegmentations:
         slicer.mrmlScene.RemoveNode(segmentation)

@@ -26,7 +26,7 @@ from VESSASegmentLib.segment_modifier import EditorLogicModifier
 torch = pytest.importorskip("torch")
 from vessa.model.assistant import TemplateAssistant  # noqa: E402
 from vessa.model.config import ModelConfig  # noqa: E402
-from vessa.model.volume import VolumeSegmenter  # noqa: E402
+from vessa.model.volume_segmenter import VolumeSegmenter  # noqa: E402
 
 UNTRAINED = Parameters(device="cpu", allowUntrained=True)
 

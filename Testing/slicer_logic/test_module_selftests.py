@@ -94,7 +94,8 @@ def test_segment_module_registers_the_vessa_effect_at_startup(load_module, monke
     import slicer
 
     module = load_module("VESSASegment").VESSASegment(types.SimpleNamespace())
-    assert slicer.app.connections == [("startupCompleted()", module.registerEditorEffect)]
+    assert slicer.app.connections == [("startupCompleted()", module.registerEditorEffect),
+                                      ("startupCompleted()", module.registerSampleData)]
     registered = []
 
     class ScriptedEffect:
@@ -115,3 +116,16 @@ def test_segment_module_registers_the_vessa_effect_at_startup(load_module, monke
     source = Path(registered[0]).read_text()
     assert "class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect)" in source
     assert 'scriptedEffect.name = "VESSA"' in source
+
+
+def test_segment_module_registers_the_sample_sets_at_startup(load_module, monkeypatch):
+    """On startupCompleted() every sample set goes into the Sample Data module's "VESSA" category."""
+    from vessa.samples import SAMPLE_SETS
+
+    registered = []
+    logic = types.SimpleNamespace(registerCustomSampleDataSource=lambda **entry: registered.append(entry))
+    monkeypatch.setitem(sys.modules, "SampleData", types.SimpleNamespace(SampleDataLogic=logic))
+    load_module("VESSASegment").VESSASegment(types.SimpleNamespace()).registerSampleData()
+    assert [entry["sampleName"] for entry in registered] == [f"VESSA {name}" for name in SAMPLE_SETS]
+    assert {entry["category"] for entry in registered} == {"VESSA"}
+

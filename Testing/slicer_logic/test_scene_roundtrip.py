@@ -51,11 +51,11 @@ def two_segments(oblique_volume: Volume) -> Segmentation:
 
 
 def test_volume_round_trip_is_exact(scene_io, oblique_volume):
-    node = scene_io.volume_to_node(oblique_volume, "CT")
+    node = scene_io.volumeToNode(oblique_volume, "CT")
     assert node.GetName() == "CT"
     assert node.IsA("vtkMRMLScalarVolumeNode")
-    np.testing.assert_allclose(scene_io.node_ijk_to_ras(node), oblique_volume.ijk_to_ras(), rtol=0, atol=1e-9)
-    back = scene_io.node_to_volume(node)
+    np.testing.assert_allclose(scene_io.nodeIjkToRas(node), oblique_volume.ijk_to_ras(), rtol=0, atol=1e-9)
+    back = scene_io.nodeToVolume(node)
     assert back.array.dtype == np.int16
     np.testing.assert_array_equal(back.array, oblique_volume.array)
     np.testing.assert_allclose(back.ijk_to_lps(), oblique_volume.ijk_to_lps(), rtol=0, atol=1e-9)
@@ -63,7 +63,7 @@ def test_volume_round_trip_is_exact(scene_io, oblique_volume):
 
 def test_node_matrix_is_ras_of_lps_geometry(scene_io, oblique_volume):
     """RAS = diag(-1, -1, 1) LPS, checked against the node's own spacing/origin/directions."""
-    node = scene_io.volume_to_node(oblique_volume)
+    node = scene_io.volumeToNode(oblique_volume)
     lps_to_ras = np.diag([-1.0, -1.0, 1.0])
     np.testing.assert_allclose(node.GetSpacing(), oblique_volume.spacing, atol=1e-9)
     np.testing.assert_allclose(node.GetOrigin(), lps_to_ras @ oblique_volume.origin, atol=1e-9)
@@ -73,10 +73,10 @@ def test_node_matrix_is_ras_of_lps_geometry(scene_io, oblique_volume):
 
 
 def test_node_to_volume_copies(scene_io, oblique_volume):
-    node = scene_io.volume_to_node(oblique_volume)
-    back = scene_io.node_to_volume(node)
+    node = scene_io.volumeToNode(oblique_volume)
+    back = scene_io.nodeToVolume(node)
     back.array[:] = 0
-    assert np.array_equal(scene_io.node_to_volume(node).array, oblique_volume.array)
+    assert np.array_equal(scene_io.nodeToVolume(node).array, oblique_volume.array)
 
 
 @pytest.mark.parametrize(
@@ -90,14 +90,14 @@ def test_node_to_volume_copies(scene_io, oblique_volume):
     ],
 )
 def test_voxel_types_slicer_lacks_are_converted_losslessly(scene_io, array, stored):
-    back = scene_io.node_to_volume(scene_io.volume_to_node(Volume(array)))
+    back = scene_io.nodeToVolume(scene_io.volumeToNode(Volume(array)))
     assert back.array.dtype == stored
     np.testing.assert_array_equal(back.array, array.astype(stored))
 
 
 def test_int64_beyond_int32_is_rejected(scene_io):
     with pytest.raises(InputError, match="do not fit"):
-        scene_io.volume_to_node(Volume(np.full((2, 2, 2), 2**40, np.int64)))
+        scene_io.volumeToNode(Volume(np.full((2, 2, 2), 2**40, np.int64)))
 
 
 def test_vector_volume_is_rejected(scene_io, slicer_scene):
@@ -107,21 +107,21 @@ def test_vector_volume_is_rejected(scene_io, slicer_scene):
         np.zeros((2, 3, 4, 3), np.uint8), nodeClassName="vtkMRMLVectorVolumeNode"
     )
     with pytest.raises(InputError, match="3 components"):
-        scene_io.node_to_volume(node)
+        scene_io.nodeToVolume(node)
 
 
 def test_volume_node_without_image_is_rejected(scene_io, slicer_scene):
     node = slicer_scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
     with pytest.raises(InputError, match="'empty' has no image data"):
-        scene_io.node_to_volume(node)
+        scene_io.nodeToVolume(node)
 
 
 def test_segmentation_round_trip_is_exact(scene_io, oblique_volume, two_segments):
-    volume_node = scene_io.volume_to_node(oblique_volume, "CT")
-    segmentation_node = scene_io.segmentation_to_node(two_segments, volume_node, "CT segmentation")
-    assert segmentation_node.GetName() == "CT segmentation"
-    assert segmentation_node.GetNodeReference("referenceImageGeometryRef") is volume_node
-    back = scene_io.node_to_segmentation(segmentation_node, volume_node)
+    volumeNode = scene_io.volumeToNode(oblique_volume, "CT")
+    segmentationNode = scene_io.segmentationToNode(two_segments, volumeNode, "CT segmentation")
+    assert segmentationNode.GetName() == "CT segmentation"
+    assert segmentationNode.GetNodeReference("referenceImageGeometryRef") is volumeNode
+    back = scene_io.nodeToSegmentation(segmentationNode, volumeNode)
     assert back.names() == ["liver", "liver tumour"]
     assert back.shape == SHAPE
     np.testing.assert_allclose(back.geometry().ijk_to_lps(), oblique_volume.ijk_to_lps(), rtol=0, atol=1e-9)
@@ -135,20 +135,20 @@ def test_segmentation_round_trip_is_exact(scene_io, oblique_volume, two_segments
 
 
 def test_selected_segment_ids(scene_io, oblique_volume, two_segments):
-    volume_node = scene_io.volume_to_node(oblique_volume)
-    segmentation_node = scene_io.segmentation_to_node(two_segments, volume_node)
-    tumour_id = segmentation_node.GetSegmentation().GetSegmentIdBySegmentName("liver tumour")
-    back = scene_io.node_to_segmentation(segmentation_node, volume_node, [tumour_id])
+    volumeNode = scene_io.volumeToNode(oblique_volume)
+    segmentationNode = scene_io.segmentationToNode(two_segments, volumeNode)
+    tumour_id = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName("liver tumour")
+    back = scene_io.nodeToSegmentation(segmentationNode, volumeNode, [tumour_id])
     assert back.names() == ["liver tumour"]
     np.testing.assert_array_equal(back.segments[0].mask, two_segments.get("liver tumour").mask)
     with pytest.raises(InputError, match="no segment 'missing'"):
-        scene_io.node_to_segmentation(segmentation_node, volume_node, ["missing"])
+        scene_io.nodeToSegmentation(segmentationNode, volumeNode, ["missing"])
 
 
 def test_empty_segment_round_trips(scene_io, oblique_volume):
-    volume_node = scene_io.volume_to_node(oblique_volume)
+    volumeNode = scene_io.volumeToNode(oblique_volume)
     empty = Segmentation.on_grid(oblique_volume, [Segment("nothing yet", np.zeros(SHAPE, bool))])
-    back = scene_io.node_to_segmentation(scene_io.segmentation_to_node(empty, volume_node), volume_node)
+    back = scene_io.nodeToSegmentation(scene_io.segmentationToNode(empty, volumeNode), volumeNode)
     assert back.names() == ["nothing yet"]
     assert not back.segments[0].mask.any()
 
@@ -157,6 +157,6 @@ def test_segmentation_on_another_grid_is_rejected(scene_io, oblique_volume, two_
     shifted = Volume(
         oblique_volume.array, oblique_volume.spacing, oblique_volume.origin + 1.0, oblique_volume.direction
     )
-    volume_node = scene_io.volume_to_node(shifted, "shifted")
+    volumeNode = scene_io.volumeToNode(shifted, "shifted")
     with pytest.raises(GeometryError, match="'shifted'"):
-        scene_io.segmentation_to_node(two_segments, volume_node)
+        scene_io.segmentationToNode(two_segments, volumeNode)

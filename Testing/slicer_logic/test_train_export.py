@@ -41,8 +41,8 @@ def test_export_reads_back_bit_exact_with_geometry_and_names(slicer, exporter_cl
         ("CT_1", "train"), ("MR_2", "train"), ("CT_1_2", "unlabelled")]
     assert sorted(result.written) == ["images/CT_1.nrrd", "images/CT_1_2.nrrd", "images/MR_2.nrrd",
                                       "labels/CT_1.seg.nrrd", "labels/MR_2.seg.nrrd"]
-    for case, (volume_node, segmentation_node) in zip(manifest["cases"], cohort["labelled"], strict=False):
-        expected = scene_io.node_to_volume(volume_node)
+    for case, (volumeNode, segmentationNode) in zip(manifest["cases"], cohort["labelled"], strict=False):
+        expected = scene_io.nodeToVolume(volumeNode)
         image = read_volume(tmp_path / case["image"])
         assert image.array.dtype == expected.array.dtype
         np.testing.assert_array_equal(image.array, expected.array)
@@ -51,14 +51,14 @@ def test_export_reads_back_bit_exact_with_geometry_and_names(slicer, exporter_cl
         assert labels.names() == ["liver", "spleen"]
         assert labels.geometry().same_grid(image, atol=0)
         for name in ("liver", "spleen"):
-            segment_id = segmentation_node.GetSegmentation().GetSegmentIdBySegmentName(name)
-            mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, volume_node)
+            segmentId = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(name)
+            mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
             np.testing.assert_array_equal(labels.get(name).mask, mask != 0)
     np.testing.assert_allclose(read_volume(tmp_path / "images/CT_1.nrrd").ijk_to_ras(), IJK_TO_RAS, atol=1e-9)
 
 
 def test_manifest_is_accepted_by_the_trainer(exporter_class, cohort, tmp_path):
-    from vessa.train.cohort import load_cohort
+    from vessa.train.data.cohort import load_cohort
 
     result = exporter_class(tmp_path).export(**cohort)
     loaded = load_cohort(result.manifest, ["liver", "spleen"])
@@ -95,7 +95,7 @@ def test_removed_cases_lose_their_files_and_folder_volumes_are_referenced(export
     folder_volume = write_volume(Volume(np.ones((2, 3, 4), np.float32)), tmp_path / "disk" / "scan 7.nii.gz")
     exporter = exporter_class(tmp_path / "cohort")
     exporter.export(**cohort)
-    result = exporter.export(cohort["labelled"][:1], [], ["liver"], unlabelled_files=[folder_volume])
+    result = exporter.export(cohort["labelled"][:1], [], ["liver"], unlabelledFiles=[folder_volume])
     manifest = json.loads(result.manifest.read_text())
     assert manifest["cases"][1] == {"id": "scan_7", "image": str(folder_volume.resolve()), "segmentation": None,
                                     "modality": "", "split": "unlabelled"}
@@ -123,7 +123,7 @@ BAD_INPUTS = [
     (lambda c: {**c, "structures": ["liver", "bone"]},
      r"do not match across cases: 'MR seg' \(for 'MR/2'\) lacks 'bone'; its segments: spleen, liver"),
     (lambda c: {**c, "unlabelled": [c["labelled"][1][0]]}, r"'MR/2' listed more than once"),
-    (lambda c: {**c, "unlabelled_files": ["/nonexistent/scan.nrrd"]}, r"scan.nrrd: not a volume file"),
+    (lambda c: {**c, "unlabelledFiles": ["/nonexistent/scan.nrrd"]}, r"scan.nrrd: not a volume file"),
 ]
 
 

@@ -12,7 +12,7 @@ import torch
 from train_scene import make_cohort
 
 from vessa.errors import InputError
-from vessa.jobs import EXIT_CANCELLED, JobSpec, JobStatus
+from vessa.jobs import EXIT_CANCELLED, JobSpec, StatusFile
 from vessa.weights import WeightsRegistry
 
 
@@ -24,18 +24,18 @@ class FakeRunner:
         self.pending: list[dict] = []
         self.ending = None
         self._exit = None
-        self.cancel_requested = False
+        self.cancelRequested = False
 
-    def start(self, argv, env=None, cwd=None, stderr_log=None):
-        self.starts.append({"argv": list(argv), "env": env, "cwd": cwd, "stderr_log": stderr_log})
-        self._exit, self.ending, self.cancel_requested = None, None, False
+    def start(self, argv, env=None, cwd=None, stderrLog=None):
+        self.starts.append({"argv": list(argv), "env": env, "cwd": cwd, "stderr_log": stderrLog})
+        self._exit, self.ending, self.cancelRequested = None, None, False
 
     def feed(self, *events, returncode=None, stderr=""):
         from VESSATrainLib.job_runner import JobExit
 
         self.pending += events
         if returncode is not None:
-            self.ending = JobExit(returncode, self.cancel_requested, stderr)
+            self.ending = JobExit(returncode, self.cancelRequested, stderr)
 
     def poll(self):
         events, self.pending = self.pending, []
@@ -44,7 +44,7 @@ class FakeRunner:
         return events
 
     def cancel(self):
-        self.cancel_requested = True
+        self.cancelRequested = True
 
     @property
     def running(self):
@@ -72,8 +72,8 @@ def make_logic(runner, tmp_path):
     from VESSATrainLib.train_logic import TrainLogic
 
     def make(gpus=0, free=2**40, **kwargs):
-        return TrainLogic(runner, registry=WeightsRegistry(tmp_path / "cache"), gpu_count=lambda: gpus,
-                          disk_free=lambda folder: free, python="/opt/slicer/bin/PythonSlicer", **kwargs)
+        return TrainLogic(runner, registry=WeightsRegistry(tmp_path / "cache"), gpuCount=lambda: gpus,
+                          diskFree=lambda folder: free, python="/opt/slicer/bin/PythonSlicer", **kwargs)
 
     return make
 
@@ -82,7 +82,7 @@ def make_logic(runner, tmp_path):
 def params(slicer, tmp_path):
     from VESSATrainLib.train_parameters import TrainParameters
 
-    return TrainParameters(**make_cohort(slicer), budget=50, output_folder=str(tmp_path / "job"))
+    return TrainParameters(**make_cohort(slicer), budget=50, outputFolder=str(tmp_path / "job"))
 
 
 def save_checkpoint(path: Path) -> str:
@@ -117,7 +117,7 @@ def test_start_exports_writes_specs_and_launches_stage1(make_logic, runner, para
 
 def test_more_than_one_gpu_runs_torchrun_and_a_time_budget_sets_the_spec(make_logic, runner, params):
     params.gpus, params.stages, params.method = 2, "stage2", "dusss"
-    params.budget, params.budget_unit = 30, "minutes"
+    params.budget, params.budgetUnit = 30, "minutes"
     logic = make_logic(gpus=4)
     logic.start(params)
     argv = runner.starts[0]["argv"]
@@ -127,17 +127,17 @@ def test_more_than_one_gpu_runs_torchrun_and_a_time_budget_sets_the_spec(make_lo
     spec = JobSpec.from_json(argv[9])
     assert (spec.stage, spec.method, spec.time_budget_s, spec.options) == ("stage2", "dusss", 1800.0, {})
     assert (spec.steps, spec.schedule, spec.log_every, spec.checkpoint_every) == (1_000_000, "constant", 10, 100)
-    assert logic.progress.time_budgets == {"stage2": 1800.0}
+    assert logic.progress.timeBudgets == {"stage2": 1800.0}
 
 
 def test_start_checkpoints_by_registry_name(make_logic, runner, params, tmp_path):
     registry = WeightsRegistry(tmp_path / "cache")
     entry = registry.add_file(save_checkpoint(tmp_path / "mine.pt"), name="my-assistant")
-    params.init_checkpoint = "my-assistant"
+    params.initCheckpoint = "my-assistant"
     make_logic().start(params)
     assert JobSpec.from_json(runner.starts[0]["argv"][-1]).init_checkpoint == str(registry.location(entry))
 
-    params.stages, params.output_folder = "stage2", str(tmp_path / "job2")
+    params.stages, params.outputFolder = "stage2", str(tmp_path / "job2")
     make_logic().start(params)
     spec = JobSpec.from_json(runner.starts[1]["argv"][-1])
     assert (spec.stage, spec.init_checkpoint) == ("stage2", None)
@@ -161,7 +161,7 @@ def test_both_stages_chain_register_and_summarise(make_logic, runner, params, tm
     job = logic.folder
     assistant = save_checkpoint(job / "stage1" / "vessa_stage1.pt")  # stage 1's inference export
     stage1_checkpoint = save_checkpoint(job / "stage1" / "ckpt_step50.pt")
-    JobStatus(job / "stage1").update("finished", method="vessa", step=50, total=50, last_checkpoint=stage1_checkpoint)
+    StatusFile(job / "stage1").update("finished", method="vessa", step=50, total=50, last_checkpoint=stage1_checkpoint)
     runner.feed({"event": "started", "stage": "stage1", "step": 0, "total": 50},
                 {"event": "progress", "stage": "stage1", "step": 50, "total": 50, "loss": 0.25, "dice": 0.5},
                 {"event": "finished", "stage": "stage1", "step": 50, "total": 50, "checkpoint": stage1_checkpoint},
@@ -179,7 +179,7 @@ def test_both_stages_chain_register_and_summarise(make_logic, runner, params, tm
     assert registry.check(entry).read_bytes() == Path(assistant).read_bytes()
 
     stage2_checkpoint = save_checkpoint(job / "stage2" / "ckpt_step50.pt")
-    JobStatus(job / "stage2").update("finished", step=50, total=50, last_checkpoint=stage2_checkpoint)
+    StatusFile(job / "stage2").update("finished", step=50, total=50, last_checkpoint=stage2_checkpoint)
     runner.feed({"event": "finished", "stage": "stage2", "step": 50, "checkpoint": stage2_checkpoint}, returncode=0)
     assert logic.poll() == [f"stage 2 finished at step 50: {stage2_checkpoint}"]
     assert logic.state == "finished"
@@ -206,7 +206,7 @@ def test_cancel_and_failure_are_reported(make_logic, runner, params):
     logic = make_logic()
     logic.start(params)
     logic.cancel()
-    assert runner.cancel_requested
+    assert runner.cancelRequested
     runner.feed({"event": "cancelled", "stage": "stage1", "step": 7, "checkpoint": "/j/ckpt_step7.pt"},
                 returncode=EXIT_CANCELLED)
     logic.poll()
@@ -234,8 +234,8 @@ def test_a_crash_without_an_error_event_shows_the_exit_code(make_logic, runner, 
 
 def test_restore_after_restart_and_resume_from_the_checkpoint(make_logic, runner, params):
     make_logic().start(params)
-    job = Path(params.output_folder).resolve()
-    status = JobStatus(job / "stage1")
+    job = Path(params.outputFolder).resolve()
+    status = StatusFile(job / "stage1")
     status.update("running", step=20, total=50, last_checkpoint=str(job / "stage1" / "ckpt_step20.pt"))
     status.fields["pid"] = 2**22 + 12345  # a process that is gone: Slicer was closed while training
     (job / "stage1" / "status.json").write_text(json.dumps(status.fields))
@@ -252,8 +252,8 @@ def test_restore_after_restart_and_resume_from_the_checkpoint(make_logic, runner
 
 def test_restore_of_a_failed_job_shows_the_stderr_tail(make_logic, params):
     make_logic().start(params)
-    job = Path(params.output_folder).resolve()
-    JobStatus(job / "stage1").update("failed", step=3, message="JobError: loss became NaN")
+    job = Path(params.outputFolder).resolve()
+    StatusFile(job / "stage1").update("failed", step=3, message="JobError: loss became NaN")
     (job / "stage1" / "stderr.log").write_text("line 1\nTraceback\nJobError: loss became NaN\n")
     logic = make_logic()
     assert logic.restore(job)
@@ -263,9 +263,9 @@ def test_restore_of_a_failed_job_shows_the_stderr_tail(make_logic, params):
 
 def test_restore_registers_a_stage_that_finished_while_closed(make_logic, params, tmp_path):
     make_logic().start(params)
-    job = Path(params.output_folder).resolve()
+    job = Path(params.outputFolder).resolve()
     save_checkpoint(job / "stage1" / "vessa_stage1.pt")
-    JobStatus(job / "stage1").update("finished", step=50, total=50, last_checkpoint=str(job / "stage1" / "last.pt"))
+    StatusFile(job / "stage1").update("finished", step=50, total=50, last_checkpoint=str(job / "stage1" / "last.pt"))
     logic = make_logic()
     assert logic.restore(job)
     assert (logic.state, logic.current) == ("cancelled", "stage2")
@@ -276,8 +276,8 @@ def test_restore_registers_a_stage_that_finished_while_closed(make_logic, params
 
 def test_a_job_still_running_elsewhere_is_followed_through_its_status(make_logic, params):
     make_logic().start(params)
-    job = Path(params.output_folder).resolve()
-    JobStatus(job / "stage1").update("running", step=4, total=50)  # pid: this (living) process
+    job = Path(params.outputFolder).resolve()
+    StatusFile(job / "stage1").update("running", step=4, total=50)  # pid: this (living) process
     logic = make_logic()
     assert logic.restore(job)
     assert logic.state == "detached"
@@ -285,7 +285,7 @@ def test_a_job_still_running_elsewhere_is_followed_through_its_status(make_logic
     assert logic.poll() == []
     with pytest.raises(InputError, match="a training job is running"):
         logic.resume()
-    JobStatus(job / "stage1").update("cancelled", step=9)
+    StatusFile(job / "stage1").update("cancelled", step=9)
     assert logic.poll() == ["stage1 stopped at step 9; Resume continues from its last checkpoint"]
     assert logic.state == "cancelled"
 
@@ -304,13 +304,13 @@ def bad(**changes):
 
 BAD_REQUESTS = [
     (bad(labelled=[]), "no labelled case"),
-    (bad(output_folder=""), "choose an output folder"),
+    (bad(outputFolder=""), "choose an output folder"),
     (bad(stages="stage2", unlabelled=[]), "stage 2 .* needs unlabelled volumes"),
     (bad(stages="stage2", method="vessa"), "needs a trained stage-1 assistant"),
-    (bad(init_checkpoint="no-such-weights"), "unknown checkpoint 'no-such-weights'"),
+    (bad(initCheckpoint="no-such-weights"), "unknown checkpoint 'no-such-weights'"),
     (bad(gpus=3), "3 GPUs requested but 1 found"),
-    (bad(unlabelled_folder="/nonexistent/folder"), "unlabelled folder not found"),
-    (bad(device="tpu"), "device must be one of auto, cuda, cpu"),
+    (bad(unlabelledFolder="/nonexistent/folder"), "unlabelled folder not found"),
+    (bad(device="tpu"), "device 'tpu' is not one of auto, cuda, cpu"),
 ]
 
 
@@ -321,12 +321,12 @@ def test_bad_requests_are_refused_before_anything_starts(make_logic, runner, par
     with pytest.raises(InputError, match=message):
         make_logic(gpus=1).start(params)
     assert runner.starts == []
-    assert not (Path(params.output_folder) / "cohort").exists()
+    assert not (Path(params.outputFolder) / "cohort").exists()
 
 
 def test_output_folder_not_writable(make_logic, runner, params, tmp_path):
     (tmp_path / "a file").write_text("")
-    params.output_folder = str(tmp_path / "a file" / "job")
+    params.outputFolder = str(tmp_path / "a file" / "job")
     with pytest.raises(InputError, match=r"output folder .*a file/job is not writable"):
         make_logic().start(params)
     assert runner.starts == []
@@ -342,46 +342,33 @@ def test_disk_full_and_missing_pytorch(make_logic, runner, params):
 
 def test_a_folder_with_a_run_is_not_started_over(make_logic, runner, params):
     make_logic().start(params)
-    JobStatus(Path(params.output_folder) / "stage1").update("cancelled", step=12)
+    StatusFile(Path(params.outputFolder) / "stage1").update("cancelled", step=12)
     with pytest.raises(InputError, match=r"already holds a stage1 run \(cancelled at step 12\); press Resume"):
         make_logic().start(params)
     assert len(runner.starts) == 1
 
 
 def test_python_is_pythonslicer_when_on_path(monkeypatch, tmp_path):
-    from VESSATrainLib.train_logic import python_executable
+    from VESSATrainLib.train_logic import pythonExecutable
 
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert python_executable() == sys.executable
+    assert pythonExecutable() == sys.executable
     launcher = tmp_path / "PythonSlicer"
     launcher.write_text("#!/bin/sh\n")
     launcher.chmod(0o755)
-    assert python_executable() == str(launcher)
+    assert pythonExecutable() == str(launcher)
 
-
-
-def test_the_assistant_file_is_the_one_stage1_exports():
-    import ast
-
-    import vessa.train
-
-    source = Path(vessa.train.__file__).with_name("stage1.py").read_text()
-    exported = next(node.value.value for node in ast.parse(source).body if isinstance(node, ast.Assign)
-                    and [target.id for target in node.targets] == ["EXPORT_NAME"])
-    from VESSATrainLib.train_logic import STAGE1_EXPORT
-
-    assert exported == STAGE1_EXPORT  # read from the source: importing stage1 would import torch and sam2
 
 
 def test_cancel_reaches_a_detached_job(make_logic, params, tmp_path):
     import subprocess
 
     make_logic().start(params)
-    job = Path(params.output_folder).resolve()
+    job = Path(params.outputFolder).resolve()
     child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("job_child.py")), "loop", str(tmp_path)],
                              stdout=subprocess.PIPE, text=True)
     assert '"started"' in child.stdout.readline()  # its SIGTERM handler is installed
-    status = JobStatus(job / "stage1")
+    status = StatusFile(job / "stage1")
     status.update("running", step=1)
     (job / "stage1" / "status.json").write_text(json.dumps({**status.fields, "pid": child.pid}))
     logic = make_logic()

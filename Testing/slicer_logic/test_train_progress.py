@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from VESSATrainLib.progress_model import ProgressModel, format_duration
+from VESSATrainLib.progress_model import ProgressModel, formatDuration
 
 
 class Clock:
@@ -19,13 +19,13 @@ class Clock:
                                                (725, "12 min"), (3600, "1 h 00 min"), (7530, "2 h 06 min"),
                                                (-3, "0 s")])
 def test_format_duration(seconds, text):
-    assert format_duration(seconds) == text
+    assert formatDuration(seconds) == text
 
 
 def test_two_stage_progress_fraction_eta_and_series():
     clock = Clock()
     model = ProgressModel(["stage1", "stage2"], clock=clock)
-    assert model.fraction == 0 and model.eta_text() == ""
+    assert model.fraction == 0 and model.etaText() == ""
     assert model.update({"event": "started", "stage": "stage1", "step": 0, "total": 100}) == \
         "stage 1: started at step 0 of 100"
     clock.now += 30
@@ -33,19 +33,19 @@ def test_two_stage_progress_fraction_eta_and_series():
                          "dice": 0.25, "lr": 1e-4, "eta_s": 750.0})
     assert line == "stage 1 step 50/100: loss 0.5, dice 0.25, lr 0.0001"
     assert model.fraction == pytest.approx(0.25)
-    assert model.eta_text() == "about 12 min left in stage 1, then stage 2"
-    assert model.elapsed_s == 30
+    assert model.etaText() == "about 12 min left in stage 1, then stage 2"
+    assert model.elapsedSeconds == 30
     model.update({"event": "progress", "stage": "stage1", "step": 60, "total": 100, "loss": 0.4, "dice": None,
                   "eta_s": 30})
     assert model.series["stage1"] == {"loss": [(50, 0.5), (60, 0.4)], "dice": [(50, 0.25)], "lr": [(50, 1e-4)]}
-    assert model.last_metrics("stage1") == {"loss": 0.4, "dice": 0.25, "lr": 1e-4}
+    assert model.lastMetrics("stage1") == {"loss": 0.4, "dice": 0.25, "lr": 1e-4}
     model.update({"event": "finished", "stage": "stage1", "step": 100, "total": 100, "checkpoint": "/j/s1.pt"})
     assert model.fraction == pytest.approx(0.5)
     assert model.checkpoints == {"stage1": "/j/s1.pt"}
     model.update({"event": "started", "stage": "stage2", "step": 0, "total": 10})
     model.update({"event": "progress", "stage": "stage2", "step": 5, "total": 10, "loss": 1.0, "eta_s": 5})
     assert model.fraction == pytest.approx(0.75)
-    assert model.eta_text() == "about 5 s left"
+    assert model.etaText() == "about 5 s left"
     assert model.series["stage2"] == {"loss": [(5, 1.0)]}
 
 
@@ -97,8 +97,8 @@ def test_plot_nodes_follow_the_series(slicer_scene):
     assert stage2.GetColor() == loss.GetColor()
     assert stage2.GetLineStyle() != loss.GetLineStyle()
 
-    assert plots.view_node().GetPlotChartNodeID() == chart.GetID()
-    assert plots.view_node() is plots.view_node()
+    assert plots.viewNode().GetPlotChartNodeID() == chart.GetID()
+    assert plots.viewNode() is plots.viewNode()
     before = slicer_scene.GetNumberOfNodes()
     plots.clear()
     assert slicer_scene.GetNumberOfNodes() == before - 8  # view, chart, 3 series, 3 tables
@@ -108,11 +108,11 @@ def test_plot_nodes_follow_the_series(slicer_scene):
 def test_a_time_budget_drives_fraction_and_eta():
     clock = Clock()
     model = ProgressModel(["stage2"], clock=clock)
-    model.time_budgets["stage2"] = 600.0
+    model.timeBudgets["stage2"] = 600.0
     model.update({"event": "started", "stage": "stage2", "step": 0, "total": 1_000_000})
     clock.now += 150
     model.update({"event": "progress", "stage": "stage2", "step": 300, "total": 1_000_000, "eta_s": 500_000})
     assert model.fraction == pytest.approx(0.25)
-    assert model.eta_text() == "about 8 min left"
+    assert model.etaText() == "about 8 min left"
     clock.now += 500
-    assert model.fraction == 1.0 and model.eta_text() == "about 0 s left"
+    assert model.fraction == 1.0 and model.etaText() == "about 0 s left"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from VESSATrainLib.job_runner import SubprocessJobRunner, read_tail, terminate_targets
+from VESSATrainLib.job_runner import SubprocessJobRunner, readTail, terminateTargets
 
 from vessa.jobs import EXIT_CANCELLED, parse_progress_line
 
@@ -42,7 +42,7 @@ def test_events_arrive_in_order_and_garbage_is_ignored():
     assert [event["step"] for event in events if event["event"] == "progress"] == [1, 2, 3, 4, 5]
     assert events[3]["loss"] == pytest.approx(1 / 3)
     assert events[-1]["checkpoint"] == "final.pt"
-    assert runner.exit.returncode == 0 and not runner.exit.cancel_requested
+    assert runner.exit.returncode == 0 and not runner.exit.cancelRequested
     assert not runner.running
     assert runner.poll() == []
 
@@ -50,13 +50,13 @@ def test_events_arrive_in_order_and_garbage_is_ignored():
 def test_crash_is_reported_with_its_error(tmp_path):
     log = tmp_path / "stderr.log"
     runner = SubprocessJobRunner(parse_progress_line)
-    runner.start(child("crash"), stderr_log=log)
+    runner.start(child("crash"), stderrLog=log)
     events = poll_until(runner, lambda events: False)
     assert [event["event"] for event in events] == ["progress"]
     assert runner.exit.returncode == 1
-    assert "RuntimeError: CUDA out of memory in the stand-in trainer" in runner.exit.stderr_tail
-    assert "Traceback" in runner.exit.stderr_tail
-    assert read_tail(log, lines=1) == "RuntimeError: CUDA out of memory in the stand-in trainer"
+    assert "RuntimeError: CUDA out of memory in the stand-in trainer" in runner.exit.stderrTail
+    assert "Traceback" in runner.exit.stderrTail
+    assert readTail(log, lines=1) == "RuntimeError: CUDA out of memory in the stand-in trainer"
 
 
 def test_cancel_lets_the_job_save_and_exit_with_the_cancel_code(tmp_path):
@@ -68,14 +68,14 @@ def test_cancel_lets_the_job_save_and_exit_with_the_cancel_code(tmp_path):
     assert time.monotonic() - asked < 0.1  # cancel never blocks the GUI thread
     events = poll_until(runner, lambda events: False, timeout=5)
     assert time.monotonic() - asked < 2.0
-    assert runner.exit.returncode == EXIT_CANCELLED and runner.exit.cancel_requested
+    assert runner.exit.returncode == EXIT_CANCELLED and runner.exit.cancelRequested
     assert events[-1]["event"] == "cancelled"
     saved = json.loads((tmp_path / "last.pt").read_text())
     assert saved["step"] == events[-1]["step"] >= 1
 
 
 def test_cancel_kills_a_tree_that_ignores_sigterm_within_the_grace_time():
-    runner = SubprocessJobRunner(parse_progress_line, grace_s=0.5)
+    runner = SubprocessJobRunner(parse_progress_line, graceSeconds=0.5)
     runner.start(child("stubborn"))
     events = poll_until(runner, lambda events: bool(events))
     grandchild = psutil.Process(int(events[0]["message"].split()[-1]))
@@ -83,7 +83,7 @@ def test_cancel_kills_a_tree_that_ignores_sigterm_within_the_grace_time():
     runner.cancel()
     poll_until(runner, lambda events: False, timeout=5)
     assert time.monotonic() - asked < 2.0
-    assert runner.exit.cancel_requested and runner.exit.returncode != 0
+    assert runner.exit.cancelRequested and runner.exit.returncode != 0
     assert ended(grandchild)
 
 
@@ -92,7 +92,7 @@ def test_cancel_spares_forked_helpers(tmp_path):
     runner = SubprocessJobRunner(parse_progress_line)
     runner.start(child("forking", str(tmp_path)))
     poll_until(runner, lambda events: any(event["event"] == "progress" for event in events))
-    assert terminate_targets(psutil.Process(runner.pid)) == [psutil.Process(runner.pid)]
+    assert terminateTargets(psutil.Process(runner.pid)) == [psutil.Process(runner.pid)]
     runner.cancel()
     events = poll_until(runner, lambda events: False, timeout=5)
     assert runner.exit.returncode == EXIT_CANCELLED and events[-1]["event"] == "cancelled"
@@ -106,10 +106,10 @@ def test_cancel_through_a_launcher_signals_the_trainer_once(tmp_path):
     poll_until(runner, lambda events: any(event["event"] == "progress" for event in events))
     (trainer,) = psutil.Process(runner.pid).children()
     assert trainer.cmdline()[0] == "python-real"
-    assert terminate_targets(psutil.Process(runner.pid)) == [trainer]
+    assert terminateTargets(psutil.Process(runner.pid)) == [trainer]
     runner.cancel()
     events = poll_until(runner, lambda events: False, timeout=5)
-    assert runner.exit.returncode == EXIT_CANCELLED, runner.exit.stderr_tail
+    assert runner.exit.returncode == EXIT_CANCELLED, runner.exit.stderrTail
     assert events[-1]["event"] == "cancelled" and (tmp_path / "last.pt").is_file()
     assert not (tmp_path / "launcher-got-sigterm").exists()
 
@@ -171,13 +171,13 @@ def test_real_training_progress_cancel_within_2s_and_resume(tmp_path):
     """`vessa train` (supervised, CPU) launched as TrainLogic launches it, through the runner."""
     from VESSATrainLib.train_logic import TrainLogic
 
-    from vessa.train.checkpoint import load_checkpoint
+    from vessa.train.training_checkpoint import load_checkpoint
 
-    spec_path = endless_supervised_spec(tmp_path, batch_size=2)
+    specPath = endless_supervised_spec(tmp_path, batch_size=2)
     logic = TrainLogic(python=sys.executable)
     runner = SubprocessJobRunner(parse_progress_line)
 
-    runner.start(logic.argv(spec_path, resume=False, gpus=1), env=logic.environment(), cwd=tmp_path)
+    runner.start(logic.argv(specPath, resume=False, gpus=1), env=logic.environment(), cwd=tmp_path)
     events = poll_until(runner, lambda events: sum(e["event"] == "progress" for e in events) >= 3, timeout=120)
     assert runner.exit is None, runner.exit
     assert events[0]["event"] == "started" and events[0]["step"] == 0
@@ -190,12 +190,12 @@ def test_real_training_progress_cancel_within_2s_and_resume(tmp_path):
     assert time.monotonic() - asked < 2.0 + 0.5  # the grace, then the kill and the pipes closing
     # The job saves and reports within the grace; exiting can take longer (the interpreter's final
     # garbage collection over torch/monai objects takes seconds), and then it is killed.
-    assert runner.exit.cancel_requested and runner.exit.returncode in (EXIT_CANCELLED, -signal.SIGKILL)
+    assert runner.exit.cancelRequested and runner.exit.returncode in (EXIT_CANCELLED, -signal.SIGKILL)
     cancelled = events[-1]
     assert cancelled["event"] == "cancelled" and cancelled["step"] >= 3
     assert load_checkpoint(cancelled["checkpoint"]).step == cancelled["step"]
 
-    runner.start(logic.argv(spec_path, resume=True, gpus=1), env=logic.environment(), cwd=tmp_path)
+    runner.start(logic.argv(specPath, resume=True, gpus=1), env=logic.environment(), cwd=tmp_path)
     resumed = poll_until(runner, lambda events: any(e["event"] == "progress" for e in events), timeout=120)
     assert resumed[0]["event"] == "started" and resumed[0]["step"] == cancelled["step"]
     assert resumed[0]["resumed_from"] == cancelled["checkpoint"]
@@ -209,7 +209,7 @@ def test_torchrun_job_tree_is_cancelled_whole(tmp_path):
     """The >1-GPU command (torch.distributed.run), here with 2 CPU processes on gloo: cancel ends the tree."""
     from VESSATrainLib.train_logic import TrainLogic
 
-    from vessa.train.checkpoint import load_checkpoint
+    from vessa.train.training_checkpoint import load_checkpoint
 
     logic = TrainLogic(python=sys.executable)
     argv = logic.argv(endless_supervised_spec(tmp_path, batch_size=1), resume=False, gpus=2)
@@ -221,12 +221,12 @@ def test_torchrun_job_tree_is_cancelled_whole(tmp_path):
     assert events[0]["event"] == "started" and events[0]["world_size"] == 2
     tree = psutil.Process(runner.pid).children(recursive=True)
     assert len([p for p in tree if "vessa.cli" in " ".join(p.cmdline())]) == 2  # the two workers
-    assert terminate_targets(psutil.Process(runner.pid)) == [psutil.Process(runner.pid)]  # torchrun forwards
+    assert terminateTargets(psutil.Process(runner.pid)) == [psutil.Process(runner.pid)]  # torchrun forwards
     asked = time.monotonic()
     runner.cancel()
     events += poll_until(runner, lambda events: False, timeout=10)
     assert time.monotonic() - asked < 2.0 + 0.5
-    assert runner.exit.cancel_requested
+    assert runner.exit.cancelRequested
     assert [p.pid for p in tree if not ended(p)] == []
     assert events[-1]["event"] == "cancelled"
     assert load_checkpoint(events[-1]["checkpoint"]).step == events[-1]["step"]

@@ -16,13 +16,13 @@ def add_volume(slicer, name: str, array: np.ndarray, ijk_to_ras: np.ndarray = IJ
     return slicer.util.addVolumeFromArray(array, ijk_to_ras, name)
 
 
-def add_segmentation(slicer, name: str, volume_node, masks: dict[str, np.ndarray]):
+def add_segmentation(slicer, name: str, volumeNode, masks: dict[str, np.ndarray]):
     """A segmentation node made as the Segment Editor makes one: reference geometry, then labelmaps."""
     node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
     for index, (segment_name, mask) in enumerate(masks.items()):
-        segment_id = node.GetSegmentation().AddEmptySegment("", segment_name, [0.2 * index, 0.5, 0.9])
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), node, segment_id, volume_node)
+        segmentId = node.GetSegmentation().AddEmptySegment("", segment_name, [0.2 * index, 0.5, 0.9])
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), node, segmentId, volumeNode)
     return node
 
 

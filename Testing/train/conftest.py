@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from cohort_files import SIZE, blob_case, write_manifest
 
 from vessa.jobs import JobSpec
@@ -32,3 +33,13 @@ def make_spec(tiny_cohort: Path, tmp_path: Path):
                   "options": {"channels": [4, 8, 16], "res_units": 1}, **fields}
         return JobSpec(**values)
     return make
+
+
+@pytest.fixture(scope="module")
+def assistant():
+    """An untrained 128-px assistant, one per test module."""
+    from vessa.model.assistant import TemplateAssistant
+    from vessa.model.config import ModelConfig
+
+    torch.manual_seed(0)
+    return TemplateAssistant(ModelConfig(image_size=128))

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vessa.errors import JobError
-from vessa.train.batches import EpochBatches
+from vessa.train.data.batches import EpochBatches
 from vessa.train.distributed import Runtime
 
 
@@ -56,7 +56,7 @@ def test_workers_give_the_same_stream_across_epochs_from_one_set_of_processes(mo
         loaders.append(kwargs["num_workers"])
         return real_loader(*args, **kwargs)
 
-    monkeypatch.setattr("vessa.train.batches.DataLoader", counting_loader)
+    monkeypatch.setattr("vessa.train.data.batches.DataLoader", counting_loader)
     assert take(ahead, 2, 8) == take(plain, 2, 8)  # 8 steps: 3 epochs of 3 steps
     assert loaders == [2, 0]  # one loader (one set of workers) for all epochs
 

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from vessa.jobs import EXIT_CANCELLED, CancelFlag, JobStatus, read_status
+from vessa.jobs import EXIT_CANCELLED, CancelFlag, StatusFile, read_status
 
 
 def test_exit_code_for_cancel_is_3():
@@ -34,7 +34,7 @@ def test_request_without_a_signal():
 
 
 def test_status_is_written_atomically_and_read_back(tmp_path):
-    status = JobStatus(tmp_path)
+    status = StatusFile(tmp_path)
     status.update("running", step=0, total=10, last_checkpoint=None)
     status.update(step=5, last_checkpoint=str(tmp_path / "ckpt_step5.pt"))
     written = read_status(tmp_path)
@@ -48,8 +48,8 @@ def test_status_is_written_atomically_and_read_back(tmp_path):
 
 def test_status_rejects_unknown_states_and_other_ranks_write_nothing(tmp_path):
     with pytest.raises(ValueError, match="running, finished, cancelled, failed"):
-        JobStatus(tmp_path).update("paused")
-    JobStatus(tmp_path, enabled=False).update("running")
+        StatusFile(tmp_path).update("paused")
+    StatusFile(tmp_path, enabled=False).update("running")
     assert read_status(tmp_path) is None
 
 

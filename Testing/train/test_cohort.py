@@ -13,8 +13,8 @@ from cohort_files import SIZE, blob_case, write_manifest
 
 from vessa.errors import JobError
 from vessa.io import Segmentation, Volume, write_segmentation, write_volume
-from vessa.train.cohort import load_cohort, read_label_map, read_manifest
-from vessa.train.slices import SliceDataset
+from vessa.train.data.cohort import load_cohort, read_label_map, read_manifest
+from vessa.train.data.slices import SliceDataset
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_unreadable_manifest(tmp_path):
     with pytest.raises(JobError, match="cohort manifest not found"):
         read_manifest(tmp_path / "manifest.json")
     (tmp_path / "manifest.json").write_text("{")
-    with pytest.raises(JobError, match="not a readable JSON manifest"):
+    with pytest.raises(JobError, match="not a readable JSON cohort manifest"):
         read_manifest(tmp_path / "manifest.json")
 
 

@@ -9,7 +9,7 @@ import torch
 from job_process import JobProcess, write_spec
 
 from vessa.jobs import parse_progress_line, read_status
-from vessa.train.checkpoint import find_checkpoints, load_checkpoint
+from vessa.train.training_checkpoint import find_checkpoints, load_checkpoint
 
 
 def test_two_cpu_processes_train_with_rank_0_output_and_checkpoints(make_spec, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.linalg import sqrtm
 
-from vessa.train.dusss import (
+from vessa.train.methods.dusss_contrastive import (
     DuSSSHeads,
     GaussianHead,
     SSSConstants,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vessa.errors import JobError
-from vessa.train.episodes import EpisodeCase, EpisodeConfig, EpisodeSampler, gmm_render, sliceable_axes
+from vessa.train.data.episodes import EpisodeCase, EpisodeConfig, EpisodeSampler, gmm_render, sliceable_axes
 
 
 def toy_case() -> EpisodeCase:

@@ -9,7 +9,7 @@ from vessa.jobs.spec import JobSpec
 from vessa.model.checkpoint import read_checkpoint
 from vessa.model.config import ModelConfig
 from vessa.train import recipes
-from vessa.train.stage1 import model_config, stage1_options
+from vessa.train.methods.stage1 import model_config, stage1_options
 from vessa.weights import WeightsRegistry
 
 

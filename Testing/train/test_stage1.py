@@ -11,7 +11,7 @@ from vessa.errors import JobError
 from vessa.io import Segmentation, Volume, write_segmentation, write_volume
 from vessa.jobs.spec import JobSpec
 from vessa.train.distributed import Runtime
-from vessa.train.stage1 import build_stage1, stage1_options
+from vessa.train.methods.stage1 import build_stage1, stage1_options
 
 CPU = Runtime(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vessa.errors import JobError
-from vessa.train.batches import StepBatches
+from vessa.train.data.batches import StepBatches
 from vessa.train.distributed import Runtime
 
 CPU = Runtime(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))

@@ -8,7 +8,7 @@ from job_process import JobProcess, write_spec
 
 from vessa import cli
 from vessa.jobs import EXIT_CANCELLED, parse_progress_line, read_status
-from vessa.train.checkpoint import load_checkpoint
+from vessa.train.training_checkpoint import load_checkpoint
 
 
 def test_sigterm_cancels_with_a_checkpoint_and_resume_finishes(make_spec, tmp_path):

@@ -7,7 +7,7 @@ import signal
 from job_process import JobProcess, write_spec
 
 from vessa.jobs import read_status
-from vessa.train.checkpoint import latest_checkpoint, load_checkpoint
+from vessa.train.training_checkpoint import latest_checkpoint, load_checkpoint
 
 
 def test_kill_9_then_resume_loses_at_most_one_checkpoint_interval(make_spec, tmp_path):

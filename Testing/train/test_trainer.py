@@ -13,10 +13,11 @@ import torch
 
 from vessa.errors import JobError
 from vessa.jobs import CancelFlag, ProgressWriter, parse_progress_line, read_status
-from vessa.train.checkpoint import find_checkpoints, load_checkpoint
 from vessa.train.distributed import init_distributed
-from vessa.train.objective import TrainingSetup, build_setup
+from vessa.train.methods import build_setup
+from vessa.train.objective import TrainingSetup
 from vessa.train.trainer import Trainer, resume_point, run_job
+from vessa.train.training_checkpoint import find_checkpoints, load_checkpoint
 
 
 class Events(io.StringIO):
@@ -161,9 +162,9 @@ def test_resume_rules(make_spec):
 
 
 def test_methods_not_registered_yet_and_bad_options(make_spec, monkeypatch):
-    from vessa.train import objective
+    from vessa.train import methods
 
-    monkeypatch.delitem(objective.OBJECTIVES, "stage2:unimatch", raising=False)
+    monkeypatch.delitem(methods.METHODS, "stage2:unimatch")
     with pytest.raises(JobError, match="method 'stage2:unimatch' is not available yet \\(available: .*"
                                        "stage2:supervised"):
         build_setup(make_spec(method="unimatch"), init_distributed("cpu"))

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from vessa.errors import CheckpointError
-from vessa.train import checkpoint as ckpt
-from vessa.train.checkpoint import (
+from vessa.train import training_checkpoint as ckpt
+from vessa.train.training_checkpoint import (
     TrainingState,
     capture_rng,
     find_checkpoints,

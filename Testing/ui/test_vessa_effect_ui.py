@@ -1,5 +1,5 @@
 """SegmentEditorVESSA.ui loads with PySide6's QUiLoader offscreen and has every widget, signal and
-property the VESSA effect uses; the panel renders to a PNG (Resources/render_ui.py)."""
+property the VESSA effect uses; the panel renders to a PNG (tools/render_ui.py)."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def test_sliders_match_the_parameter_ranges():
 
 @pytest.mark.parametrize("example", ["templates", "drawn"])
 def test_panel_renders_to_png(tmp_path, panel, example):
-    spec = importlib.util.spec_from_file_location("render_ui", ROOT / "Resources" / "render_ui.py")
+    spec = importlib.util.spec_from_file_location("render_ui", ROOT / "tools" / "render_ui.py")
     render_ui = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render_ui)
     output = render_ui.render(tmp_path / "panel.png", example)

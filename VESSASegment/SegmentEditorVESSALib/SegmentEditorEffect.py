@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import qt
 import slicer
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
+from VESSASegmentLib.declared_parameters import SettingsStore
 from VESSASegmentLib.dependency_logic import DependencyLogic
-from VESSASegmentLib.parameters import TEMPLATE_SOURCES, Parameters  # TEMPLATE_SOURCES: combo box order
+from VESSASegmentLib.parameters import SETTINGS_GROUP, TEMPLATE_SOURCES, Parameters  # sources: combo box order
 from VESSASegmentLib.user_message import userMessage
 
 from vessa.errors import VessaError
@@ -113,7 +114,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.ui.installButton.connect("clicked()", self.onInstall)
 
     def setMRMLDefaults(self):
-        for name, value in Parameters().toStrings().items():
+        """The defaults are the last settings used (QSettings), else Parameters' own."""
+        for name, value in SettingsStore(SETTINGS_GROUP).restore(Parameters()).toStrings().items():
             self.scriptedEffect.setParameterDefault(name, value)
 
     def parameters(self):
@@ -167,6 +169,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         parameters.opacity = self.ui.opacitySlider.value
         for name, value in parameters.toStrings().items():
             self.scriptedEffect.setParameter(name, value)
+        SettingsStore(SETTINGS_GROUP).save(parameters)
 
     def updateButtons(self):
         running, previewing = self.job is not None, self.preview is not None
@@ -219,7 +222,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 completion = state.results[0].completion
                 if completion is not None:
                     source = self.scriptedEffect.parameterSetNode().GetSourceVolumeNode()
-                    done = self.lib.completionStatus(completion, self.lib.scene_io.node_ijk_to_ras(source), seconds)
+                    done = self.lib.completionStatus(completion, self.lib.scene_io.nodeIjkToRas(source), seconds)
                 else:
                     done = f"Done in {seconds:.1f} s: check the preview, then Apply."
                 self.ui.statusLabel.text = " ".join([done, *notes])
@@ -282,7 +285,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             entry = self.lib.BankLogic().save(
                 self.ui.bankPathLineEdit.currentPath, node.GetSourceVolumeNode(), node.GetSegmentationNode()
             )
-            self.ui.statusLabel.text = f"Saved case {entry.id!r} ({', '.join(entry.segment_names())}) to the bank."
+            self.ui.statusLabel.text = f"Saved case {entry.id!r} ({', '.join(entry.segmentNames())}) to the bank."
 
     def onInstall(self):
         with self._reporting("Install VESSA's Python packages"):

@@ -47,8 +47,8 @@ class ApplyLogic:
         if sourceNode is None or sourceNode.GetImageData() is None:
             segment.RemoveTag(TAG)  # without its grid nothing can be remembered; the next run looks afresh
             return
-        applied = scene_io.segment_mask(segmentationNode, result.task.segmentId, sourceNode)
+        applied = scene_io.segmentMask(segmentationNode, result.task.segmentId, sourceNode)
         memory = DrawnSliceMemory.record(
-            applied, completion.axis, completion.drawn, scene_io.node_geometry(sourceNode)
+            applied, completion.axis, completion.drawn, scene_io.nodeGeometry(sourceNode)
         )
         segment.SetTag(TAG, memory.toTag())

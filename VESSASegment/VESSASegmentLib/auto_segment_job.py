@@ -4,9 +4,10 @@ The GUI thread starts the job and polls `state()` from a QTimer; it never waits 
 Cancel takes effect at the model's next progress report (the callback raises inside the
 model), or at the latest when the current segment is done; a cancelled job has no results.
 CUDA out of memory while loading or running moves that segment's work to the CPU with a
-message (VolumeSegmenter itself first halves its batch, then falls back for that call: a result
-computed on the CPU by a GPU model is reported too); the next segment and the next run start
-on the chosen device again, and warn again if they fall back again.
+message (`vessa.model.device.with_cpu_fallback`, the fallback VolumeSegmenter uses for its own
+call after halving its batch: a result computed on the CPU by a GPU model is reported too); the
+next segment and the next run start on the chosen device again, and warn again if they fall
+back again.
 A task with drawn slices (template source "drawn") runs the few-slice completer instead of the
 template model; its drawn slices are put back exactly after the result is resampled onto the
 segmentation's geometry.
@@ -165,19 +166,16 @@ class AutoSegmentJob:
         )
 
     def _predict(self, task: SegmentTask, progress: Callable[[float], None]) -> PredictionResult | CompletionPrediction:
-        try:
-            model = self._predictorFor(self._device)
+        from vessa.model.device import with_cpu_fallback
+
+        def run(device: str) -> PredictionResult | CompletionPrediction:
+            model = self._predictorFor(device)
             prediction = self._call(model, task, progress)
-        except _Cancelled:
-            raise
-        except Exception as error:
-            if self._device == "cpu" or not _isOutOfMemory(error):
-                raise
-            self._warn(CPU_FALLBACK_MESSAGE)
-            return self._call(self._predictorFor("cpu"), task, progress)
-        if str(model.device).startswith("cuda") and prediction.device == "cpu":
-            self._warn(CPU_FALLBACK_MESSAGE)
-        return prediction
+            if str(model.device).startswith("cuda") and prediction.device == "cpu":  # the model fell back itself
+                self._warn(CPU_FALLBACK_MESSAGE)
+            return prediction
+
+        return with_cpu_fallback(run, self._device, lambda: self._warn(CPU_FALLBACK_MESSAGE))
 
     def _call(self, model, task: SegmentTask, progress: Callable[[float], None]):
         """One model call for `task`: completion of its drawn slices, or segmentation from its templates."""
@@ -185,9 +183,3 @@ class AutoSegmentJob:
         if task.drawn is not None:
             return model.complete(image, task.drawn, progress=progress, modality=modality)
         return model.segment(image, task.templates, task.text, progress=progress, modality=modality)
-
-
-def _isOutOfMemory(error: BaseException) -> bool:
-    from vessa.model.device import is_out_of_memory
-
-    return is_out_of_memory(error)

@@ -28,8 +28,8 @@ class BankLogic:
             raise BankError("saving templates needs a source volume and a segmentation")
         folder = Path(folder)
         bank = TemplateBank.open(folder) if (folder / INDEX_NAME).is_file() else TemplateBank.create(folder)
-        image = scene_io.node_to_volume(volumeNode)
-        segmentation = scene_io.node_to_segmentation(segmentationNode, volumeNode)
+        image = scene_io.nodeToVolume(volumeNode)
+        segmentation = scene_io.nodeToSegmentation(segmentationNode, volumeNode)
         filled = [segment for segment in segmentation.segments if segment.mask.any()]
         if not filled:
             raise BankError(f"segmentation {segmentationNode.GetName()!r} has no non-empty segment to save")

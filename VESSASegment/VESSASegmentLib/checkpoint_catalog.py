@@ -8,10 +8,7 @@ from pathlib import Path
 from vessa.errors import CheckpointError
 from vessa.weights import WeightsRegistry
 
-NO_CHECKPOINT_REASON = (
-    "no model checkpoint on this computer: fetch one (vessa weights fetch sam2.1_hiera_tiny), train one "
-    "with the VESSA Train module, or add a file (vessa weights add FILE)"
-)
+from .parameters import NO_CHECKPOINT_REASON
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ class ConfidenceOverlay:
     def __init__(self, results: list[TaskResult], threshold: float):
         self.results = results
         grid = results[0].sourceProbability
-        self.volumeNode = scene_io.volume_to_node(grid.with_array(self.values(threshold)), "VESSA slice confidence")
+        self.volumeNode = scene_io.volumeToNode(grid.with_array(self.values(threshold)), "VESSA slice confidence")
         self.volumeNode.SetHideFromEditors(True)
         self.colorNode = self._createColors()
         display = self.volumeNode.GetDisplayNode()

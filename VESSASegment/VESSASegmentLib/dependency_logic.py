@@ -60,7 +60,6 @@ REQUIREMENTS = (
     Requirement("tqdm", "tqdm>=4.66"),
     Requirement("platformdirs", "platformdirs>=3"),
     Requirement("psutil", "psutil>=5.9"),
-    Requirement("yaml", "pyyaml>=6"),
     Requirement("matplotlib", "matplotlib>=3.7"),
     Requirement("onnx", "onnx>=1.15"),
 )

@@ -80,10 +80,10 @@ class DrawnSliceCollector:
         """The completion input of one segment; InputError saying what to do when there is none."""
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         name = segment.GetName()
-        mask = scene_io.segment_mask(segmentationNode, segmentId, sourceVolumeNode)
+        mask = scene_io.segmentMask(segmentationNode, segmentId, sourceVolumeNode)
         memory = readMemory(segment)
         try:
-            if mask.any() and memory is not None and memory.holdsFor(mask, scene_io.node_geometry(sourceVolumeNode)):
+            if mask.any() and memory is not None and memory.holdsFor(mask, scene_io.nodeGeometry(sourceVolumeNode)):
                 drawn = memory.drawnNow(mask)
                 kept, erased = self._drawnOnly(mask, memory.axis, drawn)
                 axis = memory.axis
@@ -101,11 +101,11 @@ class DrawnSliceCollector:
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         if segment is None or sourceVolumeNode is None or sourceVolumeNode.GetImageData() is None:
             return False
-        mask = scene_io.segment_mask(segmentationNode, segmentId, sourceVolumeNode)
+        mask = scene_io.segmentMask(segmentationNode, segmentId, sourceVolumeNode)
         if not mask.any():
             return False
         memory = readMemory(segment)
-        if memory is not None and memory.holdsFor(mask, scene_io.node_geometry(sourceVolumeNode)):
+        if memory is not None and memory.holdsFor(mask, scene_io.nodeGeometry(sourceVolumeNode)):
             return True
         try:
             drawnSlices(mask)

@@ -1,13 +1,24 @@
-"""Parameters: the VESSA effect's settings, stored as strings in the segment editor node."""
+"""Parameters: the VESSA effect's settings, with declared limits, stored as strings in the segment editor
+node; the last ones are remembered across Slicer sessions (`declared_parameters.SettingsStore`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Annotated
+
+from vessa.errors import InputError
+
+from .declared_parameters import Choice, WithinRange, parseValue, violations
 
 DEVICES = ("auto", "cpu", "cuda")
 TEMPLATE_SOURCES = ("scene", "bank", "drawn")
-_TRUE = ("1", "true", "yes", "on")
+SETTINGS_GROUP = "VESSA/Segment"  # QSettings group of the remembered parameters
+# the one message for a run that needs a checkpoint when none is there (also the catalogue's)
+NO_CHECKPOINT_REASON = (
+    "no model checkpoint on this computer: fetch one (vessa weights fetch sam2.1_hiera_tiny), train one "
+    "with the VESSA Train module, or add a file (vessa weights add FILE)"
+)
 
 
 @dataclass
@@ -27,35 +38,32 @@ class Parameters:
     """
 
     text: str = ""
-    templateSource: str = "scene"
+    templateSource: Annotated[str, Choice(TEMPLATE_SOURCES)] = "scene"
     bankFolder: str = ""
     checkpoint: str = ""
-    device: str = "auto"
-    threshold: float = 0.5
-    opacity: float = 0.6
+    device: Annotated[str, Choice(DEVICES)] = "auto"
+    threshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5  # and neither end: isValid
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
     fastPass: bool = False
     allowUntrained: bool = False
 
+    # kept across Slicer sessions (QSettings); the text and the source belong to one segment
+    REMEMBERED = ("checkpoint", "device", "threshold", "opacity", "fastPass", "bankFolder")
+
     def isValid(self) -> tuple[bool, str]:
         """(True, "") or (False, the reason, naming the value and what is expected)."""
-        if self.device not in DEVICES:
-            return False, f"device {self.device!r} is not one of {', '.join(DEVICES)}"
-        if self.templateSource not in TEMPLATE_SOURCES:
-            return False, f"template source {self.templateSource!r} is not one of {', '.join(TEMPLATE_SOURCES)}"
-        if not 0.0 < self.threshold < 1.0:
+        problems = violations(self)
+        if problems:
+            return False, problems[0]
+        if self.threshold in (0.0, 1.0):  # all voxels or none
             return False, f"threshold {self.threshold} must be between 0 and 1"
-        if not 0.0 <= self.opacity <= 1.0:
-            return False, f"opacity {self.opacity} must be between 0 and 1"
         if self.templateSource == "bank":
             if not self.bankFolder:
                 return False, "choose a template bank folder (a folder with bank.json), or use templates from the scene"
             if not (Path(self.bankFolder) / "bank.json").is_file():
                 return False, f"{self.bankFolder} is not a template bank: it has no bank.json"
         if self.needsCheckpoint() and not self.checkpoint and not self.allowUntrained:
-            return False, (
-                "no model checkpoint: fetch one (vessa weights fetch sam2.1_hiera_tiny), train one with "
-                "VESSA Train, or add a file (vessa weights add FILE)"
-            )
+            return False, NO_CHECKPOINT_REASON
         return True, ""
 
     def needsCheckpoint(self) -> bool:
@@ -78,22 +86,15 @@ class Parameters:
     def fromStrings(cls, values: dict[str, str]) -> Parameters:
         """Parameters from `toStrings` output; missing keys keep their defaults.
 
-        Numbers that do not parse raise ValueError naming the key and the value.
+        Numbers that do not parse raise InputError naming the key and the value.
         """
         parameters = cls()
         for field in fields(cls):
             if field.name not in values:
                 continue
             text = values[field.name]
-            default = getattr(parameters, field.name)
-            if isinstance(default, bool):
-                value = text.strip().lower() in _TRUE
-            elif isinstance(default, float):
-                try:
-                    value = float(text)
-                except ValueError:
-                    raise ValueError(f"parameter {field.name}={text!r}: expected a number") from None
-            else:
-                value = text
-            setattr(parameters, field.name, value)
+            try:
+                setattr(parameters, field.name, parseValue(type(getattr(parameters, field.name)), text))
+            except ValueError:
+                raise InputError(f"parameter {field.name}={text!r}: expected a number") from None
         return parameters

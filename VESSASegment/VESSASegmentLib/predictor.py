@@ -11,7 +11,7 @@ from vessa.io import Template, Volume
 
 
 class PredictionResult(Protocol):
-    """What `vessa.model.volume.SegmentResult` provides: probability (float32 Volume on the
+    """What `vessa.model.volume_segmenter.SegmentResult` provides: probability (float32 Volume on the
     input's grid), slice_confidence (one value per slice along array axis `axis`), seconds, and
     the device that computed it ("cpu" after an out-of-memory fallback from the GPU)."""
 
@@ -23,7 +23,7 @@ class PredictionResult(Protocol):
 
 
 class Predictor(Protocol):
-    """`vessa.model.volume.VolumeSegmenter`, or a stand-in in tests; `slice_step` and `device`
+    """`vessa.model.volume_segmenter.VolumeSegmenter`, or a stand-in in tests; `slice_step` and `device`
     (where each call starts) as there."""
 
     slice_step: int

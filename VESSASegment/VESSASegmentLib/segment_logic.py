@@ -23,6 +23,7 @@ from .parameters import Parameters
 from .predictor import PredictorLoader
 from .segment_request import SegmentRequest, SegmentTask
 from .template_collector import TemplateCollector
+from .terminology import Structure
 
 
 class SegmentLogic:
@@ -106,14 +107,14 @@ class SegmentLogic:
 
     def suggestedSource(self, parameters: Parameters, sourceVolumeNode, segmentationNode, segmentId: str) -> str:
         """The template source for a newly selected segment: "drawn" when the segment has drawn
-        slices and no other volume has a non-empty segment of its name; "scene" instead of
-        "drawn" for a segment with such templates and no drawn slices; otherwise (and always
-        while a bank is chosen) the current one."""
+        slices and no other volume has a non-empty segment of its structure (terminology, else
+        name); "scene" instead of "drawn" for a segment with such templates and no drawn slices;
+        otherwise (and always while a bank is chosen) the current one."""
         current = parameters.templateSource
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId) if segmentationNode and segmentId else None
         if current == "bank" or segment is None:
             return current
-        templates = self.collector.hasSceneTemplates(segment.GetName(), sourceVolumeNode)
+        templates = self.collector.hasSceneTemplates(Structure.ofSegment(segment), sourceVolumeNode)
         if current == "scene" and templates:
             return current
         drawn = self.drawnCollector.hasDrawnSlices(segmentationNode, segmentId, sourceVolumeNode)
@@ -151,7 +152,7 @@ class SegmentLogic:
         if parameters.templateSource == "drawn":
             drawn = self.drawnCollector.collect(segmentationNode, segmentId, sourceVolumeNode)
             return SegmentTask(segmentId, name, name, [], drawn=drawn)
-        collection = self.collector.collect(name, sourceVolumeNode, bank)
+        collection = self.collector.collect(Structure.ofSegment(segment), sourceVolumeNode, bank)
         return SegmentTask(segmentId, name, parameters.promptText(name), collection.templates, collection.warnings)
 
     @staticmethod
@@ -160,7 +161,7 @@ class SegmentLogic:
     ) -> SegmentRequest:
         """Copy what the worker needs out of the scene (the transforms as matrices, now) and add
         the warnings about the image (constant, a slice step above a structure's extent)."""
-        image = scene_io.node_to_volume(sourceVolumeNode)
+        image = scene_io.nodeToVolume(sourceVolumeNode)
         for task in tasks:
             task.warnings += image_warnings(image, task.templates, parameters.sliceStep())
         return SegmentRequest(

@@ -9,11 +9,11 @@ import slicer
 
 from vessa.errors import BankError, InputError
 from vessa.io import Template, TemplateBank, Volume
-from vessa.io.bank import normalise_name
 from vessa.plausibility import modality_warning
 
 from . import scene_io
 from .modality import volumeModality
+from .terminology import Structure
 
 # Segmentation nodes carrying this attribute are VESSA's own previews, never templates.
 PREVIEW_ATTRIBUTE = "VESSA.Preview"
@@ -28,11 +28,12 @@ class TemplateCollection:
 
 
 class TemplateCollector:
-    """Finds templates by segment name (case-insensitive, spaces/underscores alike).
+    """Finds the templates of a structure (`terminology.Structure`: terminology codes, else the
+    name; a plain name is a structure without codes).
 
-    In the scene, a template is a non-empty segment of that name in a segmentation whose
+    In the scene, a template is a non-empty segment of that structure in a segmentation whose
     reference volume (the volume it was drawn on) is not the target volume; the mask is taken
-    on that volume's grid, whatever the segmentation's own geometry.
+    on that volume's grid, whatever the segmentation's own geometry. A bank is searched by name.
     """
 
     def sceneTemplatePairs(self, targetVolumeNode) -> list[tuple[object, object]]:
@@ -59,23 +60,23 @@ class TemplateCollector:
             names.update(segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs())
         return sorted(names, key=str.lower)
 
-    def hasSceneTemplates(self, name: str, targetVolumeNode) -> bool:
-        """Whether another volume's segmentation has a non-empty segment called `name` (cheap:
+    def hasSceneTemplates(self, structure: Structure | str, targetVolumeNode) -> bool:
+        """Whether another volume's segmentation has a non-empty segment of `structure` (cheap:
         reads the segments' own labelmaps, resamples nothing)."""
-        wanted = normalise_name(name)
+        wanted = _structure(structure)
         for segmentationNode, _ in self.sceneTemplatePairs(targetVolumeNode):
             segmentation = segmentationNode.GetSegmentation()
             for segmentId in segmentation.GetSegmentIDs():
-                if normalise_name(segmentation.GetSegment(segmentId).GetName()) != wanted:
+                if not wanted.matches(Structure.ofSegment(segmentation.GetSegment(segmentId))):
                     continue
                 voxels = slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentationNode, segmentId)
                 if voxels is not None and np.any(voxels == segmentation.GetSegment(segmentId).GetLabelValue()):
                     return True
         return False
 
-    def fromScene(self, name: str, targetVolumeNode) -> TemplateCollection:
-        """Templates of `name` from the scene; InputError listing the names there are if none."""
-        wanted = normalise_name(name)
+    def fromScene(self, structure: Structure | str, targetVolumeNode) -> TemplateCollection:
+        """Templates of `structure` from the scene; InputError listing the names there are if none."""
+        wanted = _structure(structure)
         targetModality = volumeModality(targetVolumeNode)
         collection = TemplateCollection([])
         images: dict[str, tuple[Volume, str]] = {}
@@ -84,14 +85,14 @@ class TemplateCollector:
             matches = [
                 segmentId
                 for segmentId in segmentation.GetSegmentIDs()
-                if normalise_name(segmentation.GetSegment(segmentId).GetName()) == wanted
+                if wanted.matches(Structure.ofSegment(segmentation.GetSegment(segmentId)))
             ]
             for segmentId in matches:
-                segment = scene_io.node_to_segmentation(segmentationNode, volumeNode, [segmentId]).segments[0]
+                segment = scene_io.nodeToSegmentation(segmentationNode, volumeNode, [segmentId]).segments[0]
                 if not segment.mask.any():
                     continue
                 if volumeNode.GetID() not in images:
-                    image = scene_io.node_to_volume(volumeNode)
+                    image = scene_io.nodeToVolume(volumeNode)
                     images[volumeNode.GetID()] = (image, volumeModality(volumeNode, image.array))
                 image, modality = images[volumeNode.GetID()]
                 template = Template(
@@ -102,7 +103,8 @@ class TemplateCollector:
         if not collection.templates:
             names = self.sceneNames(targetVolumeNode)
             raise InputError(
-                f"no template for {name!r}: no other volume has a non-empty segment of that name; "
+                f"no template for {wanted.name!r}: no other volume has a non-empty segment of that name or "
+                "terminology; "
                 f"segments on other volumes: {', '.join(names) or '(none)'}"
             )
         return collection
@@ -115,12 +117,13 @@ class TemplateCollector:
             self._checkModality(collection, template, targetVolumeNode.GetName(), targetModality)
         return collection
 
-    def collect(self, name: str, targetVolumeNode, bank: TemplateBank | None) -> TemplateCollection:
-        """From `bank` if given, else from the scene."""
+    def collect(self, structure: Structure | str, targetVolumeNode, bank: TemplateBank | None) -> TemplateCollection:
+        """From `bank` if given (by name), else from the scene."""
+        wanted = _structure(structure)
         if bank is None:
-            return self.fromScene(name, targetVolumeNode)
+            return self.fromScene(wanted, targetVolumeNode)
         try:
-            return self.fromBank(bank, name, targetVolumeNode)
+            return self.fromBank(bank, wanted.name, targetVolumeNode)
         except BankError as error:
             raise InputError(str(error)) from None
 
@@ -129,3 +132,7 @@ class TemplateCollector:
         warning = modality_warning(template, targetName, targetModality)
         if warning:
             collection.warnings.append(warning)
+
+
+def _structure(structure: Structure | str) -> Structure:
+    return Structure(structure) if isinstance(structure, str) else structure

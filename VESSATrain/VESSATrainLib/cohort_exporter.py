@@ -1,6 +1,6 @@
 """Scene volumes and segmentations -> a cohort folder (NRRD, .seg.nrrd, `manifest.json`) for a training job.
 
-Layout (the manifest format is `vessa.train.cohort`'s):
+Layout (the manifest format is `vessa.train.data.cohort`'s):
     <folder>/images/<case>.nrrd, <folder>/labels/<case>.seg.nrrd, <folder>/manifest.json,
     <folder>/export_index.json  (content digest of every file written, to skip unchanged nodes)
 
@@ -27,7 +27,7 @@ from VESSASegmentLib import scene_io
 
 from vessa.errors import InputError
 from vessa.io import VOLUME_SUFFIXES, Segmentation, Volume, atomic_path, write_segmentation, write_volume
-from vessa.train.cohort import MANIFEST_VERSION
+from vessa.train.data.cohort import MANIFEST_VERSION
 
 INDEX_FILE = "export_index.json"
 MANIFEST_FILE = "manifest.json"
@@ -42,7 +42,7 @@ class ExportResult:
     skipped: list[str]
 
 
-def volume_digest(volume: Volume) -> str:
+def volumeDigest(volume: Volume) -> str:
     """SHA-256 of a volume's dtype, shape, geometry and voxels."""
     digest = hashlib.sha256(f"{volume.array.dtype.str}{volume.shape}".encode())
     digest.update(volume.ijk_to_lps().tobytes())
@@ -50,16 +50,16 @@ def volume_digest(volume: Volume) -> str:
     return digest.hexdigest()
 
 
-def segmentation_digest(segmentation: Segmentation) -> str:
+def segmentationDigest(segmentation: Segmentation) -> str:
     """SHA-256 of a segmentation's grid and, per segment, name, colour, description and mask."""
-    digest = hashlib.sha256(volume_digest(segmentation.geometry()).encode())
+    digest = hashlib.sha256(volumeDigest(segmentation.geometry()).encode())
     for segment in segmentation.segments:
         digest.update(json.dumps([segment.name, list(segment.color), segment.description]).encode())
         digest.update(np.packbits(segment.mask).data)
     return digest.hexdigest()
 
 
-def _case_ids(names: Sequence[str]) -> list[str]:
+def _caseIds(names: Sequence[str]) -> list[str]:
     """File-name-safe, unique case ids from node or file names."""
     ids: list[str] = []
     for name in names:
@@ -71,7 +71,7 @@ def _case_ids(names: Sequence[str]) -> list[str]:
     return ids
 
 
-def _volume_file_stem(path: Path) -> str:
+def _volumeFileStem(path: Path) -> str:
     name = path.name
     return name[: -len(next(s for s in VOLUME_SUFFIXES if name.lower().endswith(s)))]
 
@@ -88,7 +88,7 @@ class CohortExporter:
 
     @staticmethod
     def check(labelled: Sequence[tuple], unlabelled: Sequence = (), structures: Sequence[str] = (),
-              unlabelled_files: Sequence[str | Path] = ()) -> None:
+              unlabelledFiles: Sequence[str | Path] = ()) -> None:
         """InputError with a message for the user if these inputs cannot make a training cohort.
 
         labelled: (volume node, segmentation node or None) pairs; unlabelled: volume nodes;
@@ -112,84 +112,84 @@ class CohortExporter:
                              "pick the segmentation of each labelled volume or list it as unlabelled")
         mismatches = []
         for volume, segmentation in labelled:
-            names = CohortExporter.segment_names(segmentation)
+            names = CohortExporter.segmentNames(segmentation)
             missing = [name for name in structures if name not in names]
             if missing:
                 mismatches.append(f"{segmentation.GetName()!r} (for {volume.GetName()!r}) lacks "
                                   f"{', '.join(map(repr, missing))}; its segments: {', '.join(names) or 'none'}")
         if mismatches:
             raise InputError("segment names do not match across cases: " + "; ".join(mismatches))
-        for path in map(Path, unlabelled_files):
+        for path in map(Path, unlabelledFiles):
             if not path.is_file() or not any(path.name.lower().endswith(s) for s in VOLUME_SUFFIXES):
                 raise InputError(f"{path}: not a volume file ({', '.join(VOLUME_SUFFIXES)})")
 
     @staticmethod
-    def segment_names(segmentation_node) -> list[str]:
+    def segmentNames(segmentationNode) -> list[str]:
         """The segment names of a segmentation node, in its order."""
-        segmentation = segmentation_node.GetSegmentation()
+        segmentation = segmentationNode.GetSegmentation()
         return [segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs()]
 
     def export(self, labelled: Sequence[tuple], unlabelled: Sequence = (), structures: Sequence[str] = (),
-               unlabelled_files: Sequence[str | Path] = ()) -> ExportResult:
+               unlabelledFiles: Sequence[str | Path] = ()) -> ExportResult:
         """Check the inputs, write new or changed files, drop files of removed cases, write the manifest.
 
         Labelled cases get split "train" and only the `structures` segments; unlabelled volume
-        nodes are written as images, `unlabelled_files` are referenced where they are.
+        nodes are written as images, `unlabelledFiles` are referenced where they are.
         """
-        self.check(labelled, unlabelled, structures, unlabelled_files)
-        index = self._read_index()
+        self.check(labelled, unlabelled, structures, unlabelledFiles)
+        index = self._readIndex()
         files: dict[str, str] = {}  # relative path -> digest of its content
         written: list[str] = []
         cases = []
         nodes = [volume for volume, _ in labelled] + list(unlabelled)
-        files_paths = [Path(path).resolve() for path in unlabelled_files]
-        ids = _case_ids([n.GetName() for n in nodes] + [_volume_file_stem(p) for p in files_paths])
-        for case_id, volume_node in zip(ids, nodes, strict=False):
+        filesPaths = [Path(path).resolve() for path in unlabelledFiles]
+        ids = _caseIds([n.GetName() for n in nodes] + [_volumeFileStem(p) for p in filesPaths])
+        for case_id, volumeNode in zip(ids, nodes, strict=False):
             image = f"images/{case_id}.nrrd"
-            self._write(image, scene_io.node_to_volume(volume_node), index, files, written)
+            self._write(image, scene_io.nodeToVolume(volumeNode), index, files, written)
             cases.append({"id": case_id, "image": image, "segmentation": None, "modality": "",
                           "split": "unlabelled"})
-        for case, (volume_node, segmentation_node) in zip(cases, labelled, strict=False):
-            segment_ids = [segmentation_node.GetSegmentation().GetSegmentIdBySegmentName(name)
+        for case, (volumeNode, segmentationNode) in zip(cases, labelled, strict=False):
+            segmentIds = [segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(name)
                            for name in structures]
             label = f"labels/{case['id']}.seg.nrrd"
-            segmentation = scene_io.node_to_segmentation(segmentation_node, volume_node, segment_ids)
+            segmentation = scene_io.nodeToSegmentation(segmentationNode, volumeNode, segmentIds)
             self._write(label, segmentation, index, files, written)
             case.update(segmentation=label, split="train")
-        for case_id, path in zip(ids[len(nodes):], files_paths, strict=True):
+        for case_id, path in zip(ids[len(nodes):], filesPaths, strict=True):
             cases.append({"id": case_id, "image": str(path), "segmentation": None, "modality": "",
                           "split": "unlabelled"})
         for stale in set(index) - set(files):
             if re.fullmatch(r"(images|labels)/[A-Za-z0-9._-]+", stale):  # only files this class wrote
                 (self.folder / stale).unlink(missing_ok=True)
-        self._write_json(INDEX_FILE, {"version": 1, "files": files})
-        manifest = self._write_json(MANIFEST_FILE, {"version": MANIFEST_VERSION, "structures": list(structures),
+        self._writeJson(INDEX_FILE, {"version": 1, "files": files})
+        manifest = self._writeJson(MANIFEST_FILE, {"version": MANIFEST_VERSION, "structures": list(structures),
                                                     "cases": cases})
         return ExportResult(manifest, written, sorted(set(files) - set(written)))
 
     def _write(self, relative: str, content: Volume | Segmentation, index: dict[str, str],
                files: dict[str, str], written: list[str]) -> None:
-        is_volume = isinstance(content, Volume)
-        digest = volume_digest(content) if is_volume else segmentation_digest(content)
+        isVolume = isinstance(content, Volume)
+        digest = volumeDigest(content) if isVolume else segmentationDigest(content)
         files[relative] = digest
         path = self.folder / relative
         if index.get(relative) == digest and path.is_file():
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        if is_volume:
+        if isVolume:
             write_volume(content, path)
         else:
             write_segmentation(content, path)
         written.append(relative)
 
-    def _read_index(self) -> dict[str, str]:
+    def _readIndex(self) -> dict[str, str]:
         try:
             index = json.loads((self.folder / INDEX_FILE).read_text(encoding="utf-8"))
             return {str(k): str(v) for k, v in index["files"].items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return {}  # no (readable) index: everything is written again
 
-    def _write_json(self, name: str, data: dict) -> Path:
+    def _writeJson(self, name: str, data: dict) -> Path:
         path = self.folder / name
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:

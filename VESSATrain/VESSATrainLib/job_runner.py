@@ -31,16 +31,16 @@ class JobExit:
     """How a finished process ended: its exit code, whether a cancel was asked for, its last stderr lines."""
 
     returncode: int
-    cancel_requested: bool
-    stderr_tail: str
+    cancelRequested: bool
+    stderrTail: str
 
 
 class JobRunner(Protocol):
     """What `TrainLogic` needs from a process launcher."""
 
     def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              cwd: str | os.PathLike | None = None, stderr_log: str | os.PathLike | None = None) -> None:
-        """Launch `argv`; stderr lines are also appended to `stderr_log` if given."""
+              cwd: str | os.PathLike | None = None, stderrLog: str | os.PathLike | None = None) -> None:
+        """Launch `argv`; stderr lines are also appended to `stderrLog` if given."""
 
     def poll(self) -> list[Event]:
         """The events that arrived since the last call, in order; never blocks."""
@@ -63,19 +63,19 @@ _END = object()  # queued by the stdout reader after the process has exited
 class SubprocessJobRunner:
     """A `JobRunner` on `subprocess.Popen` with reader threads, a queue and a psutil tree kill.
 
-    parse_line: turns one stdout line into an event, or None for any other output (ignored).
-    grace_s: how long `cancel` waits after SIGTERM before killing what is left of the tree.
-    stderr_lines: how many stderr lines `JobExit.stderr_tail` keeps.
+    parseLine: turns one stdout line into an event, or None for any other output (ignored).
+    graceSeconds: how long `cancel` waits after SIGTERM before killing what is left of the tree.
+    stderrLines: how many stderr lines `JobExit.stderrTail` keeps.
     """
 
-    def __init__(self, parse_line: Callable[[str], Event | None], grace_s: float = 2.0, stderr_lines: int = 40):
-        self.parse_line = parse_line
-        self.grace_s = grace_s
-        self._stderr: collections.deque[str] = collections.deque(maxlen=stderr_lines)
+    def __init__(self, parseLine: Callable[[str], Event | None], graceSeconds: float = 2.0, stderrLines: int = 40):
+        self.parseLine = parseLine
+        self.graceSeconds = graceSeconds
+        self._stderr: collections.deque[str] = collections.deque(maxlen=stderrLines)
         self._queue: queue.Queue = queue.Queue()
         self._process: subprocess.Popen | None = None
         self._threads: list[threading.Thread] = []
-        self._cancel_requested = False
+        self._cancelRequested = False
         self._exit: JobExit | None = None
 
     @property
@@ -92,12 +92,12 @@ class SubprocessJobRunner:
         return None if self._process is None else self._process.pid
 
     def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              cwd: str | os.PathLike | None = None, stderr_log: str | os.PathLike | None = None) -> None:
+              cwd: str | os.PathLike | None = None, stderrLog: str | os.PathLike | None = None) -> None:
         if self.running:
             raise RuntimeError("a job is already running in this runner")
         self._stderr.clear()
         self._queue = queue.Queue()
-        self._cancel_requested = False
+        self._cancelRequested = False
         self._exit = None
         self._process = subprocess.Popen(
             list(argv),
@@ -114,23 +114,23 @@ class SubprocessJobRunner:
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
         )
         self._threads = [
-            threading.Thread(target=self._read_stderr, args=(self._process, stderr_log), daemon=True),
-            threading.Thread(target=self._read_stdout, args=(self._process, self._queue), daemon=True),
+            threading.Thread(target=self._readStderr, args=(self._process, stderrLog), daemon=True),
+            threading.Thread(target=self._readStdout, args=(self._process, self._queue), daemon=True),
         ]
         for thread in self._threads:
             thread.start()
 
-    def _read_stdout(self, process: subprocess.Popen, lines: queue.Queue) -> None:
+    def _readStdout(self, process: subprocess.Popen, lines: queue.Queue) -> None:
         for line in process.stdout:
-            event = self.parse_line(line)
+            event = self.parseLine(line)
             if event is not None:
                 lines.put(event)
         process.wait()
         self._threads[0].join(timeout=5)  # the stderr tail is complete before the end is announced
         lines.put(_END)
 
-    def _read_stderr(self, process: subprocess.Popen, log_path: str | os.PathLike | None) -> None:
-        log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115 (closed below)
+    def _readStderr(self, process: subprocess.Popen, logPath: str | os.PathLike | None) -> None:
+        log = open(logPath, "a", encoding="utf-8") if logPath else None  # noqa: SIM115 (closed below)
         try:
             for line in process.stderr:
                 self._stderr.append(line.rstrip("\n"))
@@ -149,31 +149,31 @@ class SubprocessJobRunner:
             except queue.Empty:
                 break
             if item is _END:
-                self._exit = JobExit(self._process.returncode, self._cancel_requested, "\n".join(self._stderr))
+                self._exit = JobExit(self._process.returncode, self._cancelRequested, "\n".join(self._stderr))
             else:
                 events.append(item)
         return events
 
     def cancel(self) -> None:
-        if not self.running or self._cancel_requested:
+        if not self.running or self._cancelRequested:
             return
-        self._cancel_requested = True
+        self._cancelRequested = True
         try:
             root = psutil.Process(self._process.pid)
             tree = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return
-        for process in terminate_targets(root):
+        for process in terminateTargets(root):
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(signal.SIGTERM)
-        threading.Thread(target=self._kill_after_grace, args=(self._process, tree[1:]), daemon=True).start()
+        threading.Thread(target=self._killAfterGrace, args=(self._process, tree[1:]), daemon=True).start()
 
-    def _kill_after_grace(self, process: subprocess.Popen, descendants: list[psutil.Process]) -> None:
+    def _killAfterGrace(self, process: subprocess.Popen, descendants: list[psutil.Process]) -> None:
         # The launched process is waited for through Popen only: a psutil wait would reap it and
         # leave Popen a returncode of 0.
-        deadline = time.monotonic() + self.grace_s
+        deadline = time.monotonic() + self.graceSeconds
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=self.grace_s)
+            process.wait(timeout=self.graceSeconds)
         _, alive = psutil.wait_procs(descendants, timeout=max(0.0, deadline - time.monotonic()))
         for survivor in alive:  # children started after the SIGTERM (e.g. data loader workers)
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -194,7 +194,7 @@ class SubprocessJobRunner:
         return not self._threads[1].is_alive()
 
 
-def terminate_targets(root: psutil.Process) -> list[psutil.Process]:
+def terminateTargets(root: psutil.Process) -> list[psutil.Process]:
     """The processes of a job tree that get SIGTERM on cancel (after the grace, all of it is killed).
 
     Each job process gets exactly one SIGTERM, because a second one stops a trainer at once,
@@ -207,10 +207,10 @@ def terminate_targets(root: psutil.Process) -> list[psutil.Process]:
     """
     targets: list[psutil.Process] = []
 
-    def visit(process: psutil.Process, parent_cmdline: list[str] | None) -> None:
+    def visit(process: psutil.Process, parentCmdline: list[str] | None) -> None:
         try:
             cmdline = process.cmdline()
-            if cmdline == parent_cmdline:
+            if cmdline == parentCmdline:
                 return
             children = process.children()
             if not any(_relaunches(cmdline, child) for child in children):
@@ -226,11 +226,11 @@ def terminate_targets(root: psutil.Process) -> list[psutil.Process]:
 
 
 def _relaunches(cmdline: list[str], child: psutil.Process) -> bool:
-    child_cmdline = child.cmdline()
-    return len(cmdline) > 1 and child_cmdline[1:] == cmdline[1:] and child_cmdline[:1] != cmdline[:1]
+    childCmdline = child.cmdline()
+    return len(cmdline) > 1 and childCmdline[1:] == cmdline[1:] and childCmdline[:1] != cmdline[:1]
 
 
-def read_tail(path: str | os.PathLike, lines: int = 40) -> str:
+def readTail(path: str | os.PathLike, lines: int = 40) -> str:
     """The last `lines` lines of a text file such as a runner's stderr log ("" if it cannot be read)."""
     try:
         with open(Path(path), encoding="utf-8", errors="replace") as log:

@@ -38,12 +38,12 @@ class PlotLogic:
                     continue
                 key = (stage, metric)
                 if key not in self._tables:
-                    self._add_series(chart, key)
+                    self._addSeries(chart, key)
                 slicer.util.updateTableFromArray(self._tables[key], np.asarray(points, dtype=np.float64),
                                                  ["step", metric])
         return chart
 
-    def view_node(self):
+    def viewNode(self):
         """A plot view node showing the chart, for the panel's plot widget (created once)."""
         if self.view is None or self.view.GetScene() is not self.scene:
             self.view = self.scene.AddNewNodeByClass("vtkMRMLPlotViewNode", f"{self.name} view")
@@ -68,7 +68,7 @@ class PlotLogic:
             self.chart.SetLegendVisibility(True)
         return self.chart
 
-    def _add_series(self, chart, key: tuple[str, str]) -> None:
+    def _addSeries(self, chart, key: tuple[str, str]) -> None:
         stage, metric = key
         label = f"{STAGE_TITLES.get(stage, stage)} {metric}"
         table = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{self.name} {label}")

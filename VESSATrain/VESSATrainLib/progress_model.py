@@ -12,7 +12,7 @@ PROTOCOL_FIELDS = frozenset({"event", "stage", "step", "total", "eta_s"})
 STAGE_TITLES = {"stage1": "stage 1", "stage2": "stage 2"}
 
 
-def format_duration(seconds: float) -> str:
+def formatDuration(seconds: float) -> str:
     """A short human duration: '45 s', '12 min', '2 h 05 min'."""
     seconds = max(0, round(seconds))
     if seconds < 60:
@@ -28,7 +28,7 @@ class ProgressModel:
 
     `update(event)` takes the events of `vessa.jobs` (dicts) and returns a line for the log view.
     `series[stage][metric]` holds (step, value) pairs of every numeric metric (loss, dice, ...).
-    `time_budgets[stage]`: seconds, if that stage ends on a time budget; progress and ETA then
+    `timeBudgets[stage]`: seconds, if that stage ends on a time budget; progress and ETA then
     follow the clock (the step count is only an upper bound).
     """
 
@@ -41,49 +41,49 @@ class ProgressModel:
         self.stage = self.stages[0]
         self.step = 0
         self.total: int | None = None
-        self.eta_s: float | None = None
-        self.done_stages: list[str] = []
+        self.etaSeconds: float | None = None
+        self.doneStages: list[str] = []
         self.checkpoints: dict[str, str] = {}  # stage -> its last checkpoint
         self.error: str | None = None
-        self.started_at: float | None = None
-        self.time_budgets: dict[str, float | None] = {}
-        self._stage_started: dict[str, float] = {}
+        self.startedAt: float | None = None
+        self.timeBudgets: dict[str, float | None] = {}
+        self._stageStarted: dict[str, float] = {}
 
     @property
     def fraction(self) -> float:
         """Overall progress in 0..1; every stage counts the same."""
-        done = len(self.done_stages)
-        if self.stage not in self.done_stages:
+        done = len(self.doneStages)
+        if self.stage not in self.doneStages:
             steps = self.step / self.total if self.total else 0.0
-            budget = self.time_budgets.get(self.stage)
-            clock = self._stage_elapsed() / budget if budget else 0.0
+            budget = self.timeBudgets.get(self.stage)
+            clock = self._stageElapsed() / budget if budget else 0.0
             done += min(max(steps, clock), 1.0)
         return min(done / len(self.stages), 1.0)
 
-    def _stage_elapsed(self) -> float:
-        started = self._stage_started.get(self.stage)
+    def _stageElapsed(self) -> float:
+        started = self._stageStarted.get(self.stage)
         return 0.0 if started is None else self.clock() - started
 
     @property
-    def elapsed_s(self) -> float:
+    def elapsedSeconds(self) -> float:
         """Seconds since the first `started` event (0 before it)."""
-        return 0.0 if self.started_at is None else self.clock() - self.started_at
+        return 0.0 if self.startedAt is None else self.clock() - self.startedAt
 
-    def eta_text(self) -> str:
+    def etaText(self) -> str:
         """'about 12 min left', with a note on the stages that follow; '' when unknown."""
-        eta = self.eta_s
-        budget = self.time_budgets.get(self.stage)
-        if budget and self.stage in self._stage_started:
-            eta = min(eta if eta is not None else budget, max(budget - self._stage_elapsed(), 0.0))
-        if eta is None or self.stage in self.done_stages:
+        eta = self.etaSeconds
+        budget = self.timeBudgets.get(self.stage)
+        if budget and self.stage in self._stageStarted:
+            eta = min(eta if eta is not None else budget, max(budget - self._stageElapsed(), 0.0))
+        if eta is None or self.stage in self.doneStages:
             return ""
-        text = f"about {format_duration(eta)} left"
+        text = f"about {formatDuration(eta)} left"
         later = self.stages[self.stages.index(self.stage) + 1:]
         if later:
             text += f" in {self._title(self.stage)}, then {', '.join(map(self._title, later))}"
         return text
 
-    def last_metrics(self, stage: str) -> dict[str, float]:
+    def lastMetrics(self, stage: str) -> dict[str, float]:
         """The last value of every metric of `stage`."""
         return {name: points[-1][1] for name, points in self.series.get(stage, {}).items() if points}
 
@@ -96,21 +96,21 @@ class ProgressModel:
             self.series[stage] = {}
         title = self._title(stage)
         if kind in ("started", "progress"):
-            self._move_to(stage, event)
+            self._moveTo(stage, event)
         if kind == "started":
-            self.started_at = self.clock() if self.started_at is None else self.started_at
-            self._stage_started[stage] = self.clock()
+            self.startedAt = self.clock() if self.startedAt is None else self.startedAt
+            self._stageStarted[stage] = self.clock()
             for name, points in self.series[stage].items():  # a resumed job repeats the steps after its checkpoint
                 self.series[stage][name] = [point for point in points if point[0] <= self.step]
             return f"{title}: started at step {self.step}" + (f" of {self.total}" if self.total else "")
         if kind == "progress":
-            metrics = self._record_metrics(stage, event, self.step)
-            self.eta_s = event.get("eta_s")
+            metrics = self._recordMetrics(stage, event, self.step)
+            self.etaSeconds = event.get("eta_s")
             shown = ", ".join(f"{name} {value:.4g}" for name, value in metrics.items())
             return f"{title} step {self.step}/{self.total or '?'}" + (f": {shown}" if shown else "")
         if kind == "checkpoint":
             self.checkpoints[stage] = str(event.get("path"))
-            validation = self._record_metrics(stage, {k: v for k, v in event.items() if k.startswith("val_")},
+            validation = self._recordMetrics(stage, {k: v for k, v in event.items() if k.startswith("val_")},
                                               int(event.get("step", self.step)))
             shown = "".join(f", {name} {value:.4g}" for name, value in validation.items())
             return f"{title}: checkpoint {event.get('path')}{shown}"
@@ -120,8 +120,8 @@ class ProgressModel:
             if event.get("checkpoint"):
                 self.checkpoints[stage] = str(event["checkpoint"])
             self.step = int(event.get("step", self.step))
-            if stage not in self.done_stages:
-                self.done_stages.append(stage)
+            if stage not in self.doneStages:
+                self.doneStages.append(stage)
             return f"{title} finished at step {self.step}: {event.get('checkpoint') or 'no checkpoint'}"
         if kind == "cancelled":
             if event.get("checkpoint"):
@@ -133,14 +133,14 @@ class ProgressModel:
             return f"{title} error: {self.error}"
         return f"{title}: {kind}"
 
-    def _move_to(self, stage: str, event: dict[str, Any]) -> None:
+    def _moveTo(self, stage: str, event: dict[str, Any]) -> None:
         if stage != self.stage:
-            self.eta_s = None
+            self.etaSeconds = None
         self.stage = stage
         self.step = int(event.get("step", self.step))
         self.total = event.get("total", self.total)
 
-    def _record_metrics(self, stage: str, event: dict[str, Any], step: int) -> dict[str, float]:
+    def _recordMetrics(self, stage: str, event: dict[str, Any], step: int) -> dict[str, float]:
         metrics = {}
         for name, value in event.items():
             if name in PROTOCOL_FIELDS or isinstance(value, bool) or not isinstance(value, int | float):

@@ -6,7 +6,7 @@ Job folder (the panel's output folder):
     stage1/, stage2/        one `vessa train` job each: job.json (JobSpec), status.json, checkpoints,
                             metrics.csv, stderr.log
 Stages run one after the other. Stage 1 exports its assistant as `vessa_stage1.pt` (an inference
-checkpoint, `vessa.train.stage1.EXPORT_NAME`): stage 2 with VESSA uses it, and when stage 1
+checkpoint, `vessa.jobs.STAGE1_EXPORT`): stage 2 with VESSA uses it, and when stage 1
 finishes it is added to the weights registry, where the VESSA effect lists it. Stage-2 students
 are not assistants, so they are reported but not registered.
 States: idle -> running -> finished | cancelled | failed; "detached" after a restart while a
@@ -35,17 +35,16 @@ import psutil
 import vessa
 from vessa.errors import InputError, VessaError
 from vessa.io import atomic_path
-from vessa.jobs import EXIT_CANCELLED, JobSpec, parse_progress_line, read_status
+from vessa.jobs import EXIT_CANCELLED, STAGE1_EXPORT, JobSpec, parse_progress_line, read_status
 from vessa.weights import NAME_PATTERN, WeightsRegistry
 from VESSATrainLib.cohort_exporter import CohortExporter
-from VESSATrainLib.job_runner import JobRunner, SubprocessJobRunner, read_tail, terminate_targets
-from VESSATrainLib.progress_model import ProgressModel, format_duration
+from VESSATrainLib.job_runner import JobRunner, SubprocessJobRunner, readTail, terminateTargets
+from VESSATrainLib.progress_model import ProgressModel, formatDuration
 from VESSATrainLib.train_parameters import TrainParameters
 
 PLAN_FILE = "vessatrain.json"
 SPEC_FILE = "job.json"
 STDERR_FILE = "stderr.log"
-STAGE1_EXPORT = "vessa_stage1.pt"  # = vessa.train.stage1.EXPORT_NAME (not imported: that needs torch)
 # Disk space kept free for each stage's checkpoints (a rough upper bound: SAM2-tiny with AdamW
 # state is ~0.5 GB per checkpoint, `keep_checkpoints` + last + best of them).
 CHECKPOINT_RESERVE = {"stage1": 3 * 2**30, "stage2": 2**30}
@@ -56,7 +55,7 @@ CPU_WARNING = ("No CUDA GPU found: training runs on the CPU, which is many times
                "(hours where a GPU needs minutes). Use a small budget to try it out.")
 
 
-def cuda_device_count() -> int | None:
+def cudaDeviceCount() -> int | None:
     """CUDA devices visible to PyTorch; None if PyTorch is not installed."""
     if importlib.util.find_spec("torch") is None:
         return None
@@ -65,14 +64,14 @@ def cuda_device_count() -> int | None:
     return torch.cuda.device_count()
 
 
-def free_bytes(folder: Path) -> int:
+def freeBytes(folder: Path) -> int:
     """Free bytes on the file system of `folder` (or of its nearest existing parent)."""
     while not folder.exists() and folder.parent != folder:
         folder = folder.parent
     return shutil.disk_usage(folder).free
 
 
-def python_executable() -> str:
+def pythonExecutable() -> str:
     """Slicer's `PythonSlicer` where it is on PATH, else this interpreter."""
     return shutil.which("PythonSlicer") or sys.executable
 
@@ -81,17 +80,17 @@ class TrainLogic:
     """Runs a training request through a `JobRunner` (default: a real background process).
 
     registry: where finished checkpoints are registered (default: the user's WeightsRegistry);
-    gpu_count/disk_free/python: injectable for tests.
+    gpuCount/diskFree/python: injectable for tests.
     """
 
     def __init__(self, runner: JobRunner | None = None, registry: WeightsRegistry | None = None,
-                 gpu_count: Callable[[], int | None] = cuda_device_count,
-                 disk_free: Callable[[Path], int] = free_bytes, python: str | None = None):
+                 gpuCount: Callable[[], int | None] = cudaDeviceCount,
+                 diskFree: Callable[[Path], int] = freeBytes, python: str | None = None):
         self.runner = runner or SubprocessJobRunner(parse_progress_line)
         self.registry = registry
-        self.gpu_count = gpu_count
-        self.disk_free = disk_free
-        self.python = python or python_executable()
+        self.gpuCount = gpuCount
+        self.diskFree = diskFree
+        self.python = python or pythonExecutable()
         self.state = "idle"
         self.message = ""
         self.summary = ""
@@ -104,33 +103,33 @@ class TrainLogic:
 
     def validate(self, params: TrainParameters) -> list[str]:
         """Raise InputError if `params` cannot start a job; return warnings (e.g. CPU fallback)."""
-        ok, reason = params.is_valid()
+        ok, reason = params.isValid()
         if not ok:
             raise InputError(reason)
-        folder_files = self._folder_files(params.unlabelled_folder)
-        CohortExporter.check(params.labelled, params.unlabelled, params.structures, folder_files)
-        stages = params.stage_list()
-        if "stage2" in stages and not (params.unlabelled or folder_files):
+        folderFiles = self._folderFiles(params.unlabelledFolder)
+        CohortExporter.check(params.labelled, params.unlabelled, params.structures, folderFiles)
+        stages = params.stageList()
+        if "stage2" in stages and not (params.unlabelled or folderFiles):
             raise InputError("stage 2 (semi-supervised) needs unlabelled volumes: add some, or train stage 1 only")
-        if stages == ["stage2"] and params.method == "vessa" and not params.init_checkpoint:
+        if stages == ["stage2"] and params.method == "vessa" and not params.initCheckpoint:
             raise InputError("stage 2 with VESSA needs a trained stage-1 assistant: pick one, or train both stages")
-        self._checkpoint_path(params.init_checkpoint)
-        folder = Path(params.output_folder).expanduser()
-        self._require_writable(folder)
+        self._checkpointPath(params.initCheckpoint)
+        folder = Path(params.outputFolder).expanduser()
+        self._requireWritable(folder)
         for stage in stages:
             status = read_status(folder / stage)
             if status is not None:
                 raise InputError(f"{folder} already holds a {stage} run ({status['state']} at step "
                                  f"{status.get('step', 0)}); press Resume to continue it, or choose another folder")
-        needed = self._export_bytes(params) + sum(CHECKPOINT_RESERVE[stage] for stage in stages)
-        free = self.disk_free(folder)
+        needed = self._exportBytes(params) + sum(CHECKPOINT_RESERVE[stage] for stage in stages)
+        free = self.diskFree(folder)
         if free < needed:
             raise InputError(f"not enough disk space in {folder}: {free / 2**30:.1f} GiB free, about "
                              f"{needed / 2**30:.1f} GiB needed for the cohort and checkpoints")
-        return self._device_warnings(params)
+        return self._deviceWarnings(params)
 
     @staticmethod
-    def _folder_files(folder: str) -> list[Path]:
+    def _folderFiles(folder: str) -> list[Path]:
         if not folder.strip():
             return []
         path = Path(folder).expanduser()
@@ -144,7 +143,7 @@ class TrainLogic:
         return files
 
     @staticmethod
-    def _require_writable(folder: Path) -> None:
+    def _requireWritable(folder: Path) -> None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=folder):
@@ -153,7 +152,7 @@ class TrainLogic:
             raise InputError(f"output folder {folder} is not writable ({error.strerror or error})") from None
 
     @staticmethod
-    def _export_bytes(params: TrainParameters) -> int:
+    def _exportBytes(params: TrainParameters) -> int:
         """Uncompressed size of the volumes and of one uint8 label map per labelled case."""
         total = 0
         for node in [volume for volume, _ in params.labelled] + list(params.unlabelled):
@@ -164,8 +163,8 @@ class TrainLogic:
             total += volume.GetImageData().GetNumberOfPoints()
         return total
 
-    def _device_warnings(self, params: TrainParameters) -> list[str]:
-        count = self.gpu_count()
+    def _deviceWarnings(self, params: TrainParameters) -> list[str]:
+        count = self.gpuCount()
         if count is None:
             raise InputError("PyTorch is not installed in this Python: install it (in Slicer: the PyTorch "
                              "extension's PyTorch Utils module) and try again")
@@ -185,19 +184,19 @@ class TrainLogic:
         if self.state in ("running", "detached"):
             raise InputError("a training job is running; cancel it first")
         warnings = self.validate(params)
-        folder = Path(params.output_folder).expanduser().resolve()
+        folder = Path(params.outputFolder).expanduser().resolve()
         try:
             export = CohortExporter(folder / "cohort").export(
-                params.labelled, params.unlabelled, params.structures, self._folder_files(params.unlabelled_folder))
+                params.labelled, params.unlabelled, params.structures, self._folderFiles(params.unlabelledFolder))
         except OSError as error:
             raise InputError(f"exporting the cohort to {folder / 'cohort'} failed: {error.strerror or error}") from None
         gpus = self._gpus(params)
-        stages = params.stage_list()
+        stages = params.stageList()
         for stage in stages:
             self._spec(params, stage, folder, export.manifest, gpus).to_json(folder / stage / SPEC_FILE)
         self.plan = {"version": 1, "stages": stages, "gpus": gpus, "registered": {}}
         self.folder = folder
-        self._write_plan()
+        self._writePlan()
         lines = [*warnings, f"cohort: {len(export.written)} file(s) written, {len(export.skipped)} unchanged "
                  f"({export.manifest})"]
         lines += self._launch(stages[0], resume=False)
@@ -205,21 +204,21 @@ class TrainLogic:
         return lines
 
     def _gpus(self, params: TrainParameters) -> int:
-        count = self.gpu_count() or 0
+        count = self.gpuCount() or 0
         return params.gpus if params.device != "cpu" and count > 0 else 1
 
     def _spec(self, params: TrainParameters, stage: str, folder: Path, manifest: Path, gpus: int) -> JobSpec:
-        device = "cpu" if params.device == "cpu" or not self.gpu_count() else "cuda"
-        if params.budget_unit == "steps":
+        device = "cpu" if params.device == "cpu" or not self.gpuCount() else "cuda"
+        if params.budgetUnit == "steps":
             budget = {"steps": params.budget}
         else:
             budget = {"steps": STEPS_FOR_TIME_BUDGET, "time_budget_s": params.budget * 60.0, "schedule": "constant"}
         # Short runs report and checkpoint more often: ~50 points on the curves, ~10 checkpoints.
         steps = budget["steps"]
         budget.update(log_every=max(1, min(10, steps // 50)), checkpoint_every=max(1, min(100, steps // 10)))
-        init = self._checkpoint_path(params.init_checkpoint)
+        init = self._checkpointPath(params.initCheckpoint)
         options: dict[str, Any] = {}
-        first = stage == params.stage_list()[0]
+        first = stage == params.stageList()[0]
         if stage == "stage2" and params.method == "vessa":
             options["vessa_checkpoint"] = str(folder / "stage1" / STAGE1_EXPORT) if not first else init
         return JobSpec(stage=stage, method="vessa" if stage == "stage1" else params.method,
@@ -227,22 +226,22 @@ class TrainLogic:
                        device=device, init_checkpoint=init if first and stage == "stage1" else None,
                        options=options, **budget)
 
-    def _checkpoint_path(self, name_or_path: str) -> str | None:
+    def _checkpointPath(self, nameOrPath: str) -> str | None:
         """A registry name -> its cached file (no download here); a path as it is; "" -> None."""
-        if not name_or_path:
+        if not nameOrPath:
             return None
-        if Path(name_or_path).is_file():
-            return str(Path(name_or_path).resolve())
+        if Path(nameOrPath).is_file():
+            return str(Path(nameOrPath).resolve())
         registry = self._registry()
         try:
-            return str(registry.require_available(registry.get(name_or_path)))
+            return str(registry.require_available(registry.get(nameOrPath)))
         except VessaError as error:
             raise InputError(str(error)) from None
 
-    def argv(self, spec_path: Path, resume: bool, gpus: int) -> list[str]:
+    def argv(self, specPath: Path, resume: bool, gpus: int) -> list[str]:
         """The command of one stage: `python -m vessa.cli train --spec ...`, via torchrun for > 1 GPU."""
         launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"] if gpus > 1 else []
-        return [self.python, *launcher, "-m", "vessa.cli", "train", "--spec", str(spec_path)] + (
+        return [self.python, *launcher, "-m", "vessa.cli", "train", "--spec", str(specPath)] + (
             ["--resume"] if resume else [])
 
     @staticmethod
@@ -259,9 +258,9 @@ class TrainLogic:
         if self.progress is None:
             self.progress = ProgressModel(self.plan["stages"])
         spec = JobSpec.from_json(job / SPEC_FILE)
-        self.progress.time_budgets[stage] = spec.time_budget_s
+        self.progress.timeBudgets[stage] = spec.time_budget_s
         argv = self.argv(job / SPEC_FILE, resume, self.plan["gpus"])
-        self.runner.start(argv, env=self.environment(), cwd=job, stderr_log=job / STDERR_FILE)
+        self.runner.start(argv, env=self.environment(), cwd=job, stderrLog=job / STDERR_FILE)
         self.current, self.state, self.summary = stage, "running", ""
         return [f"{'resuming' if resume else 'starting'} {stage}: {' '.join(argv)}"]
 
@@ -270,7 +269,7 @@ class TrainLogic:
     def poll(self) -> list[str]:
         """Take the job's new events (call from a timer); returns the lines for the log view."""
         if self.state == "detached":
-            return self._follow_detached()
+            return self._followDetached()
         if self.state != "running":
             return []
         lines = [self.progress.update(event) for event in self.runner.poll()]
@@ -278,20 +277,20 @@ class TrainLogic:
         if end is None:
             return lines
         stage = self.current
-        if end.returncode == 0 and stage in self.progress.done_stages:
+        if end.returncode == 0 and stage in self.progress.doneStages:
             lines += self._register(stage)
             following = self.plan["stages"].index(stage) + 1
             if following < len(self.plan["stages"]):
                 return lines + self._launch(self.plan["stages"][following], resume=False)
             self.state, self.message = "finished", ""
-        elif end.cancel_requested or end.returncode == EXIT_CANCELLED:
+        elif end.cancelRequested or end.returncode == EXIT_CANCELLED:
             self.state = "cancelled"
             kept = self.progress.checkpoints.get(stage)
             self.message = f"{stage} cancelled; " + (f"checkpoint kept: {kept}" if kept else "no checkpoint yet")
         else:
             self.state = "failed"
             error = self.progress.error or f"the training process ended with exit code {end.returncode}"
-            self.message = f"{stage} failed: {error}" + (f"\n{end.stderr_tail}" if end.stderr_tail else "")
+            self.message = f"{stage} failed: {error}" + (f"\n{end.stderrTail}" if end.stderrTail else "")
         self.summary = self._summary()
         return lines + [self.message] if self.message else lines
 
@@ -302,7 +301,7 @@ class TrainLogic:
         elif self.state == "detached":
             with contextlib.suppress(psutil.NoSuchProcess, KeyError, TypeError):
                 process = psutil.Process(int(read_status(self.folder / self.current)["pid"]))
-                for member in terminate_targets(process):
+                for member in terminateTargets(process):
                     member.send_signal(signal.SIGTERM)
 
     # --- after a stage / after a restart -----------------------------------------------------
@@ -325,7 +324,7 @@ class TrainLogic:
         except VessaError as error:
             return [f"the {stage} checkpoint could not be registered: {error}"]
         self.plan["registered"][stage] = name
-        self._write_plan()
+        self._writePlan()
         return [f"{stage} checkpoint registered as '{name}' (vessa weights list)"]
 
     def _structures(self, stage: str) -> list[str]:
@@ -360,7 +359,7 @@ class TrainLogic:
             self.message = f"{self.current} is running in process {status['pid']} (started before a restart)"
         elif status.get("state") == "failed":
             self.state = "failed"
-            tail = read_tail(folder / self.current / STDERR_FILE, lines=15)
+            tail = readTail(folder / self.current / STDERR_FILE, lines=15)
             self.message = f"{self.current} failed: {status.get('message', '')}" + (f"\n{tail}" if tail else "")
         elif status:
             self.state = "cancelled"
@@ -387,7 +386,7 @@ class TrainLogic:
         self.progress, self.message = None, ""
         return self._launch(self.current, resume=bool(status.get("last_checkpoint")))
 
-    def _follow_detached(self) -> list[str]:
+    def _followDetached(self) -> list[str]:
         status = read_status(self.folder / self.current) or {}
         if status.get("state") == "running" and _alive(status.get("pid")):
             return []
@@ -405,21 +404,21 @@ class TrainLogic:
                 continue
             text = f"{stage}: {status['state']} at step {status.get('step', 0)}/{status.get('total', '?')}"
             if self.progress is not None:
-                metrics = self.progress.last_metrics(stage)
+                metrics = self.progress.lastMetrics(stage)
                 text += "".join(f", {name} {metrics[name]:.3f}" for name in ("loss", "dice") if name in metrics)
             if stage in self.plan["registered"]:
                 text += f"; checkpoint registered as '{self.plan['registered'][stage]}'"
             elif status.get("last_checkpoint"):
                 text += f"; last checkpoint {status['last_checkpoint']}"
             parts.append(text)
-        if self.progress is not None and self.progress.elapsed_s:
-            parts.append(f"time: {format_duration(self.progress.elapsed_s)}")
+        if self.progress is not None and self.progress.elapsedSeconds:
+            parts.append(f"time: {formatDuration(self.progress.elapsedSeconds)}")
         return "\n".join(parts)
 
     def _registry(self) -> WeightsRegistry:
         return self.registry or WeightsRegistry()
 
-    def _write_plan(self) -> None:
+    def _writePlan(self) -> None:
         with atomic_path(self.folder / PLAN_FILE) as tmp:
             tmp.write_text(json.dumps(self.plan, indent=2) + "\n", encoding="utf-8")
 

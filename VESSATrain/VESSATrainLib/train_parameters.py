@@ -1,9 +1,11 @@
-"""`TrainParameters`: what the panel asks for, and the choices its combo boxes offer."""
+"""`TrainParameters`: what the panel asks for, with declared limits, and the choices its combo boxes offer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from VESSASegmentLib.declared_parameters import Choice, Minimum, violations
 
 # (value, text shown) of each combo box; the widget fills the boxes from these.
 STAGE_CHOICES = (
@@ -24,6 +26,7 @@ BUDGET_UNITS = (
     ("steps", "steps"),
     ("minutes", "minutes"),
 )
+SETTINGS_GROUP = "VESSA/Train"  # QSettings group of the remembered parameters
 STAGES_OF = {"both": ["stage1", "stage2"], "stage1": ["stage1"], "stage2": ["stage2"]}
 
 
@@ -36,37 +39,37 @@ class TrainParameters:
     """A training request from the panel.
 
     labelled: (volume node, segmentation node or None) pairs; unlabelled: volume nodes;
-    unlabelled_folder: a folder of unlabelled volume files ("" = none); structures: segment
-    names to learn; stages/method/device/budget_unit: values of the *_CHOICES above;
-    init_checkpoint: registry name or file the first stage starts from ("" = none); gpus:
-    processes for torchrun when > 1; budget: steps or minutes per stage; output_folder: the job folder.
+    unlabelledFolder: a folder of unlabelled volume files ("" = none); structures: segment
+    names to learn; stages/method/device/budgetUnit: values of the *_CHOICES above;
+    initCheckpoint: registry name or file the first stage starts from ("" = none); gpus:
+    processes for torchrun when > 1; budget: steps or minutes per stage; outputFolder: the job folder.
     """
 
     labelled: list[tuple[Any, Any]] = field(default_factory=list)
     unlabelled: list[Any] = field(default_factory=list)
-    unlabelled_folder: str = ""
+    unlabelledFolder: str = ""
     structures: list[str] = field(default_factory=list)
-    stages: str = "both"
-    method: str = "vessa"
-    init_checkpoint: str = ""
-    device: str = "auto"
-    gpus: int = 1
-    budget: int = 2000
-    budget_unit: str = "steps"
-    output_folder: str = ""
+    stages: Annotated[str, Choice(_values(STAGE_CHOICES))] = "both"
+    method: Annotated[str, Choice(_values(METHOD_CHOICES))] = "vessa"
+    initCheckpoint: str = ""
+    device: Annotated[str, Choice(_values(DEVICE_CHOICES))] = "auto"
+    gpus: Annotated[int, Minimum(1)] = 1
+    budget: Annotated[int, Minimum(1)] = 2000
+    budgetUnit: Annotated[str, Choice(_values(BUDGET_UNITS))] = "steps"
+    outputFolder: str = ""
 
-    def stage_list(self) -> list[str]:
+    # kept across Slicer sessions (QSettings); the cohort and the job folder are the scene's
+    REMEMBERED = ("stages", "method", "device", "gpus", "budget", "budgetUnit")
+
+    def stageList(self) -> list[str]:
         """The stages to run, in order."""
         return list(STAGES_OF[self.stages])
 
-    def is_valid(self) -> tuple[bool, str]:
+    def isValid(self) -> tuple[bool, str]:
         """(True, "") if every choice is one of the offered values, else (False, reason)."""
-        for name, choices in (("stages", STAGE_CHOICES), ("method", METHOD_CHOICES),
-                              ("device", DEVICE_CHOICES), ("budget_unit", BUDGET_UNITS)):
-            if getattr(self, name) not in _values(choices):
-                return False, f"{name} must be one of {', '.join(_values(choices))}, got {getattr(self, name)!r}"
-        if self.gpus < 1 or self.budget < 1:
-            return False, f"GPUs ({self.gpus}) and budget ({self.budget}) must be at least 1"
-        if not self.output_folder.strip():
+        problems = violations(self)
+        if problems:
+            return False, problems[0]
+        if not self.outputFolder.strip():
             return False, "choose an output folder for the job"
         return True, ""

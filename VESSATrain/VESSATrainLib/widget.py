@@ -7,6 +7,7 @@ import traceback
 import ctk
 import qt
 import slicer
+from VESSASegmentLib.declared_parameters import SettingsStore, declared
 
 from vessa.errors import VessaError
 from vessa.weights import WeightsRegistry
@@ -17,6 +18,7 @@ from VESSATrainLib.train_parameters import (
     BUDGET_UNITS,
     DEVICE_CHOICES,
     METHOD_CHOICES,
+    SETTINGS_GROUP,
     STAGE_CHOICES,
     TrainParameters,
 )
@@ -54,8 +56,20 @@ class TrainWidget:
         self.ui.outputFolderEdit.settingKey = "VESSATrain/OutputFolder"
         self.ui.labelledTable.horizontalHeader().setSectionResizeMode(0, qt.QHeaderView.Stretch)
         self.ui.plotWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.gpuCountSpinBox.minimum = declared(TrainParameters, "gpus")[0].minimum
+        self.ui.budgetSpinBox.minimum = declared(TrainParameters, "budget")[0].minimum
+        self._showRemembered(SettingsStore(SETTINGS_GROUP).restore(TrainParameters()))
         self.onStageChanged()
         self.updateButtons()
+
+    def _showRemembered(self, remembered: TrainParameters) -> None:
+        """Put the last settings used (QSettings) into the controls."""
+        for combo, value in ((self.ui.stageComboBox, remembered.stages), (self.ui.methodComboBox, remembered.method),
+                             (self.ui.deviceComboBox, remembered.device),
+                             (self.ui.budgetUnitComboBox, remembered.budgetUnit)):
+            combo.setCurrentIndex(max(combo.findData(value), 0))
+        self.ui.gpuCountSpinBox.value = remembered.gpus
+        self.ui.budgetSpinBox.value = remembered.budget
 
     def _connect(self) -> None:
         self.ui.addPairButton.clicked.connect(self.onAddPair)
@@ -105,16 +119,16 @@ class TrainWidget:
             table.setItem(row, 1, qt.QTableWidgetItem(segmentation.GetName() if segmentation else "(none)"))
         checked = set(self.checkedStructures())
         known = {self.ui.structuresList.item(i).text() for i in range(self.ui.structuresList.count)}
-        names = [CohortExporter.segment_names(s) for _, s in self.pairs if s is not None]
+        names = [CohortExporter.segmentNames(s) for _, s in self.pairs if s is not None]
         self.ui.structuresList.clear()
         for name in dict.fromkeys(n for case in names for n in case):
             item = qt.QListWidgetItem(name)
             item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
-            in_all = all(name in case for case in names)
+            inAll = all(name in case for case in names)
             # New names start ticked if every labelled case has them; earlier choices are kept.
-            item.setCheckState(qt.Qt.Checked if (name in checked or (name not in known and in_all))
+            item.setCheckState(qt.Qt.Checked if (name in checked or (name not in known and inAll))
                                else qt.Qt.Unchecked)
-            if not in_all:
+            if not inAll:
                 item.setToolTip("Not every labelled case has this segment.")
             self.ui.structuresList.addItem(item)
         self.updateButtons()
@@ -155,22 +169,23 @@ class TrainWidget:
         return TrainParameters(
             labelled=list(self.pairs),
             unlabelled=list(self.ui.unlabelledVolumesSelector.checkedNodes()),
-            unlabelled_folder=self.ui.unlabelledFolderEdit.currentPath,
+            unlabelledFolder=self.ui.unlabelledFolderEdit.currentPath,
             structures=self.checkedStructures(),
             stages=self.ui.stageComboBox.currentData,
             method=self.ui.methodComboBox.currentData,
-            init_checkpoint=self.ui.initCheckpointComboBox.currentData or "",
+            initCheckpoint=self.ui.initCheckpointComboBox.currentData or "",
             device=self.ui.deviceComboBox.currentData,
             gpus=self.ui.gpuCountSpinBox.value,
             budget=self.ui.budgetSpinBox.value,
-            budget_unit=self.ui.budgetUnitComboBox.currentData,
-            output_folder=self.ui.outputFolderEdit.currentPath,
+            budgetUnit=self.ui.budgetUnitComboBox.currentData,
+            outputFolder=self.ui.outputFolderEdit.currentPath,
         )
 
     # --- job --------------------------------------------------------------------------------------
 
     def onStart(self) -> None:
         self.refreshCohort()
+        SettingsStore(SETTINGS_GROUP).save(self.parameters())
         self.ui.outputFolderEdit.addCurrentPathToHistory()
         self.plots.clear()
         self.ui.logView.clear()
@@ -222,12 +237,12 @@ class TrainWidget:
         state, progress = self.logic.state, self.logic.progress
         if progress is not None:
             self.ui.progressBar.value = int(round(progress.fraction * self.ui.progressBar.maximum))
-            self.ui.etaLabel.text = progress.eta_text() if state == "running" else ""
-            chart_series = {stage: metrics for stage, metrics in progress.series.items() if metrics}
-            if chart_series:
-                self.plots.update(chart_series)
-                if self.ui.plotWidget.mrmlPlotViewNode() is not self.plots.view_node():
-                    self.ui.plotWidget.setMRMLPlotViewNode(self.plots.view_node())
+            self.ui.etaLabel.text = progress.etaText() if state == "running" else ""
+            chartSeries = {stage: metrics for stage, metrics in progress.series.items() if metrics}
+            if chartSeries:
+                self.plots.update(chartSeries)
+                if self.ui.plotWidget.mrmlPlotViewNode() is not self.plots.viewNode():
+                    self.ui.plotWidget.setMRMLPlotViewNode(self.plots.viewNode())
         if state not in ACTIVE_STATES:
             self.timer.stop()
             self.ui.etaLabel.text = ""

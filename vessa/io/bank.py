@@ -29,7 +29,7 @@ INDEX_NAME = "bank.json"
 INDEX_VERSION = 1
 
 
-def normalise_name(name: str) -> str:
+def normalize_name(name: str) -> str:
     """Segment names compare case-insensitively with runs of spaces/underscores collapsed."""
     return re.sub(r"[\s_]+", " ", name).strip().lower()
 
@@ -157,15 +157,15 @@ class TemplateBank:
         return sorted({name for entry in self.entries for name in entry.segment_names()})
 
     def templates(self, name: str, exclude_case: str | None = None) -> list[Template]:
-        """Every exemplar of the structure `name` (matched by `normalise_name`), read from disk."""
+        """Every exemplar of the structure `name` (matched by `normalize_name`), read from disk."""
         if not self.entries:
             raise BankError(f"{self.root}: the template bank is empty")
-        wanted = normalise_name(name)
+        wanted = normalize_name(name)
         templates = []
         for entry in self.entries:
             if entry.id == exclude_case:
                 continue
-            matches = [s for s in entry.segments if normalise_name(s["name"]) == wanted]
+            matches = [s for s in entry.segments if normalize_name(s["name"]) == wanted]
             if not matches:
                 continue
             try:

@@ -4,17 +4,19 @@ Nothing here imports torch or Slicer, so the Slicer module can parse progress an
 with the same code the trainer writes them with.
 """
 
-from vessa.jobs.cancel import EXIT_CANCELLED, CancelFlag, JobStatus, read_status
+from vessa.jobs.cancel import EXIT_CANCELLED, CancelFlag
 from vessa.jobs.progress import EVENTS, ProgressWriter, parse_progress_line
-from vessa.jobs.spec import JobSpec
+from vessa.jobs.spec import STAGE1_EXPORT, JobSpec
+from vessa.jobs.status import StatusFile, read_status
 
 __all__ = [
     "EVENTS",
     "EXIT_CANCELLED",
+    "STAGE1_EXPORT",
     "CancelFlag",
     "JobSpec",
-    "JobStatus",
     "ProgressWriter",
+    "StatusFile",
     "parse_progress_line",
     "read_status",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 from vessa.errors import JobError
 from vessa.io.atomic import atomic_path
+from vessa.io.json_file import read_json
 
 STAGES = ("stage1", "stage2")
 METHODS = ("vessa", "unimatch", "dusss", "supervised")
@@ -19,6 +20,7 @@ DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("poly", "cosine", "constant")
 PATH_FIELDS = ("manifest", "output_dir", "init_checkpoint")
 SPEC_VERSION = 1
+STAGE1_EXPORT = "vessa_stage1.pt"  # the assistant a stage-1 job exports into its output_dir
 
 
 def _require(condition: bool, name: str, expected: str, value: Any) -> None:
@@ -131,12 +133,7 @@ class JobSpec:
     def from_json(cls, path: str | os.PathLike) -> JobSpec:
         """Load and validate a spec file; any problem raises JobError naming the file and field."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise JobError(f"job spec not found: {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise JobError(f"{path}: not a readable JSON job spec ({error})") from None
+        data = read_json(path, "job spec", JobError)
         try:
             return cls.from_dict(data, base_dir=path.parent)
         except JobError as error:

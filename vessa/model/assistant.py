@@ -1,12 +1,12 @@
 """TemplateAssistant: template- and text-guided sam2 segmentation of 2D slices (stage 1).
 
 Pipeline for B target slices, each with K template slices (image + mask):
-1. sam2 image encoder on targets and templates (`encoder.encode_images`).
+1. sam2 image encoder on targets and templates.
 2. Template memory: sam2's memory encoder on each template's features + mask, exactly as
-   sam2 encodes a mask-conditioned video frame (`SAM2Base._encode_new_memory`).
+   sam2 encodes a mask-conditioned video frame.
 3. Memory attention: the target embedding attends to the K templates' memories (templates
-   play sam2's "conditioning frames": temporal encoding `maskmem_tpos_enc[-1]`; an optional
-   propagated neighbour-slice memory uses `maskmem_tpos_enc[-2]`, like the previous frame).
+   play sam2's "conditioning frames"; an optional propagated neighbour-slice memory is the
+   previous frame).
 4. Matching (raw target vs. template embeddings, plus masked prototypes of the finer FPN
    levels s1/s0 fused on the finest grid) -> similarity maps -> points, box and dense mask
    prompt (`matching`, `prompts`).
@@ -21,6 +21,7 @@ Pipeline for B target slices, each with K template slices (image + mask):
    the decoder's mask logits times a learned gate. The decoder thus predicts a correction of
    the transferred template mask (atlas-prior residual), which a model trained briefly
    already profits from; with the option off (0) the model is plain sam2 decoding.
+Every call into sam2 goes through `sam2_adapter`.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vessa.model import sam2_adapter
 from vessa.model.config import ModelConfig
 from vessa.model.device import autocast
-from vessa.model.encoder import ImageFeatures, build_sam, encode_images
 from vessa.model.matching import MaskedFeatureMatcher, masked_prototypes
 from vessa.model.prompts import PromptGenerator, Prompts
+from vessa.model.sam2_adapter import ImageFeatures
 from vessa.model.text import TextEncoder
 
 
@@ -113,9 +115,9 @@ class TemplateAssistant(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.sam = build_sam(config.sam2_config, config.image_size, config.sam2_overrides)
+        self.sam = sam2_adapter.build_sam(config.sam2_config, config.image_size, config.sam2_overrides)
         self.text_encoder = TextEncoder(config.text)  # frozen, not a submodule: not in state_dict
-        width = self.sam.hidden_dim
+        width = sam2_adapter.token_width(self.sam)
         self.matcher = MaskedFeatureMatcher(config.matching.top_k)
         self.prompter = PromptGenerator(config.matching, config.image_size)
         self.prototype_proj = nn.Linear(width, width)
@@ -143,46 +145,29 @@ class TemplateAssistant(nn.Module):
         (memory encoder/attention, temporal encoding), decoder (prompt encoder + mask
         decoder), new (prototype/text token projections, location-prior gate). sam2 parts
         this model never uses (object pointers, no-memory embeddings) are left out."""
-        sam = self.sam
         return {
-            "encoder": list(sam.image_encoder.parameters()),
-            "memory": [*sam.memory_encoder.parameters(), *sam.memory_attention.parameters(), sam.maskmem_tpos_enc]
-            + ([sam.no_obj_embed_spatial] if sam.no_obj_embed_spatial is not None else []),
-            "decoder": [*sam.sam_prompt_encoder.parameters(), *sam.sam_mask_decoder.parameters()],
+            **sam2_adapter.parameter_groups(self.sam),
             "new": [*self.prototype_proj.parameters(), *self.text_proj.parameters()]
             + ([self.prior_gate] if self.prior_gate is not None else []),
         }
 
     def encode(self, images: torch.Tensor) -> ImageFeatures:
         """Normalised images [N, 3, S, S] -> `ImageFeatures`."""
-        return encode_images(self.sam, images)
+        return sam2_adapter.encode_images(self.sam, images)
 
     def encode_templates(self, features: ImageFeatures, masks: torch.Tensor) -> TemplateMemory:
         """Template features + masks [N, 1, S, S] (values in [0, 1]) -> `TemplateMemory`."""
         masks = masks.to(features.embedding.dtype)
         present = masks.flatten(1).amax(1, keepdim=True) > 0
         mask_logits = torch.logit(masks.float().clamp(1e-4, 1 - 1e-4))  # sigmoid() gives the mask back
-        mem_feats, mem_pos = self._mask_memory(features, mask_logits, torch.where(present, 10.0, -10.0))
+        mem_feats, mem_pos = sam2_adapter.mask_memory(self.sam, features, mask_logits,
+                                                      torch.where(present, 10.0, -10.0))
         prototypes = tuple(masked_prototypes(getattr(features, level), masks) for level in self.fine_levels)
         return TemplateMemory(features.embedding, masks, mem_feats, mem_pos, prototypes)
 
     def prediction_memory(self, features: ImageFeatures, output: AssistantOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """sam2 memory [B, 64, h, w] and its position encoding of a prediction (propagation)."""
-        return self._mask_memory(features, output.best_logits(), output.object_score_logits)
-
-    def _mask_memory(
-        self, features: ImageFeatures, mask_logits: torch.Tensor, object_logits: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """sam2's memory of features + mask logits [B, 1, S, S] (object logits [B, 1])."""
-        h, w = features.embedding.shape[-2:]
-        memory, pos = self.sam._encode_new_memory(
-            current_vision_feats=[features.embedding.flatten(2).permute(2, 0, 1)],
-            feat_sizes=[(h, w)],
-            pred_masks_high_res=mask_logits,
-            object_score_logits=object_logits,
-            is_mask_from_pts=False,
-        )
-        return memory, pos[-1][:1]
+        return sam2_adapter.mask_memory(self.sam, features, output.best_logits(), output.object_score_logits)
 
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """Frozen (cached) text embeddings [len(texts), D] on the model's device."""
@@ -196,24 +181,8 @@ class TemplateAssistant(nn.Module):
     ) -> torch.Tensor:
         """Target embedding [B, 256, h, w] after sam2 memory attention to K template memories
         (templates [B, K, ...]) and, optionally, one more memory ([B, 64, h, w], pos)."""
-        batch, channels, h, w = target.embedding.shape
-        count = templates.memory.shape[1]
-        tpos = self.sam.maskmem_tpos_enc  # [num_maskmem, 1, 1, 64]
-        memory = templates.memory.permute(1, 3, 4, 0, 2).reshape(count * h * w, batch, -1)
-        pos = (templates.memory_pos.flatten(2).permute(2, 0, 1) + tpos[-1]).repeat(count, 1, 1)
-        memories, positions = [memory], [pos.expand(-1, batch, -1)]
-        if extra_memory is not None:
-            extra, extra_pos = extra_memory
-            memories.append(extra.flatten(2).permute(2, 0, 1))
-            positions.append((extra_pos.flatten(2).permute(2, 0, 1) + tpos[-2]).expand(-1, batch, -1))
-        out = self.sam.memory_attention(
-            curr=target.embedding.flatten(2).permute(2, 0, 1),
-            curr_pos=target.pos.flatten(2).permute(2, 0, 1).expand(-1, batch, -1),
-            memory=torch.cat(memories),
-            memory_pos=torch.cat(positions),
-            num_obj_ptr_tokens=0,
-        )
-        return out.permute(1, 2, 0).reshape(batch, channels, h, w)
+        return sam2_adapter.attend_to_memories(self.sam, target, templates.memory, templates.memory_pos,
+                                               extra_memory)
 
     def decode(
         self,
@@ -242,18 +211,12 @@ class TemplateAssistant(nn.Module):
             coords = torch.cat([coords, extra_points[0].to(coords)], dim=1)
             labels = torch.cat([labels, extra_points[1].to(labels)], dim=1)
         conditioned = self.condition(target, templates, extra_memory)
-        sparse, dense = self.sam.sam_prompt_encoder(points=(coords, labels), boxes=prompts.boxes, masks=mask_input)
+        heads = sam2_adapter.prompt_decoder(self.sam)
+        sparse, dense = heads.encode((coords, labels), prompts.boxes, mask_input)
         tokens = torch.stack([self.prototype_proj(match.prototype), self.text_proj(text_embedding)], dim=1)
         sparse = torch.cat([sparse, tokens.to(sparse.dtype)], dim=1)
-        low_res, iou, _, object_logits = self.sam.sam_mask_decoder(
-            image_embeddings=conditioned,
-            image_pe=self.sam.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-            repeat_image=False,
-            high_res_features=[target.s0, target.s1],
-        )
+        low_res, iou, object_logits = heads.decode(conditioned, sparse, dense, multimask=True,
+                                                   high_res_features=[target.s0, target.s1])
         low_res = low_res.float()
         logits = F.interpolate(low_res, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
         if prior is not None:

@@ -21,15 +21,14 @@ import torch
 from vessa.errors import CheckpointError
 from vessa.io import atomic_path
 from vessa.model.assistant import TemplateAssistant
-from vessa.model.config import SAM2_CONFIGS, ModelConfig
+from vessa.model.config import ModelConfig
+from vessa.model.sam2_adapter import sam2_variant
 from vessa.model.state_file import load_strict, read_checkpoint, weights_sha256
 
 log = logging.getLogger(__name__)
 
 FORMAT = "vessa-stage1/1"
 OFFICIAL_IMAGE_SIZE = 1024
-# Hiera trunks of the sam2.1 configs: (number of blocks, first embedding dim) -> variant.
-_HIERA_VARIANTS = {(12, 96): "tiny", (16, 96): "small", (24, 112): "base_plus", (48, 144): "large"}
 
 
 def save_checkpoint(
@@ -100,16 +99,6 @@ def load_sam2_official(assistant: TemplateAssistant, path: str | Path) -> None:
     if "model" not in content:
         raise CheckpointError(f"{path}: not an official SAM2 checkpoint (no 'model' entry)")
     _load_sam2_state(assistant, content["model"], path)
-
-
-def sam2_variant(state_dict: dict[str, torch.Tensor], path: str | Path) -> str:
-    """sam2.1 config name of an official state dict, from its Hiera depth and width."""
-    blocks = {key.split(".")[3] for key in state_dict if key.startswith("image_encoder.trunk.blocks.")}
-    embed = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
-    variant = _HIERA_VARIANTS.get((len(blocks), None if embed is None else int(embed.shape[0])))
-    if variant is None:
-        raise CheckpointError(f"{path}: weights match no sam2.1 Hiera variant ({sorted(_HIERA_VARIANTS.values())})")
-    return SAM2_CONFIGS[variant]
 
 
 def _load_sam2_state(assistant: TemplateAssistant, state: dict[str, torch.Tensor], path: str | Path) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
 from vessa.errors import InputError
 from vessa.model.config import PRECISIONS
+
+T = TypeVar("T")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -33,7 +37,7 @@ def autocast(device: torch.device, precision: str = "auto") -> contextlib.Abstra
 
     "float32": none. "bfloat16": bf16 autocast. "auto": bf16 on CUDA (fp16 where bf16 is
     unsupported) and on CPUs with bf16 instructions (AVX512-BF16 or AMX), where it runs the
-    encoder about twice as fast (benchmarks/RESULTS.md); float32 on other CPUs, where bf16 is emulated.
+    encoder faster (benchmarks/RESULTS.md); float32 on other CPUs, where bf16 is emulated.
     """
     check_precision(precision)
     if precision == "auto":
@@ -61,3 +65,17 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError) or (
         isinstance(error, RuntimeError) and "CUDA out of memory" in str(error)
     )
+
+
+def with_cpu_fallback(run: Callable[[str], T], device: str, warn: Callable[[], None]) -> T:
+    """`run(device)`; when that runs out of GPU memory, `warn()` and `run("cpu")` instead.
+
+    The one out-of-memory fallback (a segmenter's call, the effect's job): it holds for this run
+    only, so the next one starts on `device` again. `device`: "cpu", "cuda", "auto", ..."""
+    try:
+        return run(device)
+    except Exception as error:
+        if device == "cpu" or not is_out_of_memory(error):
+            raise
+    warn()
+    return run("cpu")

@@ -27,7 +27,7 @@ from collections.abc import Callable, Hashable
 import numpy as np
 import torch
 
-from vessa.model.encoder import ImageFeatures
+from vessa.model.sam2_adapter import ImageFeatures
 
 
 def volume_key(array: np.ndarray, *context: Hashable) -> tuple:

@@ -19,11 +19,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from sam2.modeling.sam.mask_decoder import MaskDecoder
-from sam2.modeling.sam.prompt_encoder import PromptEncoder
-from sam2.modeling.sam.transformer import TwoWayTransformer
 from torch import nn
 
+from vessa.model.sam2_adapter import PromptDecoder, sam1_mask_decoder, sam1_prompt_encoder
 from vessa.model.state_file import load_strict, read_weights_file
 from vessa.model.tinyvit import TinyViT
 
@@ -42,24 +40,9 @@ class MiniSam(nn.Module):
         if image_size <= 0 or image_size % 16:
             raise ValueError(f"MiniSam: image_size must be a positive multiple of 16, got {image_size}")
         self.image_size = image_size
-        grid = image_size // 16
         self.image_encoder = TinyViT(out_chans=EMBED_DIM)
-        self.prompt_encoder = PromptEncoder(
-            embed_dim=EMBED_DIM,
-            image_embedding_size=(grid, grid),
-            input_image_size=(image_size, image_size),
-            mask_in_chans=16,
-        )
-        self.mask_decoder = MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=EMBED_DIM, mlp_dim=2048, num_heads=8),
-            transformer_dim=EMBED_DIM,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-            use_high_res_features=False,
-            pred_obj_scores=False,
-            iou_prediction_use_sigmoid=False,
-        )
+        self.prompt_encoder = sam1_prompt_encoder(EMBED_DIM, image_size)
+        self.mask_decoder = sam1_mask_decoder(EMBED_DIM)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """SAM's preprocessing: [B,C,H,W] (uint8, or float on the 0..255 scale; C = 1 grey or 3 RGB)
@@ -112,15 +95,9 @@ class MiniSam(nn.Module):
         if points is None and boxes is None:
             batch = embeddings.shape[0]
             points = (embeddings.new_zeros(batch, 0, 2), embeddings.new_zeros(batch, 0))
-        sparse, dense = self.prompt_encoder(points, boxes, mask_logits)
-        logits, iou, _, _ = self.mask_decoder(
-            image_embeddings=embeddings,
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-            repeat_image=False,
-        )
+        heads = PromptDecoder(self.prompt_encoder, self.mask_decoder)
+        sparse, dense = heads.encode(points, boxes, mask_logits)
+        logits, iou, _ = heads.decode(embeddings, sparse, dense, multimask)
         return logits, iou
 
 

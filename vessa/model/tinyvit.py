@@ -13,7 +13,7 @@ each attention block holds its relative-position bias already expanded to `[head
     neck         1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d -> [B,256,S/16,S/16]
 
 For CPU speed the convolution weights and the input are kept channels-last (NHWC in
-memory; about 15% faster in float32 than NCHW, same results up to float rounding), the
+memory; faster in float32 than NCHW, same results up to float rounding), the
 attention stages keep their tokens as `[B,H,W,C]`, so the depth-wise convolutions read them
 through a permuted view without copies, and attention is `scaled_dot_product_attention` with
 the bias as a 4-D mask (which lets torch use its fused CPU kernel). Windows that do not tile
@@ -27,8 +27,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from sam2.modeling.sam2_utils import LayerNorm2d
 from torch import nn
+
+from vessa.model.sam2_adapter import LayerNorm2d
 
 
 def _conv(in_dim: int, out_dim: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Conv2d:

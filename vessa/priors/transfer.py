@@ -28,7 +28,7 @@ from vessa.io import Template, Volume
 from vessa.model.feature_cache import volume_key
 from vessa.model.intensity import intensity_range, to_unit_range
 from vessa.model.slicing import array_spacing, orient_like, slicing_axis
-from vessa.model.volume import SegmentResult, check_templates
+from vessa.model.volume_segmenter import SegmentResult, check_templates
 from vessa.plausibility import image_modality
 from vessa.priors.appearance import fit_appearance, image_features
 from vessa.priors.drawn_slices import DrawnSlices

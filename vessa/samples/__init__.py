@@ -2,10 +2,9 @@
 
 `fetch("pyradiomics")` downloads the archive once through pip/apt, checks its SHA-256 and
 converts it to NRRD images and named `.seg.nrrd` segmentations with a `samples.json`
-manifest; later calls work offline. `vessa samples list|fetch|path` on the command line.
+manifest; later calls work offline. `vessa samples list|fetch|path` on the command line (`vessa.cli.samples`).
 """
 
-from vessa.samples.cli import add_cli
 from vessa.samples.manifest import SampleCase
 from vessa.samples.sets import (
     SAMPLE_SETS,
@@ -25,7 +24,6 @@ __all__ = [
     "SampleCase",
     "SampleSet",
     "Source",
-    "add_cli",
     "fetch",
     "get_set",
     "is_fetched",

@@ -1,14 +1,12 @@
-"""What a training method provides to the one `Trainer`, and the registry of methods.
+"""What a training method provides to the one `Trainer`.
 
 A method is an `Objective` (its models, loss and extra state) plus a `BatchFactory` (its
-data), built from a `JobSpec` by a factory registered in `OBJECTIVES` under
-"<stage>:<method>". Factories are named as "module:function" strings and imported only when
-a job asks for them.
+data), built from a `JobSpec` by a `SetupFactory`; `vessa.train.methods.METHODS` lists them
+under "<stage>:<method>".
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,9 +14,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from vessa.errors import JobError
 from vessa.jobs.spec import JobSpec
-from vessa.train.batches import BatchFactory
+from vessa.train.data.batches import BatchFactory
 from vessa.train.distributed import Runtime
 
 
@@ -63,30 +60,3 @@ class TrainingSetup:
 
 
 SetupFactory = Callable[[JobSpec, Runtime], TrainingSetup]
-
-# "<stage>:<method>" -> "module:function" building a TrainingSetup from (spec, runtime).
-OBJECTIVES: dict[str, str] = {
-    "stage1:vessa": "vessa.train.stage1:build_stage1",
-    "stage2:supervised": "vessa.train.supervised:build_supervised",
-    "stage2:unimatch": "vessa.train.unimatch:build_unimatch",
-    "stage2:vessa": "vessa.train.unimatch:build_vessa",
-    "stage2:dusss": "vessa.train.dusss_objective:build_dusss",
-}
-
-
-def method_key(spec: JobSpec) -> str:
-    """The registry key of a spec's method, "<stage>:<method>"."""
-    return f"{spec.stage}:{spec.method}"
-
-
-def resolve_factory(key: str) -> SetupFactory:
-    """The factory registered under `key`; JobError if the method is not available (yet)."""
-    if key not in OBJECTIVES:
-        raise JobError(f"method {key!r} is not available yet (available: {', '.join(sorted(OBJECTIVES))})")
-    module_name, _, function = OBJECTIVES[key].partition(":")
-    return getattr(importlib.import_module(module_name), function)
-
-
-def build_setup(spec: JobSpec, runtime: Runtime) -> TrainingSetup:
-    """Build the objective and data of `spec`'s method on `runtime`'s device."""
-    return resolve_factory(method_key(spec))(spec, runtime)

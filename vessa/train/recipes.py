@@ -1,10 +1,10 @@
 """Named training recipes: a cohort made from the real sample data plus a fixed job spec.
 
-`starter` (stage 1): the recipe of our shipped starter checkpoint (METHODS §1.4). No public
+`starter` (stage 1): the recipe of our shipped starter checkpoint (docs/methods.md §1.4). No public
 medical set or pretrained vision weights are reachable, so the model learns *how to match*
 from the label maps we have: Colin27 T1 with the JHU and Brodmann atlases, the stardist
 nuclei and the lesions of pyradiomics' brain1 (MR) and lung1 (CT) are the training cases
-(every slice of an episode re-deformed and re-rendered, `vessa.train.episodes`); the AICHA
+(every slice of an episode re-deformed and re-rendered, `vessa.train.data.episodes`); the AICHA
 regions are the validation family (model selection). Held out for honest numbers: the
 Harvard-Oxford regions (unseen structures, benchmarks/bench_quality.py), the AAL regions
 (the stage-2 benchmark's structures, benchmarks/bench_stage2_quality.py, so VESSA in the

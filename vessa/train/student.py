@@ -3,7 +3,7 @@
 `StudentUNet` is `monai.networks.nets.UNet` (same modules, same state_dict, so the same network
 as the supervised method's) plus forward hooks on its encoder blocks (each strided down block
 and the bottom block), so objectives can scale encoder features per sample and channel
-(UniMatch complementary dropout, METHODS §3.2 [D]) and read them (DuSSS uses the bottleneck).
+(UniMatch complementary dropout, docs/methods.md §3.2 [D]) and read them (DuSSS uses the bottleneck).
 Why this network: docs/stage2.md "Choice of the student".
 """
 

@@ -21,11 +21,17 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vessa.errors import CheckpointError, JobError
-from vessa.jobs.cancel import CancelFlag, JobStatus
+from vessa.jobs.cancel import CancelFlag
 from vessa.jobs.progress import ProgressWriter
 from vessa.jobs.spec import JobSpec
+from vessa.jobs.status import StatusFile
 from vessa.train import distributed
-from vessa.train.checkpoint import (
+from vessa.train.distributed import Runtime
+from vessa.train.history import MetricHistory
+from vessa.train.methods import build_setup
+from vessa.train.objective import TrainingSetup
+from vessa.train.optim import build_optimizer, build_scheduler
+from vessa.train.training_checkpoint import (
     TrainingState,
     capture_rng,
     checkpoint_name,
@@ -35,10 +41,6 @@ from vessa.train.checkpoint import (
     save_checkpoint,
     seed_all,
 )
-from vessa.train.distributed import Runtime
-from vessa.train.history import MetricHistory
-from vessa.train.objective import TrainingSetup, build_setup
-from vessa.train.optim import build_optimizer, build_scheduler
 
 # Spec fields a resumed run must share with its checkpoint (others, e.g. steps, may change).
 RESUME_FIXED = ("stage", "method", "structures", "image_size", "batch_size", "seed", "lr", "weight_decay",
@@ -69,7 +71,7 @@ class Trainer:
 
     def __init__(self, spec: JobSpec, setup: TrainingSetup, runtime: Runtime,
                  progress: ProgressWriter | None = None, cancel: CancelFlag | None = None,
-                 status: JobStatus | None = None, clock=time.monotonic):
+                 status: StatusFile | None = None, clock=time.monotonic):
         self.spec = spec
         self.objective = setup.objective
         self.batches = setup.batches
@@ -77,7 +79,7 @@ class Trainer:
         self.job_dir = Path(spec.output_dir)
         self.progress = progress or ProgressWriter(spec.stage, spec.steps, enabled=runtime.is_main)
         self.cancel = cancel or CancelFlag()
-        self.status = status or JobStatus(self.job_dir, enabled=runtime.is_main)
+        self.status = status or StatusFile(self.job_dir, enabled=runtime.is_main)
         self.clock = clock
         self.models = self.objective.models()
         self.nets = {name: self._wrap(model) for name, model in self.models.items()}
@@ -174,7 +176,9 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def _train_step(self, batch: Any) -> dict[str, float]:
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """One optimiser step on `batch` (forward, NaN/inf check across ranks, backward, clipping,
+        AdamW, lr schedule, `after_step`); returns the step's loss, metrics, grad norm and lr."""
         with self._autocast():
             loss, metrics = self.objective.training_step(batch, self.step, self.nets)
         local_bad = not bool(torch.isfinite(loss.detach()).all())
@@ -249,7 +253,7 @@ class Trainer:
             waiting = time.perf_counter()
             batch = next(batches)
             computing = time.perf_counter()
-            values = self._train_step(batch)  # its float() reads wait for the device: step_s covers GPU time
+            values = self.train_step(batch)  # its float() reads wait for the device: step_s covers GPU time
             values.update(data_wait_s=computing - waiting, step_s=time.perf_counter() - computing)
             window.append(values)
             self.step += 1
@@ -262,7 +266,7 @@ class Trainer:
 
 def run_job(spec: JobSpec, runtime: Runtime, resume_from: Path | None = None,
             progress: ProgressWriter | None = None, cancel: CancelFlag | None = None,
-            status: JobStatus | None = None) -> RunResult:
+            status: StatusFile | None = None) -> RunResult:
     """Seed, build the spec's method (same init on every rank) and train it."""
     seed_all(spec.seed)
     return Trainer(spec, build_setup(spec, runtime), runtime, progress, cancel, status).run(resume_from)

@@ -27,8 +27,8 @@ def add_case(name, offset):
     volume = slicer.util.addVolumeFromArray(values, ijk_to_ras, name)
     segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} segmentation")
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-    segment_id = segmentation.GetSegmentation().AddEmptySegment("", "blob")
-    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segment_id, volume)
+    segmentId = segmentation.GetSegmentation().AddEmptySegment("", "blob")
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segmentId, volume)
     return volume, segmentation
 
 
@@ -90,10 +90,10 @@ class VESSATrainSelfTest(ScriptedLoadableModuleTest):
         spec = JobSpec(stage="stage2", method="supervised", manifest=str(export.manifest),
                        output_dir=str(folder / "job"), structures=["blob"], steps=6, batch_size=2, image_size=32,
                        log_every=2, checkpoint_every=3, device="cpu", amp=False, options={"channels": [4, 8]})
-        spec_path = spec.to_json(folder / "job.json")
+        specPath = spec.to_json(folder / "job.json")
         logic = TrainLogic()
         runner = SubprocessJobRunner(parse_progress_line)
-        runner.start(logic.argv(spec_path, resume=False, gpus=1), env=logic.environment(), cwd=folder)
+        runner.start(logic.argv(specPath, resume=False, gpus=1), env=logic.environment(), cwd=folder)
         progress = ProgressModel(["stage2"])
         deadline = time.monotonic() + 300
         while runner.exit is None and time.monotonic() < deadline:
@@ -101,8 +101,8 @@ class VESSATrainSelfTest(ScriptedLoadableModuleTest):
                 progress.update(event)
             slicer.app.processEvents(qt.QEventLoop.AllEvents, 100)
         self.assertIsNotNone(runner.exit, "the training process did not end within 5 minutes")
-        self.assertEqual(runner.exit.returncode, 0, runner.exit.stderr_tail)
+        self.assertEqual(runner.exit.returncode, 0, runner.exit.stderrTail)
         self.assertEqual([points[0] for points in progress.series["stage2"]["loss"]], [2, 4, 6])
-        self.assertEqual(progress.done_stages, ["stage2"])
+        self.assertEqual(progress.doneStages, ["stage2"])
         self.assertTrue(Path(progress.checkpoints["stage2"]).is_file())
         self.delayDisplay("VESSA Train background training passed")
