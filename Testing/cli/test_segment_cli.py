@@ -182,7 +182,7 @@ def test_an_empty_result_is_warned(monkeypatch):
     class FindsNothing:
         def segment(self, image, templates, text, modality=""):
             return SimpleNamespace(probability=image.with_array(np.zeros(image.shape, np.float32)),
-                                   slice_confidence=np.zeros(4), seconds=0.0, slices_decoded=4)
+                                   slice_confidence=np.zeros(4), seconds=0.0, slices_decoded=4, axis=0)
 
     monkeypatch.setattr(vessa.model, "load_segmenter", lambda *args, **kwargs: FindsNothing())
     output = segment_volume(image, [template], "box")
