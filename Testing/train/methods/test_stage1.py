@@ -161,11 +161,7 @@ def test_stage1_resume_reproduces_the_next_steps(manifest, tmp_path):
 
 
 def test_stage1_trains_under_torchrun_with_two_cpu_processes(manifest, tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from job_process import JobProcess
+    from job_process import JobProcess  # Testing/train, on sys.path through its conftest
 
     job_spec = spec(manifest, tmp_path).__class__(**{**spec(manifest, tmp_path).__dict__, "steps": 2,
                                                      "batch_size": 1, "checkpoint_every": 100, "log_every": 1,
