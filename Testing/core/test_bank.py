@@ -4,10 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from terminology_entries import LEBER, LIVER, SPLEEN
 
 from vessa.errors import BankError, GeometryError
 from vessa.io import Segmentation, TemplateBank, Volume
-from vessa.io.bank import Template, normalize_name
+from vessa.io.bank import INDEX_NAME, Template
 
 
 def case(seed: int, shift: int = 0) -> tuple[Volume, Segmentation]:
@@ -42,8 +43,34 @@ def test_bank_round_trip(tmp_path):
     assert reopened.templates("spleen")[0].text == "spleen"
 
 
-def test_name_normalisation():
-    assert normalize_name("  Left_Hippocampus ") == normalize_name("left  hippocampus")
+def coded_case(seed: int, name: str, terminology: str) -> tuple[Volume, Segmentation]:
+    """`case(seed)` with its liver renamed `name` and coded `terminology`."""
+    image, segmentation = case(seed)
+    liver = segmentation.get("Liver")
+    liver.name, liver.terminology = name, terminology
+    return image, segmentation
+
+
+def test_templates_match_by_terminology_then_by_name(tmp_path):
+    bank = TemplateBank.create(tmp_path)
+    bank.add(*coded_case(0, "Leber", LEBER), case_id="german")  # localized name, the liver's code
+    bank.add(*coded_case(1, "Liver", SPLEEN), case_id="miscoded")  # named liver, coded spleen
+    bank.add(*coded_case(2, "liver", ""), case_id="uncoded")  # no code: its name decides
+    reopened = TemplateBank.open(tmp_path)
+    assert reopened.entries[0].segments[0]["terminology"] == LEBER
+    assert [t.case_id for t in reopened.templates("Liver", terminology=LIVER)] == ["german", "uncoded"]
+    assert [t.case_id for t in reopened.templates("liver")] == ["miscoded", "uncoded"]  # no code asked: names
+    assert reopened.templates("Liver", terminology=LIVER)[0].name == "Leber"
+
+
+def test_a_bank_written_before_terminology_matches_by_name(tmp_path):
+    bank = TemplateBank.create(tmp_path)
+    bank.add(*case(0), case_id="old")
+    index = json.loads((tmp_path / INDEX_NAME).read_text())
+    for segment in index["entries"][0]["segments"]:
+        del segment["terminology"]
+    (tmp_path / INDEX_NAME).write_text(json.dumps(index))
+    assert [t.case_id for t in TemplateBank.open(tmp_path).templates("liver", terminology=LIVER)] == ["old"]
 
 
 def test_unknown_structure_lists_names(tmp_path):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
+from terminology_entries import LIVER
 
 from vessa.errors import GeometryError, InputError
 from vessa.io import Segmentation, Volume, read_segmentation, write_segmentation, write_volume
@@ -20,7 +21,7 @@ def two_overlapping(grid: Volume) -> Segmentation:
     kidney = np.zeros(grid.shape, bool)
     kidney[2:6, 4:9, 5:12] = True
     segmentation = Segmentation.on_grid(grid)
-    segmentation.add("liver", liver, (0.9, 0.2, 0.1), description="the whole liver")
+    segmentation.add("liver", liver, (0.9, 0.2, 0.1), description="the whole liver", terminology=LIVER)
     segmentation.add("left kidney", kidney)
     return segmentation
 
@@ -35,6 +36,7 @@ def test_seg_nrrd_round_trip_overlapping_segments(tmp_path, grid):
         np.testing.assert_array_equal(read.get(name).mask, segmentation.get(name).mask)
         np.testing.assert_allclose(read.get(name).color, segmentation.get(name).color, atol=1e-6)
     assert read.get("liver").description == "the whole liver"
+    assert read.get("liver").terminology == LIVER and read.get("left kidney").terminology == ""
     np.testing.assert_allclose(read.geometry().ijk_to_lps(), grid.ijk_to_lps(), atol=1e-12)
 
 
@@ -45,6 +47,7 @@ def test_seg_nrrd_header_is_slicer_readable(tmp_path, grid):
     assert header["space"] == "left-posterior-superior"
     assert header["Segment0_Name"] == "liver"
     assert header["Segment1_Layer"] == "1"  # overlap forces a second layer, as Slicer does
+    assert f"TerminologyEntry:{LIVER}|" in header["Segment0_Tags"]  # where Slicer reads it
 
 
 def test_label_volume_reads_as_segments(tmp_path, grid):

@@ -5,46 +5,21 @@ from __future__ import annotations
 import pytest
 import slicer
 from effect_scene import LEVEL, EffectScene, ThresholdPredictor, bright_box_volume, loader_for
+from terminology_entries import LEBER, LIVER, SPLEEN, TISSUE
 from VESSASegmentLib import scene_io
 from VESSASegmentLib.parameters import Parameters
 from VESSASegmentLib.segment_logic import SegmentLogic
 from VESSASegmentLib.template_collector import TemplateCollector
-from VESSASegmentLib.terminology import Structure, terminologyCodes
+from VESSASegmentLib.terminology import Structure
 
 from vessa.errors import InputError
 from vessa.io import Segment, Segmentation
 
 
-def entry(code: str, meaning: str, region: str = "^^") -> str:
-    """A terminology entry as Slicer's terminology selector writes it."""
-    return (f"Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
-            f"~SCT^{code}^{meaning}~^^~Anatomic codes - DICOM master list~{region}~^^")
-
-
-LIVER = entry("10200004", "Liver")
-LEBER = entry("10200004", "Leber")  # the same code, a German meaning
-SPLEEN = entry("78961009", "Spleen")
-MASS_IN_LIVER = entry("4147007", "Mass", region="SCT^10200004^Liver")
-MASS_IN_LUNG = entry("4147007", "Mass", region="SCT^39607008^Lung")
-TISSUE = entry("85756007", "Tissue")  # Slicer's default for a new segment
-
-
-@pytest.mark.parametrize(("a", "b", "same"), [
-    (Structure("Liver", terminologyCodes(LIVER)), Structure("Leber", terminologyCodes(LEBER)), True),
-    (Structure("Liver", terminologyCodes(LIVER)), Structure("liver parenchyma", terminologyCodes(LIVER)), True),
-    (Structure("Liver", terminologyCodes(LIVER)), Structure("liver", terminologyCodes(SPLEEN)), False),
-    (Structure("Liver", terminologyCodes(LIVER)), Structure("LIVER", terminologyCodes(TISSUE)), True),
-    (Structure("liver", terminologyCodes(TISSUE)), Structure("spleen", terminologyCodes(TISSUE)), False),
-    (Structure("Left_Lung"), Structure("left  lung"), True),
-    (Structure("mass", terminologyCodes(MASS_IN_LIVER)), Structure("mass", terminologyCodes(MASS_IN_LUNG)), False),
-])
-def test_structures_match_by_codes_when_both_have_them_else_by_name(a, b, same):
-    assert a.matches(b) is same and b.matches(a) is same
-
-
-@pytest.mark.parametrize("text", ["", "not an entry", "a~b~^^~^^", TISSUE])
-def test_empty_malformed_and_generic_entries_have_no_codes(text):
-    assert terminologyCodes(text) is None
+def test_a_structure_matches_by_terminology_then_by_name():
+    assert Structure("Liver", LIVER).matches(Structure("Leber", LEBER))
+    assert not Structure("Liver", LIVER).matches(Structure("liver", SPLEEN))
+    assert Structure("Left_Lung").matches(Structure("left  lung", TISSUE))
 
 
 def add_template(name: str, terminology: str, number: int):
@@ -96,3 +71,18 @@ def test_no_match_names_what_there_is(scene):
     liver = Structure.ofSegment(scene.segmentationNode.GetSegmentation().GetSegment(scene.ids["liver"]))
     with pytest.raises(InputError, match="no template for 'liver'.*name or terminology.*Milz"):
         TemplateCollector().fromScene(liver, scene.volumeNode)
+
+
+def test_bank_templates_are_found_by_terminology_saved_from_the_scene(scene, tmp_path):
+    from VESSASegmentLib.bank_logic import BankLogic
+
+    template = add_template("Leber", LEBER, 1)
+    segmentationNode = next(node for node in slicer.util.getNodesByClass("vtkMRMLSegmentationNode")
+                            if node.GetNodeReference("referenceImageGeometryRef") is template)
+    BankLogic().save(tmp_path / "bank", template, segmentationNode)
+    bank = BankLogic.open(tmp_path / "bank")
+    liver = Structure.ofSegment(scene.segmentationNode.GetSegmentation().GetSegment(scene.ids["liver"]))
+    collection = TemplateCollector().collect(liver, scene.volumeNode, bank)
+    assert [(t.case_id, t.name) for t in collection.templates] == [("case1", "Leber")]
+    with pytest.raises(InputError, match="no template named 'liver'.*terminology"):
+        TemplateCollector().collect(Structure("liver", SPLEEN), scene.volumeNode, bank)

@@ -77,7 +77,7 @@ def nodeToVolume(volumeNode) -> Volume:
 
 
 def segmentationToNode(segmentation: Segmentation, referenceVolumeNode, name: str = ""):
-    """Add a `vtkMRMLSegmentationNode` with every segment (mask, name, colour, description).
+    """Add a `vtkMRMLSegmentationNode` with every segment (mask, name, colour, description, terminology).
 
     The segmentation must lie on `referenceVolumeNode`'s grid (GeometryError otherwise); that
     volume also becomes the node's reference geometry, as the Segment Editor sets it.
@@ -92,6 +92,8 @@ def segmentationToNode(segmentation: Segmentation, referenceVolumeNode, name: st
         segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", segment.name, list(segment.color))
         if segment.description:
             segmentationNode.GetSegmentation().GetSegment(segmentId).SetTag(DESCRIPTION_TAG, segment.description)
+        if segment.terminology:
+            segmentationNode.GetSegmentation().GetSegment(segmentId).SetTerminology(segment.terminology)
         slicer.util.updateSegmentBinaryLabelmapFromArray(
             segment.mask.astype(np.uint8), segmentationNode, segmentId, referenceVolumeNode
         )
@@ -115,7 +117,8 @@ def nodeToSegmentation(
         mask = segmentMask(segmentationNode, segmentId, referenceVolumeNode)
         description = vtk.reference("")
         segment.GetTag(DESCRIPTION_TAG, description)
-        segments.append(Segment(segment.GetName(), mask, tuple(segment.GetColor()), str(description)))
+        segments.append(Segment(segment.GetName(), mask, tuple(segment.GetColor()), str(description),
+                                segment.GetTerminology() or ""))
     return Segmentation.on_grid(nodeGeometry(referenceVolumeNode), segments)
 
 

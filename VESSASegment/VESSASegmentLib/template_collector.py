@@ -33,7 +33,8 @@ class TemplateCollector:
 
     In the scene, a template is a non-empty segment of that structure in a segmentation whose
     reference volume (the volume it was drawn on) is not the target volume; the mask is taken
-    on that volume's grid, whatever the segmentation's own geometry. A bank is searched by name.
+    on that volume's grid, whatever the segmentation's own geometry. A bank is searched the same
+    way, with the terminology entries saved with its cases.
     """
 
     def sceneTemplatePairs(self, targetVolumeNode) -> list[tuple[object, object]]:
@@ -109,21 +110,23 @@ class TemplateCollector:
             )
         return collection
 
-    def fromBank(self, bank: TemplateBank, name: str, targetVolumeNode) -> TemplateCollection:
-        """Templates of `name` from a template bank (BankError listing the bank's names if none)."""
-        collection = TemplateCollection(bank.templates(name))
+    def fromBank(self, bank: TemplateBank, structure: Structure | str, targetVolumeNode) -> TemplateCollection:
+        """Templates of `structure` (terminology, else name) from a template bank (BankError
+        listing the bank's names if none)."""
+        wanted = _structure(structure)
+        collection = TemplateCollection(bank.templates(wanted.name, terminology=wanted.terminology))
         targetModality = volumeModality(targetVolumeNode)
         for template in collection.templates:
             self._checkModality(collection, template, targetVolumeNode.GetName(), targetModality)
         return collection
 
     def collect(self, structure: Structure | str, targetVolumeNode, bank: TemplateBank | None) -> TemplateCollection:
-        """From `bank` if given (by name), else from the scene."""
+        """From `bank` if given, else from the scene."""
         wanted = _structure(structure)
         if bank is None:
             return self.fromScene(wanted, targetVolumeNode)
         try:
-            return self.fromBank(bank, wanted.name, targetVolumeNode)
+            return self.fromBank(bank, wanted, targetVolumeNode)
         except BankError as error:
             raise InputError(str(error)) from None
 

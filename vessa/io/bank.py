@@ -4,7 +4,7 @@ Layout::
 
     bank/
       bank.json            {"version": 1, "entries": [{"id", "image", "segmentation",
-                            "modality", "segments": [{"name", "description"}]}]}
+                            "modality", "segments": [{"name", "description", "terminology"}]}]}
       <id>.nrrd            exemplar image
       <id>.seg.nrrd        its segmentation (same grid)
 """
@@ -23,15 +23,11 @@ from vessa.errors import BankError, InputError
 from vessa.io.atomic import atomic_path, check_output
 from vessa.io.formats import read_volume, write_volume
 from vessa.io.segmentation import Segmentation, read_segmentation, write_segmentation
+from vessa.io.terminology import same_structure
 from vessa.io.volume import Volume
 
 INDEX_NAME = "bank.json"
 INDEX_VERSION = 1
-
-
-def normalize_name(name: str) -> str:
-    """Segment names compare case-insensitively with runs of spaces/underscores collapsed."""
-    return re.sub(r"[\s_]+", " ", name).strip().lower()
 
 
 @dataclass
@@ -65,7 +61,8 @@ class Template:
 
 @dataclass
 class BankEntry:
-    """One indexed case of a bank: file names relative to the bank folder and its segments."""
+    """One indexed case of a bank: file names relative to the bank folder and its segments
+    (name, description, Slicer terminology entry; banks written before terminology lack it)."""
 
     id: str
     image: str
@@ -145,7 +142,8 @@ class TemplateBank:
         if not segmentation.segments:
             raise BankError(f"case {case_id}: the segmentation has no segments")
         entry = BankEntry(case_id, f"{case_id}.nrrd", f"{case_id}.seg.nrrd", modality,
-                          [{"name": s.name, "description": s.description} for s in segmentation.segments])
+                          [{"name": s.name, "description": s.description, "terminology": s.terminology}
+                           for s in segmentation.segments])
         write_volume(image, self.root / entry.image)
         write_segmentation(segmentation, self.root / entry.segmentation)
         self.entries.append(entry)
@@ -156,16 +154,17 @@ class TemplateBank:
         """All segment names in the bank, sorted, without duplicates."""
         return sorted({name for entry in self.entries for name in entry.segment_names()})
 
-    def templates(self, name: str, exclude_case: str | None = None) -> list[Template]:
-        """Every exemplar of the structure `name` (matched by `normalize_name`), read from disk."""
+    def templates(self, name: str, exclude_case: str | None = None, terminology: str = "") -> list[Template]:
+        """Every exemplar of the structure `name` with Slicer terminology entry `terminology` (the
+        codes decide where both sides have them, else the name: `same_structure`), read from disk."""
         if not self.entries:
             raise BankError(f"{self.root}: the template bank is empty")
-        wanted = normalize_name(name)
         templates = []
         for entry in self.entries:
             if entry.id == exclude_case:
                 continue
-            matches = [s for s in entry.segments if normalize_name(s["name"]) == wanted]
+            matches = [s for s in entry.segments
+                       if same_structure(name, terminology, s["name"], s.get("terminology", ""))]
             if not matches:
                 continue
             try:
@@ -178,5 +177,6 @@ class TemplateBank:
             templates.append(Template(image, segment.mask, segment.name, matches[0].get("description", ""),
                                       entry.id, entry.modality))
         if not templates:
-            raise BankError(f"no template named {name!r} in {self.root}; names: {', '.join(self.names())}")
+            raise BankError(f"no template named {name!r} in {self.root} (segments match by terminology codes, "
+                            f"else by name); names: {', '.join(self.names())}")
         return templates

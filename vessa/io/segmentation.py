@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import slicerio
+from slicerio.segmentation import terminology_entry_from_string, terminology_entry_to_string
 
 from vessa.errors import GeometryError, InputError
 from vessa.io.atomic import atomic_path
@@ -21,6 +22,7 @@ from vessa.io.formats import read_volume, require_file
 from vessa.io.volume import Volume
 
 DESCRIPTION_TAG = "VESSA.Description"
+TERMINOLOGY_FIELDS = 7  # context~category~type~typeModifier~anatomicContext~region~regionModifier
 
 
 def default_color(index: int) -> tuple[float, float, float]:
@@ -30,12 +32,14 @@ def default_color(index: int) -> tuple[float, float, float]:
 
 @dataclass
 class Segment:
-    """One segment: a name, a boolean mask indexed (k, j, i), a colour (r, g, b in 0..1)."""
+    """One segment: a name, a boolean mask indexed (k, j, i), a colour (r, g, b in 0..1), free
+    text, and its Slicer terminology entry ("" if none; `vessa.io.terminology`)."""
 
     name: str
     mask: np.ndarray
     color: tuple[float, float, float] = (1.0, 0.0, 0.0)
     description: str = ""
+    terminology: str = ""
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.strip():
@@ -96,9 +100,9 @@ class Segmentation:
         raise InputError(f"no segment named {name!r}; segments: {', '.join(self.names()) or '(none)'}")
 
     def add(self, name: str, mask: np.ndarray, color: tuple[float, float, float] | None = None,
-            description: str = "") -> Segment:
+            description: str = "", terminology: str = "") -> Segment:
         """Append a segment (mask on this grid) and return it."""
-        segment = Segment(name, mask, color or default_color(len(self.segments)), description)
+        segment = Segment(name, mask, color or default_color(len(self.segments)), description, terminology)
         if segment.mask.shape != self.shape:
             raise GeometryError(f"mask of {name!r} has shape {segment.mask.shape}, grid is {self.shape}")
         if name in self.names():
@@ -150,7 +154,8 @@ def read_segmentation(path: str | os.PathLike, names: Mapping[int, str] | None =
         color = tuple(float(c) for c in info.get("color", default_color(index)))
         name = info.get("name") or info.get("id") or f"segment_{index + 1}"
         description = info.get("tags", {}).get(DESCRIPTION_TAG, "")
-        segments.append(Segment(name, mask, color, description))
+        terminology = terminology_entry_to_string(info["terminology"]) if "terminology" in info else ""
+        segments.append(Segment(name, mask, color, description, terminology))
     return Segmentation(segments, grid.spacing, grid.origin, grid.direction, shape_kji)
 
 
@@ -166,6 +171,8 @@ def write_segmentation(segmentation: Segmentation, path: str | os.PathLike) -> P
         if segment.description:
             # Slicer keeps free text about a segment in its tags; "|" separates tags there.
             info["tags"] = {DESCRIPTION_TAG: segment.description.replace("|", "/")}
+        if len(segment.terminology.split("~")) == TERMINOLOGY_FIELDS:
+            info["terminology"] = terminology_entry_from_string(segment.terminology)
         slicerio.add_segment(data, segment.mask.transpose(2, 1, 0), info)
     with atomic_path(path) as tmp:
         slicerio.write_segmentation(str(tmp), data)
