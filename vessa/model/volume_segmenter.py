@@ -33,7 +33,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -74,7 +74,8 @@ class SegmentResult:
     """probability: float32 Volume on the input's grid; slice_confidence (n,): predicted IoU
     x object probability per slice along `axis` (array axis: 0 = k, 1 = j, 2 = i), 0 on the
     slices a sparse pass skipped; slices_decoded: how many slices went through the model;
-    device: where they did ("cpu" after an out-of-memory fallback from the GPU)."""
+    device: where they did ("cpu" after an out-of-memory fallback from the GPU); warnings: what
+    the model says about this result."""
 
     probability: Volume
     slice_confidence: np.ndarray
@@ -82,6 +83,7 @@ class SegmentResult:
     axis: int
     slices_decoded: int
     device: str
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass

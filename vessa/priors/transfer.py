@@ -67,14 +67,17 @@ class TransferParts:
 
 
 class TemplateTransfer:
-    """Template transfer (module docstring). sam: a `SliceSam` (None: no SAM step). Has the
-    `segment` interface of `VolumeSegmenter`, so the effect and the CLI use either."""
+    """Template transfer (module docstring). sam: a `SliceSam` (None: no SAM step). notes: what
+    every result warns about (e.g. why there is no SAM step). Has the `segment` interface of
+    `VolumeSegmenter`, so the effect and the CLI use either."""
 
     slice_step = 1  # every slice is segmented (the effect's "Fast pass" has nothing to skip here)
 
-    def __init__(self, sam: SliceSam | None = None, config: TransferConfig = TransferConfig()):
+    def __init__(self, sam: SliceSam | None = None, config: TransferConfig = TransferConfig(),
+                 notes: tuple[str, ...] = ()):
         self.sam = sam
         self.config = config
+        self.notes = notes
 
     @property
     def device(self):
@@ -95,7 +98,8 @@ class TemplateTransfer:
         probability = parts.slices.probability(self.config.fusion)
         axis = parts.slices.fixed.axis
         out = image.with_array(np.ascontiguousarray(np.moveaxis(probability, 0, axis)))
-        return SegmentResult(out, slice_certainty(probability), 0.0, axis, len(probability), str(self.device))
+        return SegmentResult(out, slice_certainty(probability), 0.0, axis, len(probability), str(self.device),
+                             list(self.notes))
 
     def parts(self, image: Volume, templates: list[Template], text: str = "", progress: Progress | None = None,
               modality: str = "", every_part: bool = False) -> TransferParts:

