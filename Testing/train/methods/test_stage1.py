@@ -179,7 +179,7 @@ def test_location_prior_option_builds_a_gated_model_that_learns_the_gate(manifes
     torch.manual_seed(0)
     setup = build_stage1(spec(manifest, tmp_path, location_prior=4.0, rehearsal_probability=0.0), CPU)
     objective = setup.objective
-    assert float(objective.assistant.prior_gate) == 4.0
+    assert objective.assistant.prior_gate.item() == 4.0
     batch = next(setup.batches(0))
     assert batch["location_prior"].shape == (2, 1, 128, 128)
     loss, _ = objective.training_step(batch, 0, objective.models())
