@@ -190,7 +190,7 @@ def main() -> None:
     if args.starter:
         from vessa.model import load_segmenter
 
-        starter = load_segmenter(device=args.device)
+        starter = load_segmenter("vessa-starter", device=args.device)
     rows = []
     groups = [("(b) deformed", False)] + ([("(b) deformed + new contrast", True)] if args.contrast else [])
     for group, contrast in groups:
