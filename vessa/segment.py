@@ -37,14 +37,6 @@ class SegmentationOutput:
     warnings: list[str] = field(default_factory=list)
 
 
-def structure_confidence(slice_confidence: np.ndarray, mask: np.ndarray, axis: int) -> float:
-    """The mean of the per-slice confidences over the slices that hold the result (0 if none):
-    empty slices say nothing about how good the structure is (benchmarks/RESULTS.md: how well it
-    ranks good results above bad ones)."""
-    holding = np.moveaxis(mask, axis, 0).any(axis=(1, 2))
-    return float(np.mean(slice_confidence[holding])) if holding.any() else 0.0
-
-
 def templates_from_pairs(pairs: list[str], name: str) -> list[Template]:
     """Templates from "IMAGE,SEGMENTATION" pairs, taking the segment called `name` from each."""
     templates = []

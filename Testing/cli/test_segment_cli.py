@@ -188,14 +188,3 @@ def test_an_empty_result_is_warned(monkeypatch):
     output = segment_volume(image, [template], "box")
     assert output.warnings == ["the result is empty: no voxel of 'box' reaches probability 0.5 "
                                "(the model did not find it)"]
-
-
-def test_the_printed_confidence_is_over_the_slices_that_hold_the_result():
-    from vessa.segment import structure_confidence
-
-    mask = np.zeros((4, 3, 3), bool)
-    mask[1:3, 1, 1] = True
-    confidence = np.array([0.2, 0.9, 0.8, 0.1])
-    assert structure_confidence(confidence, mask, axis=0) == pytest.approx(0.85)
-    assert structure_confidence(np.array([0.5, 0.5, 0.5]), np.moveaxis(mask, 0, 2)[:, :, :3], axis=2) == 0.5
-    assert structure_confidence(confidence, np.zeros_like(mask), axis=0) == 0.0

@@ -81,3 +81,13 @@ def test_grey_levels_no_monotonic_map_undoes_are_aligned_affinely_without_demons
     assert dice(warp_mask(template_mask, template, permuted, registration.transform) >= 0.5, target_mask) >= 0.7
     same = register(template, target, FAST)
     assert same.correlation > 0.9 and same.deformable
+
+
+def test_a_template_whose_grey_levels_do_not_match_is_warned_about():
+    template, template_mask = subject((0, 0), 1.0, seed=0)
+    target, _ = subject((5, -6), 1.15, seed=1)
+    permuted = target.with_array(np.interp(target.array, [20, 120, 200], [200, 20, 120]).astype(np.float32))
+    transfer = TemplateTransfer(None, TransferConfig(registration=FAST))
+    [warning] = transfer.segment(permuted, [Template(template, template_mask, "organ")]).warnings
+    assert warning.startswith("the template images' grey levels do not match this image's (correlation -")
+    assert transfer.segment(target, [Template(template, template_mask, "organ")]).warnings == []

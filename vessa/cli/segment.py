@@ -14,7 +14,7 @@ from vessa.io.segmentation import write_segmentation
 from vessa.model.config import PRECISIONS
 from vessa.plausibility import image_modality
 from vessa.priors import NO_SAM
-from vessa.segment import segment_volume, structure_confidence, templates_from_pairs
+from vessa.segment import segment_volume, templates_from_pairs
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -115,7 +115,6 @@ def _run(args: argparse.Namespace) -> int:
     count = len(output.slice_confidence)
     decoded = f", {output.slices_decoded} of {count} slices decoded" if slice_step > 1 else ""
     print(f"{args.out}: {args.text!r}, {int(mask.sum())} voxels, {len(templates)} templates, "
-          f"confidence {structure_confidence(output.slice_confidence, mask, output.axis):.2f}, "
           f"{output.seconds:.1f} s{decoded}")
     return 0
 

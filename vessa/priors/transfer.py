@@ -58,12 +58,14 @@ class TransferConfig:
 @dataclass
 class TransferParts:
     """The parts on the target's slice stack and the template registrations' mean prior p
-    ([n, rows, cols], for the "registration alone" baseline) and seconds."""
+    ([n, rows, cols], for the "registration alone" baseline), seconds, and the lowest
+    correlation of a histogram-matched template with the target (None: not measured)."""
 
     slices: SliceParts
     prior: np.ndarray
     registration_seconds: float
     stopped_early: bool
+    correlation: float | None = None
 
 
 class TemplateTransfer:
@@ -98,8 +100,13 @@ class TemplateTransfer:
         probability = parts.slices.probability(self.config.fusion)
         axis = parts.slices.fixed.axis
         out = image.with_array(np.ascontiguousarray(np.moveaxis(probability, 0, axis)))
+        warnings = list(self.notes)
+        if parts.correlation is not None and parts.correlation < self.config.registration.demons_min_correlation:
+            warnings.append(f"the template images' grey levels do not match this image's (correlation "
+                            f"{parts.correlation:.2f} after histogram matching): they were aligned affinely only, "
+                            "which is less accurate; check the result")
         return SegmentResult(out, slice_certainty(probability), 0.0, axis, len(probability), str(self.device),
-                             list(self.notes))
+                             warnings)
 
     def parts(self, image: Volume, templates: list[Template], text: str = "", progress: Progress | None = None,
               modality: str = "", every_part: bool = False) -> TransferParts:
@@ -112,13 +119,15 @@ class TemplateTransfer:
         plane = tuple(float(spacing[a]) for a in range(3) if a != axis)
         window = intensity_range(image.array, modality)
         unit = np.moveaxis(to_unit_range(image.array, *window), axis, 0)
-        started, early, warped = time.perf_counter(), False, []
+        started, early, warped, correlations = time.perf_counter(), False, [], []
         for number, template in enumerate(templates):
             template_modality = image_modality(template.image.array, template.modality)
             registration = register(template.image, image, self.config.registration,
                                     same_modality=template_modality == modality,
                                     flatten="CT" not in (modality, template_modality))
             early = early or registration.stopped_early
+            if registration.correlation is not None:
+                correlations.append(registration.correlation)
             warped.append(warp_mask(template.mask, template.image, image, registration.transform))
             _report(progress, 0.5 * (number + 1) / len(templates))
         seconds = time.perf_counter() - started
@@ -145,7 +154,7 @@ class TemplateTransfer:
                     parts.sam = outline_estimate(self.sam, key, unit, refined, box, np.zeros(0, np.int64),
                                                  lambda done: _report(progress, 0.6 + 0.35 * done))
         parts.distance[~estimate.any(axis=(1, 2))] = ABSENT
-        return TransferParts(parts, prior, seconds, early)
+        return TransferParts(parts, prior, seconds, early, min(correlations) if correlations else None)
 
     def _fidelity(self, templates: list[Template], image: Volume, axis: int) -> float:
         """SAM's mean fidelity on a few slices of each template, cut like the target."""
