@@ -3,7 +3,6 @@ outputs written as one set, warnings for results that cannot mean much."""
 
 import os
 import stat
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -174,6 +173,7 @@ def test_a_constant_ct_with_an_mr_template_and_a_coarse_step_is_warned(files, tm
 
 def test_an_empty_result_is_warned(monkeypatch):
     import vessa.model
+    from vessa.model.volume_segmenter import SegmentResult
     from vessa.segment import segment_volume
 
     image, segmentation = case(4)
@@ -181,8 +181,7 @@ def test_an_empty_result_is_warned(monkeypatch):
 
     class FindsNothing:
         def segment(self, image, templates, text, modality=""):
-            return SimpleNamespace(probability=image.with_array(np.zeros(image.shape, np.float32)),
-                                   slice_confidence=np.zeros(4), seconds=0.0, slices_decoded=4, axis=0)
+            return SegmentResult(image.with_array(np.zeros(image.shape, np.float32)), np.zeros(4), 0.0, 0, 4, "cpu")
 
     monkeypatch.setattr(vessa.model, "load_segmenter", lambda *args, **kwargs: FindsNothing())
     output = segment_volume(image, [template], "box")
