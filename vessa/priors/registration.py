@@ -1,10 +1,16 @@
 """Template -> target registration: a template's mask carried onto another subject's volume.
 
 Each template image is registered onto the target with SimpleITK, on copies of both resampled
-to `resolution_mm` (isotropic; registration needs the anatomy, not the finest detail):
+to `resolution_mm` (isotropic; registration needs the anatomy, not the finest detail), or finer
+where a volume is small, so that its shortest side keeps `MIN_COARSE_VOXELS` voxels (a 44 mm
+block at 3 mm left the metric too few voxels: ITK stopped with "All samples map outside moving
+image buffer" on 2 of 11 such blocks):
 1. affine (12 parameters), initialised by aligning the centres of mass of the grey levels,
-   Mattes mutual information (so a template of another contrast still aligns), two levels
-   (shrink 2, 1), regular-step gradient descent. For images other than CT it runs a second
+   Mattes mutual information (so a template of another contrast still aligns) on at most
+   `MAX_METRIC_SAMPLES` random voxels per level (20 % of a brain at 3 mm; on a 200-slice CT,
+   20 % would be 480 k voxels a level), two levels (shrink 2, 1), regular-step gradient
+   descent. Should ITK give up (the images overlap too little, an image is blank), the
+   centred start is kept and `Registration.failed` says why. For images other than CT it runs a second
    time on bias-flattened copies (`flatten_bias`: each voxel over its local mean, a Gaussian of
    `bias_sigma_mm`), so that a smooth multiplicative bias field (MR coil shading, another
    scanner) cannot steer the metric; of the two, the one after which the histogram-matched
@@ -26,15 +32,22 @@ with linear interpolation, so the result is a probability (a soft prior), not a 
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 
+from vessa.errors import InputError
 from vessa.io import Volume
 
 SAMPLING_SEED = 1  # the metric's random samples, fixed so that a result can be reproduced (0 = wall clock)
+SAMPLING_FRACTION = 0.2
+MAX_METRIC_SAMPLES = 64_000
+MIN_COARSE_VOXELS = 32
+MIN_REGISTERED_SIDE = 4  # ITK's Gaussian smoothing needs 4 voxels along each axis
+SHRINK_FACTORS = (2, 1)
 
 
 @dataclass(frozen=True)
@@ -66,13 +79,15 @@ class RegistrationConfig:
 @dataclass
 class Registration:
     """The transform mapping target points to template points (what resampling the template
-    onto the target needs), the seconds it took, whether a stage hit the time limit, and the
-    correlation that decided on the deformable step (None where it was not considered)."""
+    onto the target needs), the seconds it took, whether a stage hit the time limit, the
+    correlation that decided on the deformable step (None where it was not considered), and
+    why the affine step failed, if it did (ITK's message; the images were then only centred)."""
 
     transform: sitk.Transform
     seconds: float
     stopped_early: bool
     correlation: float | None = None
+    failed: str | None = None
 
     @property
     def deformable(self) -> bool:
@@ -84,16 +99,21 @@ def register(template: Volume, target: Volume, config: RegistrationConfig = Regi
              same_modality: bool = True, flatten: bool = True) -> Registration:
     """Register `template` onto `target` (module docstring); `flatten`: also try the affine step
     on bias-flattened images (not for CT, whose grey levels are calibrated)."""
+    for volume, what in ((template, "template"), (target, "target")):
+        if min(volume.shape) < MIN_REGISTERED_SIDE:
+            raise InputError(f"the {what} image ({' x '.join(map(str, volume.shape))} voxels) is too thin to register: "
+                             f"templates from other volumes need >= {MIN_REGISTERED_SIDE} voxels along each axis "
+                             "(draw a few slices of the structure in this image instead)")
     start = time.perf_counter()
     deadline = start + config.time_limit_s
-    fixed = _coarse(target, config.resolution_mm)
-    moving = _coarse(template, config.resolution_mm)
+    fixed = coarse_image(target, config.resolution_mm)
+    moving = coarse_image(template, config.resolution_mm)
     candidates = [_affine(fixed, moving, config, deadline)]
     if flatten and config.bias_sigma_mm > 0 and time.perf_counter() < deadline:
         candidates.append(_affine(flatten_bias(fixed, config.bias_sigma_mm),
                                   flatten_bias(moving, config.bias_sigma_mm), config, deadline))
     scored = []
-    for affine, _ in candidates:
+    for affine, _, _ in candidates:
         matched = sitk.HistogramMatching(sitk.Resample(moving, fixed, affine, sitk.sitkLinear, 0.0, sitk.sitkFloat32),
                                          fixed, numberOfHistogramLevels=64, numberOfMatchPoints=16,
                                          thresholdAtMeanIntensity=True)
@@ -101,9 +121,11 @@ def register(template: Volume, target: Volume, config: RegistrationConfig = Regi
     correlation, affine, matched = max(scored, key=lambda item: item[0])
     if correlation < config.demons_min_correlation:
         correlation, affine, matched = scored[-1]  # grey levels unlike the target's: trust the flattened images
-    registration = Registration(affine, 0.0, any(early for _, early in candidates), correlation)
+    errors = [error for _, _, error in candidates if error]
+    failed = errors[0] if len(errors) == len(candidates) else None
+    registration = Registration(affine, 0.0, any(early for _, early, _ in candidates), correlation, failed)
     if (config.deformable and same_modality and config.demons_iterations and time.perf_counter() < deadline
-            and correlation >= config.demons_min_correlation):
+            and correlation >= config.demons_min_correlation and not failed):
         field, stopped = _demons(fixed, matched, config, deadline)
         composite = sitk.CompositeTransform(3)
         composite.AddTransform(affine)
@@ -142,9 +164,13 @@ def warp_mask(mask: np.ndarray, template: Volume, target: Volume, transform: sit
     return np.clip(sitk.GetArrayFromImage(warped), 0.0, 1.0)
 
 
-def _coarse(volume: Volume, spacing_mm: float) -> sitk.Image:
-    """The volume as float32, smoothed and resampled to an isotropic `spacing_mm` grid (never finer)."""
+def coarse_image(volume: Volume, spacing_mm: float) -> sitk.Image:
+    """The volume as float32, smoothed and resampled to an isotropic `spacing_mm` grid, finer
+    where the shortest side would keep fewer than `MIN_COARSE_VOXELS` voxels (never finer than
+    the volume's own spacing)."""
     image = sitk.Cast(volume.to_sitk(), sitk.sitkFloat32)
+    shortest = min(n * s for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True))
+    spacing_mm = min(spacing_mm, shortest / MIN_COARSE_VOXELS)
     spacing = [max(spacing_mm, s) for s in image.GetSpacing()]
     size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing, strict=True)]
     sigma = [max(0.0, (t - s) / 2) for s, t in zip(image.GetSpacing(), spacing, strict=True)]
@@ -155,24 +181,48 @@ def _coarse(volume: Volume, spacing_mm: float) -> sitk.Image:
 
 
 def _affine(fixed: sitk.Image, moving: sitk.Image, config: RegistrationConfig,
-            deadline: float) -> tuple[sitk.AffineTransform, bool]:
-    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3),
-                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
+            deadline: float) -> tuple[sitk.AffineTransform, bool, str | None]:
+    """The affine step: (transform, stopped at the deadline, ITK's error if it gave up)."""
+    initial = _centred(fixed, moving)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.2, seed=SAMPLING_SEED)
+    voxels = np.prod(fixed.GetSize(), dtype=np.float64)
+    method.SetMetricSamplingPercentagePerLevel(
+        [min(SAMPLING_FRACTION, MAX_METRIC_SAMPLES * shrink**3 / voxels) for shrink in SHRINK_FACTORS], SAMPLING_SEED)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3,
                                                     numberOfIterations=config.affine_iterations,
                                                     gradientMagnitudeTolerance=1e-6)
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([2, 1])
+    method.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS))
     method.SetSmoothingSigmasPerLevel([1.0, 0.0])
     method.SetInitialTransform(initial, inPlace=True)
+    start = sitk.AffineTransform(initial)
     stopped = _stop_at(method, deadline, method.StopRegistration)
-    method.Execute(fixed, moving)
-    return sitk.AffineTransform(initial), stopped[0]
+    try:
+        method.Execute(fixed, moving)
+    except RuntimeError as error:
+        return start, stopped[0], itk_message(error)
+    return sitk.AffineTransform(initial), stopped[0], None
+
+
+def _centred(fixed: sitk.Image, moving: sitk.Image) -> sitk.AffineTransform:
+    """An affine start aligning the grey levels' centres of mass, or the grids' centres where an
+    image has no mass (all zero)."""
+    try:
+        return sitk.AffineTransform(sitk.CenteredTransformInitializer(
+            fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS))
+    except RuntimeError:
+        return sitk.AffineTransform(sitk.CenteredTransformInitializer(
+            fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.GEOMETRY))
+
+
+def itk_message(error: RuntimeError) -> str:
+    """ITK's own words from a SimpleITK exception, without file, line and object address."""
+    text = " ".join(str(error).split())
+    found = re.search(r"ITK ERROR: \w+\(0x[0-9a-f]+\): (.*)", text)
+    return found.group(1) if found else text
 
 
 def _demons(fixed: sitk.Image, aligned: sitk.Image, config: RegistrationConfig,

@@ -58,14 +58,16 @@ class TransferConfig:
 @dataclass
 class TransferParts:
     """The parts on the target's slice stack and the template registrations' mean prior p
-    ([n, rows, cols], for the "registration alone" baseline), seconds, and the lowest
-    correlation of a histogram-matched template with the target (None: not measured)."""
+    ([n, rows, cols], for the "registration alone" baseline), seconds, the lowest
+    correlation of a histogram-matched template with the target (None: not measured), and
+    which templates' registration failed, and why."""
 
     slices: SliceParts
     prior: np.ndarray
     registration_seconds: float
     stopped_early: bool
     correlation: float | None = None
+    failed: list[str] = field(default_factory=list)
 
 
 class TemplateTransfer:
@@ -105,6 +107,8 @@ class TemplateTransfer:
             warnings.append(f"the template images' grey levels do not match this image's (correlation "
                             f"{parts.correlation:.2f} after histogram matching): they were aligned affinely only, "
                             "which is less accurate; check the result")
+        warnings += [f"registration failed for {what}; that template was only centred on this image, check the "
+                     "result" for what in parts.failed]
         return SegmentResult(out, slice_certainty(probability), 0.0, axis, len(probability), str(self.device),
                              warnings)
 
@@ -119,7 +123,7 @@ class TemplateTransfer:
         plane = tuple(float(spacing[a]) for a in range(3) if a != axis)
         window = intensity_range(image.array, modality)
         unit = np.moveaxis(to_unit_range(image.array, *window), axis, 0)
-        started, early, warped, correlations = time.perf_counter(), False, [], []
+        started, early, warped, correlations, failed = time.perf_counter(), False, [], [], []
         for number, template in enumerate(templates):
             template_modality = image_modality(template.image.array, template.modality)
             registration = register(template.image, image, self.config.registration,
@@ -128,6 +132,8 @@ class TemplateTransfer:
             early = early or registration.stopped_early
             if registration.correlation is not None:
                 correlations.append(registration.correlation)
+            if registration.failed:
+                failed.append(f"template {number + 1} ({template.case_id or template.name}): {registration.failed}")
             warped.append(warp_mask(template.mask, template.image, image, registration.transform))
             _report(progress, 0.5 * (number + 1) / len(templates))
         seconds = time.perf_counter() - started
@@ -154,7 +160,7 @@ class TemplateTransfer:
                     parts.sam = outline_estimate(self.sam, key, unit, refined, box, np.zeros(0, np.int64),
                                                  lambda done: _report(progress, 0.6 + 0.35 * done))
         parts.distance[~estimate.any(axis=(1, 2))] = ABSENT
-        return TransferParts(parts, prior, seconds, early, min(correlations) if correlations else None)
+        return TransferParts(parts, prior, seconds, early, min(correlations) if correlations else None, failed)
 
     def _fidelity(self, templates: list[Template], image: Volume, axis: int) -> float:
         """SAM's mean fidelity on a few slices of each template, cut like the target."""
