@@ -67,6 +67,15 @@ def run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(lengths, 0, axis)
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box (one slice per axis) holding every set voxel of a non-empty mask."""
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
 def find_drawn_slices(mask: np.ndarray, axis: int | None = None) -> DrawnSlices:
     """The drawn slices of a (k, j, i) mask; `axis` forces the drawn axis.
 
@@ -79,10 +88,12 @@ def find_drawn_slices(mask: np.ndarray, axis: int | None = None) -> DrawnSlices:
         raise InputError(f"a segment mask must be 3D (k, j, i), got shape {mask.shape}")
     if not mask.any():
         raise InputError("the segment is empty: draw the structure on a few slices first (one is enough to start)")
-    lengths = np.stack([run_lengths(mask, a) for a in range(3)])  # [3, k, j, i]
     if axis is None:
+        box = bounding_box(mask)  # runs end inside it: measured there only
+        inner = mask[box]
+        lengths = np.stack([run_lengths(inner, a) for a in range(3)])  # [3, k, j, i] of the box
         candidates = [a for a in range(3) if mask.shape[a] > 1]
-        inside = lengths[:, mask]  # [3, voxels]
+        inside = lengths[:, inner]  # [3, voxels]
         owner = np.array(candidates)[np.argmin(inside[candidates], axis=0)]
         axis = int(np.bincount(owner, minlength=3).argmax())
         if inside[axis][owner == axis].mean() > MAX_DRAWN_RUN:
@@ -91,13 +102,13 @@ def find_drawn_slices(mask: np.ndarray, axis: int | None = None) -> DrawnSlices:
                 "complete; to fill it from a few slices, keep only those slices (drawn in slice views aligned "
                 "with the volume), or use it as a template for another volume"
             )
-        drawn = mask & (lengths[axis] <= lengths[[a for a in candidates if a != axis]].min(axis=0))
+        drawn = inner & (lengths[axis] <= lengths[[a for a in candidates if a != axis]].min(axis=0))
+        others = tuple(a for a in range(3) if a != axis)
+        indices = np.flatnonzero(drawn.any(axis=others)) + box[axis].start
     else:
         if not 0 <= axis < 3:
             raise InputError(f"axis={axis}: must be 0, 1 or 2 (array axis k, j, i)")
-        drawn = mask
-    moved = np.moveaxis(drawn, axis, 0)
-    indices = np.flatnonzero(moved.any(axis=(1, 2)))
+        indices = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
     masks = np.moveaxis(mask, axis, 0)[indices]  # the drawn slices as they are
     other = int(mask.sum() - masks.sum())
     return DrawnSlices(axis, indices, masks.copy(), other)
