@@ -68,12 +68,22 @@ def test_outlines_are_logits_on_the_slice_grid_and_empty_masks_stay_empty(sam):
     assert 0.0 <= score <= 1.0
 
 
-def test_a_crop_is_kept_while_the_structure_fits_in_it(sam):
-    outer = CropBox(0, 0, 64)
-    assert sam.sticky(("v",), outer) == outer
-    assert sam.sticky(("v",), CropBox(8, 8, 40)) == outer
-    assert sam.sticky(("v",), CropBox(8, 8, 64)) == CropBox(8, 8, 64)
-    assert outer.contains(CropBox(0, 0, 64)) and not outer.contains(CropBox(-8, 0, 16))
+def test_a_crop_is_kept_while_the_structure_stays_well_inside_it(sam):
+    def square(low: int, high: int) -> np.ndarray:
+        masks = np.zeros((2, 160, 160), bool)
+        masks[:, low:high, low:high] = True
+        return masks
+
+    first = sam.sticky(("v",), crop_box(square(40, 80), 0.5), square(40, 80))
+    assert first == CropBox(16, 16, 80)
+    grown = square(36, 86)  # a correction made it larger: its own crop would differ
+    assert crop_box(grown, 0.5) != first and sam.sticky(("v",), crop_box(grown, 0.5), grown) == first
+    near_edge = square(20, 86)  # within 10 % of the crop's side from its edge: a new crop
+    assert sam.sticky(("v",), crop_box(near_edge, 0.5), near_edge) == crop_box(near_edge, 0.5)
+    small = square(50, 56)  # far smaller than the kept crop: a new, tighter one
+    big = sam.sticky(("w",), crop_box(square(20, 120), 0.5), square(20, 120))
+    assert big.side > 1.5 * crop_box(small, 0.5).side
+    assert sam.sticky(("w",), crop_box(small, 0.5), small) == crop_box(small, 0.5)
 
 
 def test_a_second_completion_of_the_same_volume_encodes_only_new_slices(sam):

@@ -147,7 +147,8 @@ class SliceCompleter:
         if self.sam is not None and self.config.sam:
             key = (*key, self.sam.model.image_size)
             estimate = parts.probability(self.config.fusion) >= 0.5
-            box = self.sam.sticky(key, crop_box(np.concatenate([drawn.masks, estimate]), self.config.sam_margin))
+            present = np.concatenate([drawn.masks, estimate])
+            box = self.sam.sticky(key, crop_box(present, self.config.sam_margin), present)
             parts.fidelity = fidelity(self.sam, key, unit, drawn.indices, drawn.masks, box)
             if every_part or self.config.fusion.sam(parts.fidelity) > 0:
                 parts.sam = outline_estimate(self.sam, key, unit, estimate, box, drawn.indices,

@@ -9,8 +9,9 @@ other slices, each prompted by the box of the current estimate there.
 
 All slices of one structure are cut from one square crop of the slice plane (`crop_box`: the
 estimate's bounding box over all slices, grown by `margin` of its size, at least
-`MIN_CROP_PIXELS`, moved inside the image and rounded to 8 pixels, so that small corrections
-keep the same crop), resized to the model's input side S; the encoder output of each
+`MIN_CROP_PIXELS`, moved inside the image and rounded to 8 pixels), resized to the model's
+input side S. A later call on the same volume keeps the earlier crop while the structure stays
+well inside it (`SliceSam.sticky`), so that a correction does not move the crop; the encoder output of each
 (volume, crop, slice) is kept in a `FeatureCache` across calls, so a second run over the same
 volume (after a correction) encodes only the slices it has not seen.
 """
@@ -31,6 +32,8 @@ from vessa.model.minisam import MiniSam
 MIN_CROP_PIXELS = 64
 CROP_ROUNDING = 8
 LOGIT_LIMIT = 10.0
+STICKY_INSET = 0.1  # a kept crop must hold the structure this fraction of its side inside its edges
+STICKY_GROWTH = 1.5  # ... and be at most this many times the side the structure's own crop would have
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,12 @@ class CropBox:
     col0: int
     side: int
 
-    def contains(self, other: CropBox) -> bool:
-        """Whether `other` lies inside this box."""
-        return (self.row0 <= other.row0 and self.col0 <= other.col0
-                and other.row0 + other.side <= self.row0 + self.side
-                and other.col0 + other.side <= self.col0 + self.side)
+    def holds(self, masks: np.ndarray) -> bool:
+        """Whether every set pixel of masks [n, rows, cols] lies inside this box."""
+        union = masks.any(axis=0)
+        rows, cols = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
+        return not len(rows) or (self.row0 <= rows[0] and rows[-1] < self.row0 + self.side
+                                 and self.col0 <= cols[0] and cols[-1] < self.col0 + self.side)
 
     def cut(self, planes: np.ndarray) -> np.ndarray:
         """planes [n, rows, cols] -> [n, side, side], zero outside the image."""
@@ -94,12 +98,17 @@ class SliceSam:
         self.encoded = 0  # slices that went through the encoder (the rest came from the cache)
         self._crops: dict[tuple, CropBox] = {}
 
-    def sticky(self, key: tuple, box: CropBox) -> CropBox:
-        """The crop to use for volume `key`: the previous one while it contains `box` (so its
-        cached encoder outputs serve again), else `box`."""
+    def sticky(self, key: tuple, box: CropBox, masks: np.ndarray) -> CropBox:
+        """The crop to use for volume `key`, where `box` is the crop of `masks` [n, rows, cols]:
+        the previous one (so that its cached encoder outputs serve again) while the masks lie
+        `STICKY_INSET` of its side inside it and it is at most `STICKY_GROWTH` x `box`'s side,
+        else `box`."""
         previous = self._crops.get(key)
-        if previous is not None and previous.contains(box):
-            return previous
+        if previous is not None and previous.side <= STICKY_GROWTH * box.side:
+            inset = STICKY_INSET * previous.side
+            inner = CropBox(int(previous.row0 + inset), int(previous.col0 + inset), int(previous.side - 2 * inset))
+            if inner.holds(masks):
+                return previous
         self._crops[key] = box
         return box
 
