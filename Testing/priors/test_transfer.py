@@ -128,3 +128,19 @@ def test_a_blank_template_fails_registration_with_a_warning_not_a_crash():
         target, [Template(blank, template_mask, "organ", case_id="blank")])
     assert result.probability.shape == SHAPE
     assert any(w.startswith("registration failed for template 1 (blank): ") for w in result.warnings)
+
+
+def test_a_second_structure_of_the_same_template_and_target_reuses_the_registration(monkeypatch):
+    template, template_mask = subject((0, 0), 1.0, seed=0)
+    target, target_mask = subject((5, -6), 1.15, seed=1)
+    calls = []
+    monkeypatch.setattr("vessa.priors.transfer.register", lambda *args, **kwargs: calls.append(1) or register(
+        *args, **kwargs))
+    transfer = TemplateTransfer(None, TransferConfig(registration=FAST))
+    organ = transfer.segment(target, [Template(template, template_mask, "organ")])
+    body = transfer.segment(target, [Template(template, template.array > 60, "body")])
+    assert len(calls) == 1
+    assert dice(organ.probability.array >= 0.5, target_mask) >= 0.85
+    assert dice(body.probability.array >= 0.5, target.array > 60) >= 0.85
+    transfer.segment(target.with_array(target.array + 1.0), [Template(template, template_mask, "organ")])
+    assert len(calls) == 2  # another image: registered anew

@@ -4,7 +4,9 @@ Pipeline (`TemplateTransfer.segment`), on the target cut along its slicing axis:
 1. registration prior: each template image is registered onto the target (`registration`:
    affine, then deformable for templates of the same modality) and its mask resampled there
    (soft); the templates' mean p is the prior, and d, the in-plane signed distance (mm) of
-   p >= 0.5, its distance map (slices where p < 0.5 everywhere: absent);
+   p >= 0.5, its distance map (slices where p < 0.5 everywhere: absent); the last
+   `REGISTRATIONS_KEPT` registrations are kept, so a second structure of the same templates
+   and target is not registered again (a displacement field at 3 mm: up to ~60 MB on a CT);
 2. appearance (`appearance`): a classifier of the target's own look, fitted on up to
    `appearance_slices` target slices with the prior's mask as labels (the templates' grey
    levels may differ from the target's; the registered shape tells where to learn), scored by
@@ -19,6 +21,7 @@ The text is not used by this path: the templates say what the structure is.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,12 +36,13 @@ from vessa.plausibility import image_modality
 from vessa.priors.appearance import fit_appearance, image_features
 from vessa.priors.drawn_slices import DrawnSlices
 from vessa.priors.fusion import FusionConfig, Gate, SliceParts, appearance_logits, slice_certainty
-from vessa.priors.registration import RegistrationConfig, register, warp_mask
+from vessa.priors.registration import Registration, RegistrationConfig, register, warp_mask
 from vessa.priors.sam_refine import SliceSam, crop_box, fidelity, outline_estimate
 from vessa.priors.slice_prior import ABSENT, signed_distance
 
 Progress = Callable[[float], None]
 MAX_TEMPLATES = 3
+REGISTRATIONS_KEPT = MAX_TEMPLATES  # registrations kept for the next structure of the same templates and target
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class TemplateTransfer:
         self.sam = sam
         self.config = config
         self.notes = notes
+        self._registrations: OrderedDict[tuple, Registration] = OrderedDict()  # see `_register`
 
     @property
     def device(self):
@@ -125,10 +130,7 @@ class TemplateTransfer:
         unit = np.moveaxis(to_unit_range(image.array, *window), axis, 0)
         started, early, warped, correlations, failed = time.perf_counter(), False, [], [], []
         for number, template in enumerate(templates):
-            template_modality = image_modality(template.image.array, template.modality)
-            registration = register(template.image, image, self.config.registration,
-                                    same_modality=template_modality == modality,
-                                    flatten="CT" not in (modality, template_modality))
+            registration = self._register(template, image, modality)
             early = early or registration.stopped_early
             if registration.correlation is not None:
                 correlations.append(registration.correlation)
@@ -162,6 +164,22 @@ class TemplateTransfer:
         parts.distance[~estimate.any(axis=(1, 2))] = ABSENT
         return TransferParts(parts, prior, seconds, early, min(correlations) if correlations else None, failed)
 
+    def _register(self, template: Template, image: Volume, modality: str) -> Registration:
+        """`register` of the template's image onto `image`, or the registration an earlier call
+        made of the same pair (another structure of the same templates)."""
+        template_modality = image_modality(template.image.array, template.modality)
+        key = (_volume_id(template.image), _volume_id(image), modality, template_modality)
+        if key in self._registrations:
+            self._registrations.move_to_end(key)
+            return self._registrations[key]
+        registration = register(template.image, image, self.config.registration,
+                                same_modality=template_modality == modality,
+                                flatten="CT" not in (modality, template_modality))
+        self._registrations[key] = registration
+        while len(self._registrations) > REGISTRATIONS_KEPT:
+            self._registrations.popitem(last=False)
+        return registration
+
     def _fidelity(self, templates: list[Template], image: Volume, axis: int) -> float:
         """SAM's mean fidelity on a few slices of each template, cut like the target."""
         assert self.sam is not None
@@ -177,6 +195,10 @@ class TemplateTransfer:
             box = crop_box(masks[rows], self.config.sam_margin)
             scores.append(fidelity(self.sam, key, unit, rows, masks[rows], box))
         return float(np.mean(scores))
+
+
+def _volume_id(volume: Volume) -> tuple:
+    return volume_key(volume.array, tuple(volume.spacing), tuple(volume.origin), tuple(np.ravel(volume.direction)))
 
 
 def _spread(indices: np.ndarray, count: int) -> np.ndarray:
