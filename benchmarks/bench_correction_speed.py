@@ -88,14 +88,15 @@ def measure(case: Case, sam: str | None, image_size: int) -> dict:
 
 
 def report(rows: list[dict]) -> None:
-    print("| case | shape (k, j, i) | run 1 s | run 2 s | run 2 / run 1 | encoded 1 / 2 | SAM weight | "
+    print("| case | shape (k, j, i) | run 1 s | run 2 s | run 2 / run 1 | Dice 1 / 2 | encoded 1 / 2 | SAM weight | "
           + " | ".join(f"run 2 {part} s" for part in (*PARTS, "other")) + " |")
-    print("|---" * (8 + len(PARTS)) + "|")
+    print("|---" * (9 + len(PARTS)) + "|")
     for row in rows:
         first, second = row["runs"]
         parts = [second["parts"].get(part, 0.0) for part in PARTS]
         print(f"| {row['case']} | {row['shape']} | {first['seconds']:.1f} | {second['seconds']:.1f} | "
-              f"{second['seconds'] / first['seconds']:.0%} | {first['encoded']} / {second['encoded']} | "
+              f"{second['seconds'] / first['seconds']:.0%} | {first['dice']:.3f} / {second['dice']:.3f} | "
+              f"{first['encoded']} / {second['encoded']} | "
               f"{first['sam_weight']:.2f} | " + " | ".join(f"{p:.1f}" for p in parts)
               + f" | {second['seconds'] - sum(parts):.1f} |")
     ratios = [row["runs"][1]["seconds"] / row["runs"][0]["seconds"] for row in rows]

@@ -95,3 +95,23 @@ def test_a_second_completion_of_the_same_volume_encodes_only_new_slices(sam):
     assert corrected.encoded <= 1  # the crop is kept: at most a slice the first run did not outline
     assert completer.fields.computed == computed  # the deformations between slices are kept too
     assert np.array_equal(corrected.probability[10] == 1.0, TRUTH[10])
+
+
+def test_a_new_drawn_slice_that_cannot_open_sams_gate_is_not_encoded(sam):
+    def own() -> SliceSam:  # nothing cached by the other tests
+        return SliceSam(sam.model, sam.device, precision="float32")
+
+    config = CompletionConfig(fusion=FusionConfig(sam=Gate(1.0, 0.99)))
+    completer = SliceCompleter(own(), config)
+    first = completer.complete(IMAGE, drawn_on(TRUTH, [6, 14]))
+    assert first.encoded == 2 and first.fidelity < 0.985 and first.sam_weight == 0.0
+    corrected = completer.complete(IMAGE, drawn_on(TRUTH, [6, 10, 14]))
+    assert corrected.encoded == 0  # even at Dice 1, slice 10 could not lift the mean above 0.99
+    measured = SliceCompleter(own(), config)  # the same history, every part computed on the second run
+    measured.complete(IMAGE, drawn_on(TRUTH, [6, 14]))
+    parts = measured.parts(IMAGE, drawn_on(TRUTH, [6, 10, 14]), every_part=True)
+    assert parts.fidelity < 0.99  # slice 10 measured: the gate stays shut
+    assert np.array_equal(corrected.probability, measured.result(drawn_on(TRUTH, [6, 10, 14]), parts).probability)
+    opening = SliceCompleter(own(), CompletionConfig(fusion=FusionConfig(sam=Gate(1.0, 0.1))))
+    opening.complete(IMAGE, drawn_on(TRUTH, [6, 14]))
+    assert opening.complete(IMAGE, drawn_on(TRUTH, [6, 10, 14])).fidelity == pytest.approx(parts.fidelity)

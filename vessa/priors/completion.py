@@ -149,7 +149,8 @@ class SliceCompleter:
             estimate = parts.probability(self.config.fusion) >= 0.5
             present = np.concatenate([drawn.masks, estimate])
             box = self.sam.sticky(key, crop_box(present, self.config.sam_margin), present)
-            parts.fidelity = fidelity(self.sam, key, unit, drawn.indices, drawn.masks, box)
+            gate = None if every_part else self.config.fusion.sam.threshold
+            parts.fidelity = fidelity(self.sam, key, unit, drawn.indices, drawn.masks, box, gate)
             if every_part or self.config.fusion.sam(parts.fidelity) > 0:
                 parts.sam = outline_estimate(self.sam, key, unit, estimate, box, drawn.indices,
                                              lambda done: _report(progress, 0.6 + 0.35 * done))

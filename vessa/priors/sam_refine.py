@@ -11,13 +11,16 @@ All slices of one structure are cut from one square crop of the slice plane (`cr
 estimate's bounding box over all slices, grown by `margin` of its size, at least
 `MIN_CROP_PIXELS`, moved inside the image and rounded to 8 pixels), resized to the model's
 input side S. A later call on the same volume keeps the earlier crop while the structure stays
-well inside it (`SliceSam.sticky`), so that a correction does not move the crop; the encoder output of each
-(volume, crop, slice) is kept in a `FeatureCache` across calls, so a second run over the same
-volume (after a correction) encodes only the slices it has not seen.
+well inside it (`SliceSam.sticky`), so that a correction does not move the crop. The encoder
+output of each (volume, crop, slice) is kept in a `FeatureCache` across calls, and each drawn
+slice's fidelity score too, so a second run over the same volume (after a correction) encodes
+only the slices it has not seen, and not even a newly drawn one where its score could not
+open SAM's gate.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +35,7 @@ from vessa.model.minisam import MiniSam
 MIN_CROP_PIXELS = 64
 CROP_ROUNDING = 8
 LOGIT_LIMIT = 10.0
+SCORES_KEPT = 10_000
 STICKY_INSET = 0.1  # a kept crop must hold the structure this fraction of its side inside its edges
 STICKY_GROWTH = 1.5  # ... and be at most this many times the side the structure's own crop would have
 
@@ -97,6 +101,13 @@ class SliceSam:
         self.batch_size = batch_size
         self.encoded = 0  # slices that went through the encoder (the rest came from the cache)
         self._crops: dict[tuple, CropBox] = {}
+        self.scores: dict[tuple, float] = {}  # `fidelity`'s per-slice scores
+
+    def remember_score(self, name: tuple, score: float) -> None:
+        """Keep a slice's fidelity score (`fidelity`); the oldest go beyond `SCORES_KEPT`."""
+        self.scores[name] = float(score)
+        while len(self.scores) > SCORES_KEPT:
+            del self.scores[next(iter(self.scores))]
 
     def sticky(self, key: tuple, box: CropBox, masks: np.ndarray) -> CropBox:
         """The crop to use for volume `key`, where `box` is the crop of `masks` [n, rows, cols]:
@@ -165,9 +176,23 @@ def outline_estimate(sam: SliceSam, key: tuple, unit: np.ndarray, estimate: np.n
 
 
 def fidelity(sam: SliceSam, key: tuple, unit: np.ndarray, slices: np.ndarray, masks: np.ndarray,
-             box: CropBox) -> float:
-    """Mean Dice of SAM's outline with each labelled mask, prompted by that mask's box."""
-    logits = sam.outline(sam.embeddings(key, unit, slices, box), masks, box, unit.shape[1:])
-    predicted = logits > 0
-    scores = [2.0 * (p & m).sum() / max(p.sum() + m.sum(), 1) for p, m in zip(predicted, masks, strict=True)]
-    return float(np.mean(scores))
+             box: CropBox, gate: float | None = None) -> float:
+    """Mean Dice of SAM's outline with each labelled mask, prompted by that mask's box.
+
+    A slice's score is kept in `sam` (per volume, crop, slice and mask) and reused. With `gate`
+    (the score at or below which the caller does not use SAM), slices not scored before are
+    measured only if they could lift the mean above `gate` even at Dice 1; if they could not,
+    the mean of the others is returned (SAM stays unused either way, and the slices are not encoded).
+    """
+    digests = [hashlib.sha1(np.packbits(m).tobytes(), usedforsecurity=False).hexdigest() for m in masks]
+    names = [(key, box, int(z), digest) for z, digest in zip(slices, digests, strict=True)]
+    known = [sam.scores[name] for name in names if name in sam.scores]
+    missing = [i for i, name in enumerate(names) if name not in sam.scores]
+    if gate is not None and known and missing and (sum(known) + len(missing)) / len(names) <= gate:
+        return float(np.mean(known))
+    if missing:
+        rows = np.asarray(slices)[missing]
+        predicted = sam.outline(sam.embeddings(key, unit, rows, box), masks[missing], box, unit.shape[1:]) > 0
+        for i, p in zip(missing, predicted, strict=True):
+            sam.remember_score(names[i], 2.0 * (p & masks[i]).sum() / max(p.sum() + masks[i].sum(), 1))
+    return float(np.mean([sam.scores[name] for name in names]))
