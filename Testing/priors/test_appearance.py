@@ -54,3 +54,17 @@ def test_the_band_is_half_the_radius_and_at_least_three_pixels():
     tiny = np.zeros((1, 10, 10), bool)
     tiny[0, 4, 4] = True
     assert band_width(tiny, (2.0, 1.0)) == 6.0
+
+
+def test_the_classifier_is_trained_only_when_its_log_odds_are_asked_for(monkeypatch):
+    from vessa.priors import appearance
+
+    trained = []
+    monkeypatch.setattr(appearance, "_train", lambda x, y, seed, train=appearance._train: trained.append(len(x))
+                        or train(x, y, seed))
+    unit = slices_with(BLOB, 0.8, 0.2)
+    model = fit_appearance(image_features(unit[:3], (1.0, 1.0)), BLOB[:3], (1.0, 1.0))
+    assert len(trained) == 3 and model.separability > 0.9  # the three held-out folds only
+    model.logits(image_features(unit[4:5], (1.0, 1.0)))
+    model.logits(image_features(unit[5:6], (1.0, 1.0)))
+    assert len(trained) == 4 and trained[-1] == len(model.x)  # then once, on every band pixel

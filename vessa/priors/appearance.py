@@ -18,6 +18,7 @@ labelled slice, over the two halves of a checkerboard of 16-pixel blocks).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
@@ -53,18 +54,23 @@ def band_width(masks: np.ndarray, spacing: tuple[float, float]) -> float:
 
 @dataclass
 class AppearanceModel:
-    """A fitted per-case classifier (`fit`), its band (mm) and its measured separability."""
+    """A per-case classifier (`fit_appearance`), its band (mm) and its measured separability.
+    The classifier is trained on the band's pixels `x` [N, F] / `y` [N] when first used, so a
+    caller that only needs the separability (a gate that stays shut) does not pay for it."""
 
-    classifier: object
+    x: np.ndarray
+    y: np.ndarray
     band_mm: float
     separability: float
+    seed: int = 0
+
+    @cached_property
+    def classifier(self):
+        return _train(self.x, self.y, self.seed)
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """Log-odds [...] of the structure for feature vectors [..., F] (clipped to +-7)."""
-        flat = features.reshape(-1, features.shape[-1])
-        probability = self.classifier.predict_proba(flat)[:, 1] if len(flat) else np.zeros(0)
-        probability = np.clip(probability, 1e-3, 1 - 1e-3)
-        return np.log(probability / (1 - probability)).reshape(features.shape[:-1]).astype(np.float32)
+        return _logits(self.classifier, features)
 
 
 def fit_appearance(
@@ -74,8 +80,14 @@ def fit_appearance(
     masks = np.asarray(masks, bool)
     band = band_width(masks, spacing)
     near = np.stack([_near(mask, band, spacing) for mask in masks])
-    classifier = _train(features[near], masks[near], seed)
-    return AppearanceModel(classifier, band, _separability(features, masks, near, band, spacing, seed))
+    return AppearanceModel(features[near], masks[near], band, _separability(features, masks, near, seed), seed)
+
+
+def _logits(classifier, features: np.ndarray) -> np.ndarray:
+    flat = features.reshape(-1, features.shape[-1])
+    probability = classifier.predict_proba(flat)[:, 1] if len(flat) else np.zeros(0)
+    probability = np.clip(probability, 1e-3, 1 - 1e-3)
+    return np.log(probability / (1 - probability)).reshape(features.shape[:-1]).astype(np.float32)
 
 
 def _near(mask: np.ndarray, band_mm: float, spacing: tuple[float, float]) -> np.ndarray:
@@ -108,9 +120,7 @@ class _Constant:
         return np.tile([1 - self.probability, self.probability], (len(x), 1))
 
 
-def _separability(
-    features: np.ndarray, masks: np.ndarray, near: np.ndarray, band: float, spacing: tuple[float, float], seed: int
-) -> float:
+def _separability(features: np.ndarray, masks: np.ndarray, near: np.ndarray, seed: int) -> float:
     """Held-out Dice of the appearance alone in the band of labelled slices (module docstring)."""
     folds: list[tuple[np.ndarray, np.ndarray]] = []
     if len(masks) > 1:
@@ -128,8 +138,7 @@ def _separability(
     for train, test in folds:
         if not test.any() or not masks[train].any() or masks[train].all():
             continue
-        model = AppearanceModel(_train(features[train], masks[train], seed), band, 0.0)
-        predicted = model.logits(features[test]) > 0
+        predicted = _logits(_train(features[train], masks[train], seed), features[test]) > 0
         truth = masks[test]
         total = predicted.sum() + truth.sum()
         scores.append(2.0 * (predicted & truth).sum() / total if total else 1.0)
