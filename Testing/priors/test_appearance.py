@@ -68,3 +68,20 @@ def test_the_classifier_is_trained_only_when_its_log_odds_are_asked_for(monkeypa
     model.logits(image_features(unit[4:5], (1.0, 1.0)))
     model.logits(image_features(unit[5:6], (1.0, 1.0)))
     assert len(trained) == 4 and trained[-1] == len(model.x)  # then once, on every band pixel
+
+
+def test_held_out_folds_stop_once_the_rest_could_not_open_the_gate(monkeypatch):
+    from vessa.priors import appearance
+
+    trained = []
+    monkeypatch.setattr(appearance, "_train", lambda x, y, seed, train=appearance._train: trained.append(len(x))
+                        or train(x, y, seed))
+    flat = image_features(slices_with(np.zeros(SHAPE, bool), 0.5, 0.5)[:4], (1.0, 1.0))
+    every = fit_appearance(flat, BLOB[:4], (1.0, 1.0))
+    assert len(trained) == 4 and every.separability < 0.6
+    trained.clear()
+    gated = fit_appearance(flat, BLOB[:4], (1.0, 1.0), gate=0.9)
+    assert len(trained) < 4 and gated.separability <= 0.9  # shut either way
+    trained.clear()
+    blob = image_features(slices_with(BLOB, 0.8, 0.2)[:4], (1.0, 1.0))
+    assert fit_appearance(blob, BLOB[:4], (1.0, 1.0), gate=0.9).separability > 0.9 and len(trained) == 4

@@ -12,7 +12,10 @@ How much the appearance can be trusted differs from case to case (a brain mask h
 grey levels; a cortical parcel looks like its neighbours), so `separability` measures it on
 the labelled slices themselves: fitted on all labelled slices but one, the Dice of its
 prediction in the band of the held-out slice, averaged over held-out slices (with a single
-labelled slice, over the two halves of a checkerboard of 16-pixel blocks).
+labelled slice, over the two halves of a checkerboard of 16-pixel blocks). A caller that uses
+the model only above a separability threshold (a fusion gate) passes it, and the folds stop as
+soon as that decision is settled; the classifier on all labelled slices is trained only when
+its log-odds are asked for.
 """
 
 from __future__ import annotations
@@ -74,13 +77,17 @@ class AppearanceModel:
 
 
 def fit_appearance(
-    features: np.ndarray, masks: np.ndarray, spacing: tuple[float, float], seed: int = 0
+    features: np.ndarray, masks: np.ndarray, spacing: tuple[float, float], seed: int = 0, gate: float | None = None
 ) -> AppearanceModel:
-    """Fit on labelled slices: `features` [m, rows, cols, F] and their masks [m, rows, cols]."""
+    """Fit on labelled slices: `features` [m, rows, cols, F] and their masks [m, rows, cols].
+
+    gate: the separability at or below which the caller does not use the model; held-out
+    folds stop once the rest could not lift the mean above it even at Dice 1 (the separability
+    is then the mean of the folds run, and no use of the model changes)."""
     masks = np.asarray(masks, bool)
     band = band_width(masks, spacing)
     near = np.stack([_near(mask, band, spacing) for mask in masks])
-    return AppearanceModel(features[near], masks[near], band, _separability(features, masks, near, seed), seed)
+    return AppearanceModel(features[near], masks[near], band, _separability(features, masks, near, seed, gate), seed)
 
 
 def _logits(classifier, features: np.ndarray) -> np.ndarray:
@@ -120,7 +127,8 @@ class _Constant:
         return np.tile([1 - self.probability, self.probability], (len(x), 1))
 
 
-def _separability(features: np.ndarray, masks: np.ndarray, near: np.ndarray, seed: int) -> float:
+def _separability(features: np.ndarray, masks: np.ndarray, near: np.ndarray, seed: int,
+                  gate: float | None = None) -> float:
     """Held-out Dice of the appearance alone in the band of labelled slices (module docstring)."""
     folds: list[tuple[np.ndarray, np.ndarray]] = []
     if len(masks) > 1:
@@ -134,8 +142,11 @@ def _separability(features: np.ndarray, masks: np.ndarray, near: np.ndarray, see
         rows, cols = masks.shape[1:]
         blocks = ((np.arange(rows)[:, None] // 16) + (np.arange(cols)[None, :] // 16)) % 2 == 0
         folds = [(near & blocks[None], near & ~blocks[None]), (near & ~blocks[None], near & blocks[None])]
-    scores = []
-    for train, test in folds:
+    scores: list[float] = []
+    for done, (train, test) in enumerate(folds):
+        left = len(folds) - done
+        if gate is not None and scores and (sum(scores) + left) / (len(scores) + left) <= gate:
+            break  # the gate stays shut whatever the other folds score
         if not test.any() or not masks[train].any() or masks[train].all():
             continue
         predicted = _logits(_train(features[train], masks[train], seed), features[test]) > 0

@@ -147,7 +147,8 @@ class TemplateTransfer:
         present = np.flatnonzero(estimate.any(axis=(1, 2)))
         if self.config.appearance and len(present):
             rows = _spread(present, self.config.appearance_slices)
-            model = fit_appearance(image_features(unit[rows], plane), estimate[rows], plane)
+            gate = None if every_part else self.config.fusion.appearance.threshold
+            model = fit_appearance(image_features(unit[rows], plane), estimate[rows], plane, gate=gate)
             parts.separability = model.separability
             if every_part or self.config.fusion.appearance(parts.separability) > 0:
                 parts.appearance = appearance_logits(distance, unit, model, plane)
