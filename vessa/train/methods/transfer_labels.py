@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,14 @@ class TransferLabels:
 
     cases: the unlabelled stream's cases (its "case" indices point into this list); templates:
     the labelled training cases; structures: the job's; image_size: S; folder: the maps' cache;
-    model: the weights' name, part of the fingerprint.
+    model: the weights' name, part of the fingerprint; report: where to say what each case took
+    and what went wrong, besides the log (the job's progress stream: the first epoch waits for
+    these maps, a minute a case on a whole CT).
     """
 
     def __init__(self, transfer: TemplateTransfer, cohort: Cohort, cases: list[CohortCase],
                  templates: list[CohortCase], structures: list[str], image_size: int, folder: Path,
-                 model: str = ""):
+                 model: str = "", report: Callable[[str], object] | None = None):
         self.transfer = transfer
         self.cohort = cohort
         self.cases = list(cases)
@@ -53,6 +56,7 @@ class TransferLabels:
         self.image_size = image_size
         self.folder = Path(folder)
         self.model = model
+        self.report = report
         self._maps: dict[int, np.ndarray | None] = {}
         self._template_data: list[tuple[CohortCase, Volume, np.ndarray]] | None = None
 
@@ -91,13 +95,21 @@ class TransferLabels:
         try:
             maps = self._compute(case)
         except VessaError as error:
-            log.warning("VESSA: no maps for case %r (%s); its slices train on the teacher alone", case.id, error)
+            self._say(f"VESSA: no maps for case {case.id!r} ({error}); its slices train on the teacher alone",
+                      logging.WARNING)
             return None
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as temporary, open(temporary, "wb") as stream:
             np.save(stream, maps)
-        log.info("VESSA maps of case %r by template transfer: %.1f s", case.id, time.perf_counter() - started)
+        done = sum(value is not None for value in self._maps.values()) + 1
+        self._say(f"VESSA maps of case {case.id!r} by template transfer ({done} of {len(self.cases)}): "
+                  f"{time.perf_counter() - started:.1f} s")
         return maps
+
+    def _say(self, message: str, level: int = logging.INFO) -> None:
+        log.log(level, message)
+        if self.report is not None:
+            self.report(message)
 
     def _compute(self, case: CohortCase) -> np.ndarray:
         image = read_volume(case.image)
@@ -111,7 +123,7 @@ class TransferLabels:
                 continue
             result = self.transfer.segment(image, templates, name, modality=case.modality)
             for warning in result.warnings:
-                log.warning("VESSA maps of case %r, %s: %s", case.id, name, warning)
+                self._say(f"VESSA maps of case {case.id!r}, {name}: {warning}", logging.WARNING)
             channels.append(result.probability.array.astype(np.float32))
         stack = torch.from_numpy(np.stack(channels, axis=1))  # [slices, C-1, rows, cols]
         resized = F.interpolate(stack, size=(self.image_size, self.image_size), mode="bilinear",

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vessa.errors import InputError, JobError
+from vessa.jobs.progress import ProgressWriter
 from vessa.jobs.spec import JobSpec
 from vessa.model.assistant import TemplateAssistant, TemplateMemory
 from vessa.model.device import autocast
@@ -343,7 +344,8 @@ def build_vessa(spec: JobSpec, runtime: Runtime) -> TrainingSetup:
         refiner = TransferLabels(load_transfer(str(path), str(runtime.device)), cohort,
                                  unlabelled_stream_cases(cohort, options), cohort.select("train", labelled=True),
                                  spec.structures, spec.image_size, Path(spec.output_dir) / TRANSFER_LABELS,
-                                 options.vessa_checkpoint)
+                                 options.vessa_checkpoint,
+                                 ProgressWriter(spec.stage, spec.steps, enabled=runtime.is_main).log)
     elif options.vessa:
         labelled = SliceDataset(cohort, cohort.select("train", labelled=True), spec.structures, spec.image_size)
         bank = template_bank(labelled, len(spec.structures) + 1, options.vessa_bank_size)
