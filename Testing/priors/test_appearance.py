@@ -85,3 +85,21 @@ def test_held_out_folds_stop_once_the_rest_could_not_open_the_gate(monkeypatch):
     trained.clear()
     blob = image_features(slices_with(BLOB, 0.8, 0.2)[:4], (1.0, 1.0))
     assert fit_appearance(blob, BLOB[:4], (1.0, 1.0), gate=0.9).separability > 0.9 and len(trained) == 4
+
+
+def test_log_odds_are_computed_on_the_band_only_with_the_same_values_as_on_whole_slices():
+    from vessa.priors.fusion import appearance_logits
+    from vessa.priors.slice_prior import ABSENT, signed_distance
+
+    shape = (4, 120, 130)
+    truth = ellipsoid(shape, (1.5, 40, 20), (6, 15, 14))  # near the image's edge on one side
+    unit = slices_with(truth, 0.7, 0.3, seed=1)
+    spacing = (0.8, 0.8)
+    model = fit_appearance(image_features(unit[:2], spacing), truth[:2], spacing)
+    distance = np.stack([signed_distance(m, spacing) for m in truth])
+    distance[3] = ABSENT  # a slice the prior does not reach
+    out = appearance_logits(distance, unit, model, spacing)
+    whole = image_features(unit, spacing)
+    near = distance > -model.band_mm
+    assert near[:3].any() and not near[3].any() and not near[:, 90:].any()
+    assert np.array_equal(out[near], model.logits(whole[near])) and not out[~near].any()

@@ -47,6 +47,11 @@ def image_features(unit_slices: np.ndarray, spacing: tuple[float, float]) -> np.
     return np.stack(features, axis=-1).astype(np.float32)
 
 
+def feature_reach(spacing: tuple[float, float]) -> int:
+    """Pixels around a point that its features depend on (scipy's Gaussian filters reach 4 sigma)."""
+    return int(np.ceil(4.0 * max(*BLUR_MM, GRADIENT_MM, LAPLACIAN_MM) / min(spacing))) + 1
+
+
 def band_width(masks: np.ndarray, spacing: tuple[float, float]) -> float:
     """Band (mm) around labelled masks [m, rows, cols] where the model is fitted and used: half
     the masks' mean equivalent radius, at least `MIN_BAND_PIXELS` pixels."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vessa.priors.appearance import AppearanceModel, image_features
+from vessa.priors.appearance import AppearanceModel, feature_reach, image_features
 from vessa.priors.drawn_slices import DrawnSlices
 from vessa.priors.slice_prior import ABSENT
 
@@ -111,10 +111,13 @@ def appearance_logits(distance: np.ndarray, unit: np.ndarray, model: AppearanceM
     """The appearance log-odds [n, rows, cols] within the model's band around the prior (0
     elsewhere); `plane`: the in-plane spacing (mm) of the slices of `unit` [n, rows, cols]."""
     out = np.zeros(distance.shape, np.float32)
+    reach = feature_reach(plane)
     for z in np.flatnonzero((distance > -model.band_mm).any(axis=(1, 2))):
         near = distance[z] > -model.band_mm
-        features = image_features(unit[z : z + 1], plane)[0]
-        out[z][near] = model.logits(features[near])
+        # features on the band's box grown by their reach: the same values as on the whole slice
+        box = tuple(slice(max(0, s.start - reach), s.stop + reach) for s in (_span(near.any(1)), _span(near.any(0))))
+        features = image_features(unit[z : z + 1][(slice(None), *box)], plane)[0]
+        out[z][box][near[box]] = model.logits(features[near[box]])
     return out
 
 
