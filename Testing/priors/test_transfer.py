@@ -95,13 +95,15 @@ def test_a_template_whose_grey_levels_do_not_match_is_warned_about():
     assert transfer.segment(target, [Template(template, template_mask, "organ")]).warnings == []
 
 
-def test_a_small_volume_is_registered_on_a_grid_fine_enough_for_the_metric():
+def test_the_registration_grid_keeps_small_volumes_fine_enough_and_large_ones_small_enough():
     # on a 44 x 80 x 80 mm block, the 3 mm grid left ITK's metric too few voxels ("All samples map
     # outside moving image buffer" on 2 of 11 Colin27 blocks); the grid is refined to keep 32 across
     block = Volume(np.zeros((44, 80, 80), np.float32), spacing=(1.0, 1.0, 1.0))
     assert coarse_image(block, 3.0).GetSize() == (58, 58, 32)
     assert coarse_image(Volume(np.zeros((30, 200, 200), np.float32), spacing=(1.0, 1.0, 5.0)), 3.0).GetSize() == (
         67, 67, 30)  # large enough: 3 mm (5 mm along k: never finer than the volume)
+    body = coarse_image(Volume(np.zeros((100, 256, 256), np.uint8), spacing=(1.5, 1.5, 5.0)), 3.0)
+    assert body.GetSize() == (92, 92, 100) and np.prod(body.GetSize()) <= 1_000_000  # 3 mm would be 2.1 M voxels
     template, template_mask = subject((0, 0), 1.0, seed=0)
     target, target_mask = subject((5, -6), 1.15, seed=1)
     registration = register(template, target)

@@ -4,7 +4,8 @@ Each template image is registered onto the target with SimpleITK, on copies of b
 to `resolution_mm` (isotropic; registration needs the anatomy, not the finest detail), or finer
 where a volume is small, so that its shortest side keeps `MIN_COARSE_VOXELS` voxels (a 44 mm
 block at 3 mm left the metric too few voxels: ITK stopped with "All samples map outside moving
-image buffer" on 2 of 11 such blocks):
+image buffer" on 2 of 11 such blocks), or coarser where the grid would exceed
+`MAX_COARSE_VOXELS` (a whole CT):
 1. affine (12 parameters), initialised by aligning the centres of mass of the grey levels,
    Mattes mutual information (so a template of another contrast still aligns) on at most
    `MAX_METRIC_SAMPLES` random voxels per level (20 % of a brain at 3 mm; on a 200-slice CT,
@@ -46,6 +47,7 @@ SAMPLING_SEED = 1  # the metric's random samples, fixed so that a result can be 
 SAMPLING_FRACTION = 0.2
 MAX_METRIC_SAMPLES = 64_000
 MIN_COARSE_VOXELS = 32
+MAX_COARSE_VOXELS = 1_000_000  # a brain at 3 mm: 0.26 M; a 200-slice CT at 3 mm: 2.4 M, so 4 mm
 MIN_REGISTERED_SIDE = 4  # ITK's Gaussian smoothing needs 4 voxels along each axis
 SHRINK_FACTORS = (2, 1)
 
@@ -166,11 +168,12 @@ def warp_mask(mask: np.ndarray, template: Volume, target: Volume, transform: sit
 
 def coarse_image(volume: Volume, spacing_mm: float) -> sitk.Image:
     """The volume as float32, smoothed and resampled to an isotropic `spacing_mm` grid, finer
-    where the shortest side would keep fewer than `MIN_COARSE_VOXELS` voxels (never finer than
-    the volume's own spacing)."""
+    where the shortest side would keep fewer than `MIN_COARSE_VOXELS` voxels, coarser where the
+    grid would exceed `MAX_COARSE_VOXELS` (never finer than the volume's own spacing)."""
     image = sitk.Cast(volume.to_sitk(), sitk.sitkFloat32)
-    shortest = min(n * s for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True))
-    spacing_mm = min(spacing_mm, shortest / MIN_COARSE_VOXELS)
+    extent = [n * s for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
+    spacing_mm = max(min(spacing_mm, min(extent) / MIN_COARSE_VOXELS),
+                     float(np.prod(extent)) ** (1 / 3) / MAX_COARSE_VOXELS ** (1 / 3))
     spacing = [max(spacing_mm, s) for s in image.GetSpacing()]
     size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing, strict=True)]
     sigma = [max(0.0, (t - s) / 2) for s, t in zip(image.GetSpacing(), spacing, strict=True)]
