@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 DEFAULT_ITERATIONS = (20, 10)  # per level, coarsest first; each level halves the resolution
 ELASTIC_SIGMA = 1.5  # pixels: smoothing of the field after each update
@@ -25,18 +27,17 @@ FLUID_SIGMA = 0.5  # pixels: smoothing of each update
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [n, c, h, w] with replicated borders (sigma in pixels)."""
+    """Separable Gaussian blur of a CPU tensor [n, c, h, w] over (h, w) with replicated borders
+    (sigma in pixels; kernel radius 3 sigma). scipy's 1D correlation: torch's depthwise conv2d
+    took 8x as long on CPU (0.7 s for 100 x 2 x 230 x 260)."""
     if sigma <= 0:
         return x
     radius = max(1, int(3 * sigma + 0.5))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-t * t / (2 * sigma * sigma))
+    t = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-t * t / (2 * sigma * sigma))
     kernel = kernel / kernel.sum()
-    channels = x.shape[1]
-    row = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
-    column = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), row, groups=channels)
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), column, groups=channels)
+    blurred = ndimage.correlate1d(x.detach().numpy(), kernel, axis=3, mode="nearest")
+    return torch.from_numpy(ndimage.correlate1d(blurred, kernel, axis=2, mode="nearest"))
 
 
 def warp(image: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
