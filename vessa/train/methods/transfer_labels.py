@@ -9,8 +9,9 @@ every case of the unlabelled stream. The teacher's prediction is not used: these
 change during training, so each case is segmented once, the first time one of its slices is
 asked for, and its maps are kept as uint8 [slices, C-1, S, S] in `folder` (one `.npy` a case,
 named by a fingerprint of everything that decides it), where a resumed run finds them.
-A case transfer refuses (e.g. a volume too thin to register) gets no maps: its slices train on
-the teacher alone, and the log says why.
+A case transfer refuses (e.g. a volume too thin to register), or one for which some structure
+has no template (a labelled case fed to the unlabelled stream, the only one holding it), gets
+no maps: its slices train on the teacher alone, and the log says why.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vessa.errors import VessaError
+from vessa.errors import JobError, VessaError
 from vessa.io import Template, Volume, read_volume
 from vessa.io.atomic import atomic_path
 from vessa.priors.transfer import TemplateTransfer
@@ -118,9 +119,8 @@ class TransferLabels:
             templates = [Template(volume, labels == c, name, "", source.id, source.modality)
                          for source, volume, labels in self._template_cases()
                          if source.id != case.id and (labels == c).any()][: self.transfer.config.max_templates]
-            if not templates:
-                channels.append(np.zeros(image.shape, np.float32))
-                continue
+            if not templates:  # an empty map would teach that the structure is absent
+                raise JobError(f"no labelled training case other than this one holds {name!r}")
             result = self.transfer.segment(image, templates, name, modality=case.modality)
             for warning in result.warnings:
                 self._say(f"VESSA maps of case {case.id!r}, {name}: {warning}", logging.WARNING)
