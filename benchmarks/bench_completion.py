@@ -14,6 +14,8 @@ nearest slice that shows the structure) and every method fills in the rest. Rows
 With `--correction`, one correction round: the undrawn slice (showing the structure) where
 VESSA's Dice is worst gets its reference mask drawn and every method runs again (gain per
 correction), and the same with the slice VESSA suggests (`next_slice`).
+The summary also splits fill's and VESSA's errors: voxels missed and added, as fractions of the
+true volume, between the outermost drawn slices and beyond them.
 
 Structure sets: atlases of Colin27 (`vessa samples fetch colin27`): AAL and JHU are the
 training families (the fusion constants are fitted on them with `--fit`, with the brain mask
@@ -165,7 +167,25 @@ def run_methods(completer: SliceCompleter, case: Case, slices: list[int]) -> dic
     return {"dice": {k: dice(v, case.truth) for k, v in predictions.items()}, "seconds": seconds,
             "separability": result.separability, "appearance_weight": result.appearance_weight,
             "fidelity": result.fidelity, "sam_weight": result.sam_weight, "next_slice": result.next_slice,
-            "vessa_mask": predictions["vessa"]}
+            "vessa_mask": predictions["vessa"],
+            "split": {f"{m}_{k}": v for m in ("fill", "vessa")
+                      for k, v in error_split(predictions[m], case.truth, slices).items()}}
+
+
+SPLIT = ("between_missed", "between_added", "beyond_missed", "beyond_added")
+
+
+def error_split(prediction: np.ndarray, truth: np.ndarray, slices: list[int]) -> dict[str, float]:
+    """Voxels missed and added, as fractions of the true volume, between the outermost drawn
+    slices (inclusive) and beyond them."""
+    between = np.zeros(len(truth), bool)
+    between[min(slices) : max(slices) + 1] = True
+    volume = max(int(truth.sum()), 1)
+    counts = {}
+    for where, chosen in (("between", between), ("beyond", ~between)):
+        counts[f"{where}_missed"] = (truth[chosen] & ~prediction[chosen]).sum() / volume
+        counts[f"{where}_added"] = (prediction[chosen] & ~truth[chosen]).sum() / volume
+    return {key: float(value) for key, value in counts.items()}
 
 
 def worst_slice(prediction: np.ndarray, truth: np.ndarray, drawn: list[int]) -> int:
@@ -180,7 +200,8 @@ def evaluate(completer: SliceCompleter, cases: list[Case], counts: list[int], co
         slices = drawn_positions(case.truth, count)
         out = run_methods(completer, case, slices)
         row = {"group": case.group, "case": case.name, "slices": count, **out["dice"],
-               **{k: out[k] for k in ("seconds", "separability", "appearance_weight", "fidelity", "sam_weight")}}
+               **{k: out[k] for k in ("seconds", "separability", "appearance_weight", "fidelity", "sam_weight")},
+               **out["split"]}
         if correction:
             for label, extra in (("worst", worst_slice(out["vessa_mask"], case.truth, slices)),
                                  ("suggested", out["next_slice"])):
@@ -197,6 +218,7 @@ def evaluate(completer: SliceCompleter, cases: list[Case], counts: list[int], co
 
 
 def summarise(rows: list[dict], counts: list[int], correction: bool) -> None:
+    """The Dice table per group and number of drawn slices, where the error is, and the correction round."""
     print("\n| group | drawn slices | n | " + " | ".join(METHODS) + " | vessa - fill | s per case |")
     print("|---|---|---|" + "---|" * (len(METHODS) + 2))
     for group in sorted({r["group"] for r in rows}) + ["all"]:
@@ -207,6 +229,13 @@ def summarise(rows: list[dict], counts: list[int], correction: bool) -> None:
             means = {m: np.mean([r[m] for r in picked]) for m in METHODS}
             print(f"| {group} | {count} | {len(picked)} | " + " | ".join(f"{means[m]:.3f}" for m in METHODS)
                   + f" | {means['vessa'] - means['fill']:+.3f} | {np.mean([r['seconds'] for r in picked]):.1f} |")
+    print("\nWhere the error is (all cases; voxels missed / added as fractions of the true volume, between "
+          "the outermost drawn slices and beyond them):")
+    for count in counts:
+        picked = [r for r in rows if r["slices"] == count]
+        for method in ("fill", "vessa"):
+            print(f"  {count} drawn, {method}: " + ", ".join(
+                f"{key.replace('_', ' ')} {np.mean([r[f'{method}_{key}'] for r in picked]):.3f}" for key in SPLIT))
     if correction:
         print("\nOne correction (Dice after adding one reference slice; gain over no correction):")
         for label in ("worst", "suggested"):
