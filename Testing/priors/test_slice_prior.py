@@ -74,3 +74,18 @@ def test_slices_drawn_empty_stop_the_structure_and_split_the_interpolation():
 def test_bad_configuration_is_refused():
     with pytest.raises(ValueError, match="extrapolation"):
         SlicePriorConfig(extrapolation=-1)
+
+
+def test_the_interpolated_distance_swells_midway_between_drawn_slices_only():
+    truth = ellipsoid(SHAPE, (20, 24, 24), (14, 15, 15))
+    unit = truth.astype(np.float32) * 0.8 + 0.1
+    drawn = find_drawn_slices(drawn_on(truth, [12, 20, 28]))
+    plain = slice_prior(unit, drawn, SPACING, SlicePriorConfig(follow_anatomy=False, swell_mm=0.0))
+    swollen = slice_prior(unit, drawn, SPACING, SlicePriorConfig(follow_anatomy=False, swell_mm=2.0))
+    difference = swollen - plain
+    assert np.allclose(difference[16][plain[16] > ABSENT], 2.0)  # midway between 12 and 20: the full swell
+    assert np.allclose(difference[14][plain[14] > ABSENT], 2.0 * 4 * 0.25 * 0.75)
+    for z in (12, 20, 28, 5, 35):  # drawn slices and beyond them: unchanged
+        assert np.array_equal(swollen[z], plain[z])
+    with pytest.raises(ValueError, match="swell_mm"):
+        SlicePriorConfig(swell_mm=-1.0)

@@ -4,7 +4,10 @@ For drawn slices z_1 < ... < z_m along the slicing axis (`drawn_slices`), each d
 turned into an in-plane signed distance (mm, positive inside) and carried to the slices
 around it; the prior of slice z is then
 - between two drawn slices a < z < b: the two carried distances blended linearly,
-  (1 - t) d_a + t d_b with t = (z - a) / (b - a) (shape-based interpolation);
+  (1 - t) d_a + t d_b with t = (z - a) / (b - a) (shape-based interpolation), plus
+  `swell_mm` x 4 t (1 - t): a linear blend of distances shrinks a shape that moves or turns
+  between the two slices (held-out structures, 3 drawn slices: 0.112 of the volume missed
+  between them against 0.042 added), and this bump, 0 on the drawn slices, offsets it;
 - beyond the outermost drawn slice z_e (and towards a slice drawn empty), over the larger of
   `extrapolation` x the gap between z_e and its neighbouring drawn slice (a correction drawn
   near one end changes that end only) and `single_extent` x z_e's equivalent radius (the
@@ -40,15 +43,19 @@ class SlicePriorConfig:
     equivalent radii (mm) of its mask; follow_anatomy: carry masks along slice-to-slice
     deformations; margin: the box the deformations are computed in extends the drawn masks'
     bounding box by this fraction of its size on each side (at least 8 pixels; with a field cache,
-    the box of an earlier call is kept while the drawn masks lie 2 pixels inside it)."""
+    the box of an earlier call is kept while the drawn masks lie 2 pixels inside it); swell_mm:
+    what the interpolated distance gains midway between two drawn slices (module docstring;
+    fitted on the training structures: 0, 0.25, 0.5, 1 and 2 mm scored 0.825, 0.828, 0.830,
+    0.829, 0.810 at 3 drawn slices)."""
 
     extrapolation: float = 1.0
     single_extent: float = 0.5
     follow_anatomy: bool = True
     margin: float = 0.25
+    swell_mm: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("extrapolation", "single_extent", "margin"):
+        for name in ("extrapolation", "single_extent", "margin", "swell_mm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
 
@@ -101,7 +108,7 @@ def slice_prior(
         forward, backward = carrier.carry(own[a], a, b - 1), carrier.carry(own[b], b, a + 1)
         for z in range(a + 1, b):
             t = (z - a) / (b - a)
-            region[z] = (1 - t) * forward[z] + t * backward[z]
+            region[z] = (1 - t) * forward[z] + t * backward[z] + config.swell_mm * 4 * t * (1 - t)
     for end, sign, extent in ends:
         stop = int(np.clip(end + sign * int(np.ceil(extent)), 0, count - 1))
         if stop == end or extent <= 0:
