@@ -89,3 +89,20 @@ def test_the_interpolated_distance_swells_midway_between_drawn_slices_only():
         assert np.array_equal(swollen[z], plain[z])
     with pytest.raises(ValueError, match="swell_mm"):
         SlicePriorConfig(swell_mm=-1.0)
+
+
+def test_one_drawn_slice_closes_like_a_flatter_superellipsoid_and_more_slices_like_an_ellipsoid():
+    truth = ellipsoid(SHAPE, (20, 24, 24), (14, 15, 15))
+    unit = truth.astype(np.float32) * 0.8 + 0.1
+
+    def prior(slices: list[int], exponent: float) -> np.ndarray:
+        config = SlicePriorConfig(follow_anatomy=False, single_end_exponent=exponent)
+        return slice_prior(unit, find_drawn_slices(drawn_on(truth, slices)), SPACING, config)
+
+    flat, round_ = prior([20], 3.0), prior([20], 2.0)
+    beyond = [z for z in range(len(truth)) if z != 20 and (round_[z] > ABSENT).any()]
+    assert beyond and all((flat[z] > 0).sum() >= (round_[z] > 0).sum() for z in beyond)
+    assert any((flat[z] > 0).sum() > (round_[z] > 0).sum() for z in beyond)
+    assert np.array_equal(prior([13, 20, 27], 3.0), prior([13, 20, 27], 2.0))
+    with pytest.raises(ValueError, match="single_end_exponent"):
+        SlicePriorConfig(single_end_exponent=0.5)
