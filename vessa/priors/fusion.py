@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vessa.priors.appearance import AppearanceModel, feature_reach, image_features
-from vessa.priors.drawn_slices import DrawnSlices
+from vessa.priors.drawn_slices import DrawnSlices, bounding_box
 from vessa.priors.slice_prior import ABSENT
 
 
@@ -75,8 +75,7 @@ class SliceParts:
 
     def reach(self) -> tuple[slice, slice, slice]:
         """The bounding box [n, rows, cols] of where the prior reaches (the rest is 0 in every fusion)."""
-        present = self.distance > ABSENT
-        return tuple(_span(present.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3))
+        return bounding_box(self.distance > ABSENT)
 
     def cropped(self, box: tuple[slice, slice, slice]) -> SliceParts:
         """These parts on a box of the slice stack (the fixed slices inside it, cropped)."""
@@ -115,12 +114,7 @@ def appearance_logits(distance: np.ndarray, unit: np.ndarray, model: AppearanceM
     for z in np.flatnonzero((distance > -model.band_mm).any(axis=(1, 2))):
         near = distance[z] > -model.band_mm
         # features on the band's box grown by their reach: the same values as on the whole slice
-        box = tuple(slice(max(0, s.start - reach), s.stop + reach) for s in (_span(near.any(1)), _span(near.any(0))))
+        box = tuple(slice(max(0, s.start - reach), s.stop + reach) for s in bounding_box(near))
         features = image_features(unit[z : z + 1][(slice(None), *box)], plane)[0]
         out[z][box][near[box]] = model.logits(features[near[box]])
     return out
-
-
-def _span(present: np.ndarray) -> slice:
-    indices = np.flatnonzero(present)
-    return slice(int(indices[0]), int(indices[-1]) + 1)

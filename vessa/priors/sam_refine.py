@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from vessa.model.device import autocast
 from vessa.model.feature_cache import FeatureCache
 from vessa.model.minisam import MiniSam
+from vessa.priors.drawn_slices import bounding_box
 
 MIN_CROP_PIXELS = 64
 CROP_ROUNDING = 8
@@ -51,9 +52,11 @@ class CropBox:
     def holds(self, masks: np.ndarray) -> bool:
         """Whether every set pixel of masks [n, rows, cols] lies inside this box."""
         union = masks.any(axis=0)
-        rows, cols = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
-        return not len(rows) or (self.row0 <= rows[0] and rows[-1] < self.row0 + self.side
-                                 and self.col0 <= cols[0] and cols[-1] < self.col0 + self.side)
+        if not union.any():
+            return True
+        rows, cols = bounding_box(union)
+        return (self.row0 <= rows.start and rows.stop <= self.row0 + self.side
+                and self.col0 <= cols.start and cols.stop <= self.col0 + self.side)
 
     def cut(self, planes: np.ndarray) -> np.ndarray:
         """planes [n, rows, cols] -> [n, side, side], zero outside the image."""
@@ -75,10 +78,9 @@ class CropBox:
 
 def crop_box(masks: np.ndarray, margin: float) -> CropBox:
     """The square crop around the union of masks [n, rows, cols] (module docstring)."""
-    union = masks.any(axis=0)
-    rows, cols = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
-    center = ((rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2)
-    extent = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    rows, cols = bounding_box(masks.any(axis=0))
+    center = ((rows.start + rows.stop) / 2, (cols.start + cols.stop) / 2)
+    extent = max(rows.stop - rows.start, cols.stop - cols.start)
     side = int(np.ceil(max(extent * (1 + 2 * margin), MIN_CROP_PIXELS) / CROP_ROUNDING) * CROP_ROUNDING)
     row0 = int(round((center[0] - side / 2) / CROP_ROUNDING) * CROP_ROUNDING)
     col0 = int(round((center[1] - side / 2) / CROP_ROUNDING) * CROP_ROUNDING)
