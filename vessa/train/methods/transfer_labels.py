@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vessa.errors import JobError, VessaError
 from vessa.io import Template, Volume, read_volume
 from vessa.io.atomic import atomic_path
 from vessa.priors.transfer import TemplateTransfer
 from vessa.train.data.cohort import Cohort, CohortCase, read_label_map
+from vessa.train.data.slices import resize_slices
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,7 @@ class TransferLabels:
                 self._say(f"VESSA maps of case {case.id!r}, {name}: {warning}", logging.WARNING)
             channels.append(result.probability.array.astype(np.float32))
         stack = torch.from_numpy(np.stack(channels, axis=1))  # [slices, C-1, rows, cols]
-        resized = F.interpolate(stack, size=(self.image_size, self.image_size), mode="bilinear",
-                                align_corners=False, antialias=True).clamp(0, 1)
+        resized = resize_slices(stack, None, self.image_size)[0].clamp(0, 1)  # as the slices' images are
         return (resized * 255).round().to(torch.uint8).numpy()
 
     def _template_cases(self) -> list[tuple[CohortCase, Volume, np.ndarray]]:
