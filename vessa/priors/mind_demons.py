@@ -1,0 +1,111 @@
+"""Demons on MIND descriptors: the deformable step for a template whose grey levels no map makes the target's.
+
+ITK's demons compare grey levels, so they cannot follow a template of another contrast (another
+sequence, another scanner's curve, a non-monotonic map). MIND, the modality independent
+neighbourhood descriptor (Heinrich et al., Medical Image Analysis 16(7), 2012), describes each
+voxel by how alike its patch and its six neighbours' patches are, over the local variance: the
+same anatomy gives the same descriptor whatever its grey levels are. Here Thirion's demons run
+on the six descriptor channels (the forces summed over channels, the symmetric gradient of both
+images), each update capped at `MAX_STEP_VOXELS`, the field smoothed by a Gaussian of `sigma`
+voxels after every iteration (elastic regularisation, as ITK's demons), coarse to fine
+(`LEVELS`). Fitted on AAL and JHU regions of Colin27 under new grey-level curves (not on the
+benchmark's Harvard-Oxford and Brodmann regions): sigma 1.0 and 30 iterations a level scored
+Dice 0.754 against the affine step's 0.691 (sigma 1.5: 0.739, 2.5: 0.717; 60 iterations as 30).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+NEIGHBOURS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
+PATCH_SIGMA = 0.8  # voxels of the registration grid: a Gaussian patch of about 2.4 mm at 3 mm
+LEVELS = (2, 1)  # shrink factors, coarse to fine
+MAX_STEP_VOXELS = 0.5
+
+
+def mind_descriptor(array: np.ndarray, patch_sigma: float = PATCH_SIGMA) -> np.ndarray:
+    """(6, *shape) float32: MIND of a 3D array over its six face neighbours, each voxel's largest channel 1."""
+    image = np.asarray(array, np.float32)
+    distances = np.stack([ndimage.gaussian_filter((image - _edge_padded(image, offset)) ** 2,
+                                                  patch_sigma, mode="nearest") for offset in NEIGHBOURS])
+    variance = distances.mean(axis=0)
+    mean = float(variance.mean())
+    variance = np.clip(variance, 1e-3 * mean + 1e-12, 1e3 * mean + 1e-12)
+    descriptor = np.exp(-distances / variance)
+    return (descriptor / descriptor.max(axis=0, keepdims=True)).astype(np.float32)
+
+
+def _edge_padded(image: np.ndarray, offset: tuple[int, int, int]) -> np.ndarray:
+    """`image` moved by one voxel along `offset` (value at x: image[x + offset]), edges repeated."""
+    padded = np.pad(image, 1, mode="edge")
+    return padded[tuple(slice(1 + o, 1 + o + n) for o, n in zip(offset, image.shape, strict=True))]
+
+
+def mind_demons(fixed: sitk.Image, aligned: sitk.Image, iterations: int, sigma: float,
+                deadline: float) -> tuple[sitk.DisplacementFieldTransform, bool]:
+    """Demons on MIND from `aligned` (the template after the affine step, on `fixed`'s grid) to
+    `fixed`: (the displacement field, stopped at `deadline`). The field maps fixed points to
+    aligned ones, as ITK's demons' does, so it composes after the affine transform."""
+    fixed_array, aligned_array = sitk.GetArrayFromImage(fixed), sitk.GetArrayFromImage(aligned)
+    field, stopped = None, False
+    for shrink in LEVELS:
+        target = torch.from_numpy(mind_descriptor(_shrunk(fixed_array, shrink)))
+        moving = torch.from_numpy(mind_descriptor(_shrunk(aligned_array, shrink)))
+        field = _resized_field(field, target.shape[1:])
+        target_gradient = torch.stack(torch.gradient(target, dim=(1, 2, 3)))
+        for _ in range(iterations):
+            if time.perf_counter() > deadline:
+                stopped = True
+                break
+            warped = _warp(moving, field)
+            difference = warped - target
+            gradient = (target_gradient + torch.stack(torch.gradient(warped, dim=(1, 2, 3)))) / 2
+            step = -(difference[None] * gradient).sum(1) / (
+                (gradient**2).sum((0, 1)) + (difference**2).sum(0) + 1e-6)
+            step = step * torch.clamp(MAX_STEP_VOXELS / (step.norm(dim=0, keepdim=True) + 1e-9), max=1.0)
+            field = torch.from_numpy(ndimage.gaussian_filter((field + step).numpy(), (0, sigma, sigma, sigma),
+                                                             mode="nearest"))
+        if stopped:
+            break
+    field = _resized_field(field, fixed_array.shape)
+    return _to_transform(field.numpy(), fixed), stopped
+
+
+def _shrunk(array: np.ndarray, shrink: int) -> np.ndarray:
+    """`array` zoomed by 1 / `shrink` (linear), itself at 1."""
+    return array if shrink == 1 else ndimage.zoom(array, 1 / shrink, order=1)
+
+
+def _resized_field(field: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """A (3, *shape) displacement in voxels: zero where there is none yet, else `field` resampled
+    and its vectors scaled to the new grid."""
+    if field is None:
+        return torch.zeros((3, *shape))
+    if tuple(field.shape[1:]) == tuple(shape):
+        return field
+    scale = torch.tensor([new / old for new, old in zip(shape, field.shape[1:], strict=True)]).view(3, 1, 1, 1)
+    return F.interpolate(field[None], size=tuple(shape), mode="trilinear", align_corners=True)[0] * scale
+
+
+def _warp(image: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """(C, D, H, W) `image` sampled at x + field(x) (field in voxels, array axis order), edges repeated."""
+    axes = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in image.shape[1:]], indexing="ij")
+    normalised = [(axis + shift) / max(n - 1, 1) * 2 - 1
+                  for axis, shift, n in zip(axes, field, image.shape[1:], strict=True)]
+    grid = torch.stack(normalised[::-1], dim=-1)[None]  # grid_sample wants (x, y, z)
+    return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+
+
+def _to_transform(field: np.ndarray, grid: sitk.Image) -> sitk.DisplacementFieldTransform:
+    """A SimpleITK displacement field transform (physical mm) from a voxel field in array axis order."""
+    voxels = field[::-1] * np.asarray(grid.GetSpacing())[:, None, None, None]  # (x, y, z) in mm along the axes
+    physical = np.einsum("ij,j...->i...", np.asarray(grid.GetDirection()).reshape(3, 3), voxels)
+    image = sitk.GetImageFromArray(np.moveaxis(physical, 0, -1).astype(np.float64), isVector=True)
+    image.CopyInformation(grid)
+    return sitk.DisplacementFieldTransform(image)
