@@ -109,9 +109,9 @@ class TemplateTransfer:
         out = image.with_array(np.ascontiguousarray(np.moveaxis(probability, 0, axis)))
         warnings = list(self.notes)
         if parts.correlation is not None and parts.correlation < self.config.registration.demons_min_correlation:
-            registration = self.config.registration
-            how = ("affinely on mutual information, then deformed on local structure (MIND demons) where of the "
-                   "same modality" if registration.deformable and registration.mind_iterations else "affinely only")
+            config = self.config.registration
+            how = ("affinely on mutual information, then (templates of the same modality) deformed on local "
+                   "structure (MIND demons)" if config.deformable and config.mind_iterations else "affinely only")
             warnings.append(f"the template images' grey levels do not match this image's (correlation "
                             f"{parts.correlation:.2f} after histogram matching): they were registered {how}, "
                             "which is less accurate than on matching grey levels; check the result")
