@@ -120,13 +120,13 @@ def register(template: Volume, target: Volume, config: RegistrationConfig = Regi
                                   flatten_bias(moving, config.bias_sigma_mm), config, deadline))
     scored = []
     for affine, _, _ in candidates:
-        matched = sitk.HistogramMatching(sitk.Resample(moving, fixed, affine, sitk.sitkLinear, 0.0, sitk.sitkFloat32),
-                                         fixed, numberOfHistogramLevels=64, numberOfMatchPoints=16,
+        aligned = sitk.Resample(moving, fixed, affine, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        matched = sitk.HistogramMatching(aligned, fixed, numberOfHistogramLevels=64, numberOfMatchPoints=16,
                                          thresholdAtMeanIntensity=True)
-        scored.append((foreground_correlation(fixed, matched), affine, matched))
-    correlation, affine, matched = max(scored, key=lambda item: item[0])
-    if correlation < config.demons_min_correlation:
-        correlation, affine, matched = scored[-1]  # grey levels unlike the target's: trust the flattened images
+        scored.append((foreground_correlation(fixed, matched), affine, aligned, matched))
+    correlation, affine, aligned, matched = max(scored, key=lambda item: item[0])
+    if correlation < config.demons_min_correlation:  # grey levels unlike the target's: trust the flattened images
+        correlation, affine, aligned, matched = scored[-1]
     errors = [error for _, _, error in candidates if error]
     failed = errors[0] if len(errors) == len(candidates) else None
     registration = Registration(affine, 0.0, any(early for _, early, _ in candidates), correlation, failed)
@@ -135,7 +135,6 @@ def register(template: Volume, target: Volume, config: RegistrationConfig = Regi
             field, stopped = _demons(fixed, matched, config, deadline)
             registration.deformable = "demons"
         elif correlation < config.demons_min_correlation and config.mind_iterations:
-            aligned = sitk.Resample(moving, fixed, affine, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
             field, stopped = mind_demons(fixed, aligned, config.mind_iterations, config.mind_sigma, deadline)
             registration.deformable = "MIND demons"
         if registration.deformable:

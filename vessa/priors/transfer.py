@@ -108,8 +108,8 @@ class TemplateTransfer:
         axis = parts.slices.fixed.axis
         out = image.with_array(np.ascontiguousarray(np.moveaxis(probability, 0, axis)))
         warnings = list(self.notes)
-        if parts.correlation is not None and parts.correlation < self.config.registration.demons_min_correlation:
-            config = self.config.registration
+        config = self.config.registration
+        if parts.correlation is not None and parts.correlation < config.demons_min_correlation:
             how = ("affinely on mutual information, then (templates of the same modality) deformed on local "
                    "structure (MIND demons)" if config.deformable and config.mind_iterations else "affinely only")
             warnings.append(f"the template images' grey levels do not match this image's (correlation "
