@@ -68,7 +68,8 @@ def mind_demons(fixed: sitk.Image, aligned: sitk.Image, iterations: int, sigma: 
             gradient = (target_gradient + torch.stack(torch.gradient(warped, dim=(1, 2, 3)))) / 2
             step = -(difference[None] * gradient).sum(1) / (
                 (gradient**2).sum((0, 1)) + (difference**2).sum(0) + 1e-6)
-            step = step * torch.clamp(MAX_STEP_VOXELS / (step.norm(dim=0, keepdim=True) + 1e-9), max=1.0)
+            length = torch.sqrt((step * step).sum(dim=0, keepdim=True))  # torch.linalg.norm over dim 0: 5x slower
+            step = step * torch.clamp(MAX_STEP_VOXELS / (length + 1e-9), max=1.0)
             field = torch.from_numpy(ndimage.gaussian_filter((field + step).numpy(), (0, sigma, sigma, sigma),
                                                              mode="nearest"))
         if stopped:
