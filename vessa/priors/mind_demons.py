@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from vessa.priors.slice_flow import symmetric_forces
+
 NEIGHBOURS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
 PATCH_SIGMA = 0.8  # voxels of the registration grid: a Gaussian patch of about 2.4 mm at 3 mm
 LEVELS = (2, 1)  # shrink factors, coarse to fine
@@ -65,10 +67,8 @@ def mind_demons(fixed: sitk.Image, aligned: sitk.Image, iterations: int, sigma: 
                 stopped = True
                 break
             warped = _warp(moving, field)
-            difference = warped - target
-            gradient = (target_gradient + torch.stack(torch.gradient(warped, dim=(1, 2, 3)))) / 2
-            step = -(difference[None] * gradient).sum(1) / (
-                (gradient**2).sum((0, 1)) + (difference**2).sum(0) + 1e-6)
+            step = symmetric_forces(target[None], warped[None], target_gradient[None],
+                                    torch.stack(torch.gradient(warped, dim=(1, 2, 3)))[None])[0]
             length = torch.sqrt((step * step).sum(dim=0, keepdim=True))  # torch.linalg.norm over dim 0: 5x slower
             step = step * torch.clamp(MAX_STEP_VOXELS / (length + 1e-9), max=1.0)
             field = torch.from_numpy(ndimage.gaussian_filter((field + step).numpy(), (0, sigma, sigma, sigma),

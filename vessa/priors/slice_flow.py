@@ -51,6 +51,18 @@ def warp(image: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(image, grid.expand(n, h, w, 2), mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def symmetric_forces(fixed: torch.Tensor, warped: torch.Tensor, fixed_gradient: torch.Tensor,
+                     warped_gradient: torch.Tensor) -> torch.Tensor:
+    """Thirion's demons update with symmetric forces, summed over channels: `fixed`, `warped`
+    [n, c, *spatial]; their gradients [n, d, c, *spatial] (one per displacement component, in
+    its order); the update [n, d, *spatial] moves `warped` towards `fixed`. Shared by the slice
+    flow (one grey-level channel, 2D) and `mind_demons` (six MIND channels, 3D)."""
+    gradient = (warped_gradient + fixed_gradient) / 2
+    difference = fixed - warped
+    denominator = (gradient * gradient).sum(dim=(1, 2)) + (difference * difference).sum(dim=1) + 1e-6
+    return (difference[:, None] * gradient).sum(dim=2) / denominator[:, None]
+
+
 def demons(
     fixed: torch.Tensor,
     moving: torch.Tensor,
@@ -75,17 +87,19 @@ def demons(
             previous = field.shape[-2:]
             field = F.interpolate(field, size=size, mode="bilinear", align_corners=True)
             field = field * field.new_tensor([size[1] / previous[1], size[0] / previous[0]]).view(1, 2, 1, 1)
-        fixed_dy, fixed_dx = torch.gradient(f, dim=(2, 3))
+        fixed_gradient = _xy_gradient(f)
         for _ in range(count):
             warped = warp(m, field)
-            dy, dx = torch.gradient(warped, dim=(2, 3))
-            gx, gy = (dx + fixed_dx) / 2, (dy + fixed_dy) / 2
-            difference = f - warped
-            denominator = gx * gx + gy * gy + difference * difference + 1e-6
-            update = torch.cat([difference * gx, difference * gy], dim=1) / denominator
+            update = symmetric_forces(f, warped, fixed_gradient, _xy_gradient(warped))
             field = gaussian_blur(field + gaussian_blur(update, fluid_sigma), elastic_sigma)
     assert field is not None
     return field
+
+
+def _xy_gradient(images: torch.Tensor) -> torch.Tensor:
+    """[n, 2, c, h, w]: the gradients of `images` [n, c, h, w] along x (columns) and y (rows)."""
+    dy, dx = torch.gradient(images, dim=(2, 3))
+    return torch.stack([dx, dy], dim=1)
 
 
 def neighbour_fields(slices: torch.Tensor, step: int) -> torch.Tensor:
