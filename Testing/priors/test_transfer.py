@@ -12,11 +12,12 @@ from shapes import dice, ellipsoid
 
 from vessa.errors import InputError
 from vessa.io import Template, Volume
+from vessa.priors import registration as reg
 from vessa.priors.registration import RegistrationConfig, coarse_image, flatten_bias, register, warp_mask
 from vessa.priors.transfer import TemplateTransfer, TransferConfig
 
 SHAPE = (24, 48, 48)
-FAST = RegistrationConfig(resolution_mm=1.0, affine_iterations=60, demons_iterations=20)
+FAST = RegistrationConfig(resolution_mm=1.0, deformable_resolution_mm=1.0, affine_iterations=60, demons_iterations=20)
 
 
 def subject(shift: tuple[int, int], scale: float, seed: int) -> tuple[Volume, np.ndarray]:
@@ -119,6 +120,19 @@ def test_the_registration_grid_keeps_small_volumes_fine_enough_and_large_ones_sm
     registration = register(template, target)
     assert registration.failed is None
     assert dice(warp_mask(template_mask, template, target, registration.transform) >= 0.5, target_mask) >= 0.75
+
+
+def test_the_deformable_step_runs_on_its_own_finer_grid():
+    template, template_mask = subject((0, 0), 1.0, seed=0)
+    target, target_mask = subject((5, -6), 1.15, seed=1)
+    config = dataclasses.replace(FAST, resolution_mm=1.5, deformable_resolution_mm=1.0)
+    registration = register(template, target, config)
+    assert registration.deformable == "demons"
+    field = sitk.DisplacementFieldTransform(registration.transform.GetNthTransform(1)).GetDisplacementField()
+    assert field.GetSpacing() == reg.coarse_spacing(target, 1.0) == coarse_image(target, 1.0).GetSpacing()
+    assert field.GetSpacing() == (1.0, 1.0, 2.0)
+    assert reg.coarse_spacing(target, 1.5) == (1.5, 1.5, 2.0)  # the affine step's grid
+    assert dice(warp_mask(template_mask, template, target, registration.transform) >= 0.5, target_mask) >= 0.85
 
 
 def test_an_image_too_thin_to_register_is_refused_with_what_to_do_instead():

@@ -23,10 +23,16 @@ image buffer" on 2 of 11 such blocks), or coarser where the grid would exceed
 2. deformable (with templates of the same modality): where the affine-resampled template,
    histogram-matched, correlates with the target (Pearson r >= `demons_min_correlation` over
    their foreground: 0.94-0.99 for a same-contrast template), ITK's fast symmetric-forces demons
-   on those grey levels (`demons_iterations`, elastic smoothing `demons_sigma` voxels of the
-   coarse grid); elsewhere (another contrast: about -0.1 for the new grey-level curve, where
+   on those grey levels (`demons_iterations`, elastic smoothing `demons_sigma` voxels);
+   elsewhere (another contrast: about -0.1 for the new grey-level curve, where
    grey-level demons cost 0.1-0.2 Dice) demons on MIND descriptors (`vessa.priors.mind_demons`,
-   `mind_iterations` a level, smoothing `mind_sigma`), which do not compare grey levels.
+   `mind_iterations` a level, smoothing `mind_sigma`), which do not compare grey levels. Both
+   run on a finer grid than the affine step's, `deformable_resolution_mm` (the same bounds):
+   on development targets (AAL and JHU regions of Colin27 under random elastic deformations,
+   16 structure x template pairs each, never the benchmark's regions) demons at 2 mm with
+   sigma 1 voxel scored Dice 0.931 / 0.853 on a mild / strong deformation against 0.913 /
+   0.783 at 3 mm with sigma 1.5 (the affine step: 0.915 / 0.698), MIND demons across
+   contrasts 0.794 against 0.754, for 3-5 s more per template on a brain.
 Every stage stops when `time_limit_s` (for the whole template) has passed, keeping what it has.
 The template's mask is then resampled through the composed transform onto the target grid
 with linear interpolation, so the result is a probability (a soft prior), not a binary mask.
@@ -60,14 +66,16 @@ class RegistrationConfig:
     affine_iterations: per level; deformable: run a deformable stage (same-modality templates
     only): grey-level demons where the template correlates with the target at >=
     demons_min_correlation after histogram matching, MIND demons (mind_iterations a level, 0:
-    none) where it does not; bias_sigma_mm: scale of the bias flattening of images other than
-    CT (0: none); time_limit_s: cap for the whole registration of one template."""
+    none) where it does not, both on a grid of deformable_resolution_mm (the same bounds as
+    resolution_mm's; demons_sigma and mind_sigma in its voxels); bias_sigma_mm: scale of the
+    bias flattening of images other than CT (0: none); time_limit_s: cap for the whole registration of one template."""
 
     resolution_mm: float = 3.0
+    deformable_resolution_mm: float = 2.0
     affine_iterations: int = 100
     deformable: bool = True
     demons_iterations: int = 60
-    demons_sigma: float = 1.5
+    demons_sigma: float = 1.0
     demons_min_correlation: float = 0.5
     mind_iterations: int = 30
     mind_sigma: float = 1.0
@@ -75,8 +83,9 @@ class RegistrationConfig:
     time_limit_s: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.resolution_mm <= 0 or self.time_limit_s <= 0:
-            raise ValueError(f"resolution_mm={self.resolution_mm}, time_limit_s={self.time_limit_s}: must be > 0")
+        if min(self.resolution_mm, self.deformable_resolution_mm, self.time_limit_s) <= 0:
+            raise ValueError(f"resolution_mm={self.resolution_mm}, deformable_resolution_mm="
+                             f"{self.deformable_resolution_mm}, time_limit_s={self.time_limit_s}: must be > 0")
         if self.bias_sigma_mm < 0:
             raise ValueError(f"bias_sigma_mm={self.bias_sigma_mm} must be >= 0")
         if self.affine_iterations < 1 or self.demons_iterations < 0 or self.mind_iterations < 0:
@@ -121,8 +130,7 @@ def register(template: Volume, target: Volume, config: RegistrationConfig = Regi
     scored = []
     for affine, _, _ in candidates:
         aligned = sitk.Resample(moving, fixed, affine, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        matched = sitk.HistogramMatching(aligned, fixed, numberOfHistogramLevels=64, numberOfMatchPoints=16,
-                                         thresholdAtMeanIntensity=True)
+        matched = _histogram_matched(aligned, fixed)
         scored.append((foreground_correlation(fixed, matched), affine, aligned, matched))
     correlation, affine, aligned, matched = max(scored, key=lambda item: item[0])
     if correlation < config.demons_min_correlation:  # grey levels unlike the target's: trust the flattened images
@@ -131,6 +139,11 @@ def register(template: Volume, target: Volume, config: RegistrationConfig = Regi
     failed = errors[0] if len(errors) == len(candidates) else None
     registration = Registration(affine, 0.0, any(early for _, early, _ in candidates), correlation, failed)
     if config.deformable and same_modality and not failed and time.perf_counter() < deadline:
+        if coarse_spacing(target, config.deformable_resolution_mm) != fixed.GetSpacing():
+            fixed = coarse_image(target, config.deformable_resolution_mm)
+            aligned = sitk.Resample(coarse_image(template, config.deformable_resolution_mm), fixed, affine,
+                                    sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+            matched = _histogram_matched(aligned, fixed)
         if correlation >= config.demons_min_correlation and config.demons_iterations:
             field, stopped = _demons(fixed, matched, config, deadline)
             registration.deformable = "demons"
@@ -175,15 +188,27 @@ def warp_mask(mask: np.ndarray, template: Volume, target: Volume, transform: sit
     return np.clip(sitk.GetArrayFromImage(warped), 0.0, 1.0)
 
 
+def _histogram_matched(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """`image`'s grey levels mapped onto `reference`'s by histogram matching."""
+    return sitk.HistogramMatching(image, reference, numberOfHistogramLevels=64, numberOfMatchPoints=16,
+                                  thresholdAtMeanIntensity=True)
+
+
+def coarse_spacing(volume: Volume, spacing_mm: float) -> tuple[float, ...]:
+    """The (x, y, z) spacing of `coarse_image(volume, spacing_mm)`."""
+    size, own = volume.array.shape[::-1], [float(s) for s in volume.spacing]
+    extent = [n * s for n, s in zip(size, own, strict=True)]
+    spacing_mm = max(min(spacing_mm, min(extent) / MIN_COARSE_VOXELS),
+                     float(np.prod(extent)) ** (1 / 3) / MAX_COARSE_VOXELS ** (1 / 3))
+    return tuple(max(spacing_mm, s) for s in own)
+
+
 def coarse_image(volume: Volume, spacing_mm: float) -> sitk.Image:
     """The volume as float32, smoothed and resampled to an isotropic `spacing_mm` grid, finer
     where the shortest side would keep fewer than `MIN_COARSE_VOXELS` voxels, coarser where the
     grid would exceed `MAX_COARSE_VOXELS` (never finer than the volume's own spacing)."""
     image = sitk.Cast(volume.to_sitk(), sitk.sitkFloat32)
-    extent = [n * s for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
-    spacing_mm = max(min(spacing_mm, min(extent) / MIN_COARSE_VOXELS),
-                     float(np.prod(extent)) ** (1 / 3) / MAX_COARSE_VOXELS ** (1 / 3))
-    spacing = [max(spacing_mm, s) for s in image.GetSpacing()]
+    spacing = coarse_spacing(volume, spacing_mm)
     size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing, strict=True)]
     sigma = [max(0.0, (t - s) / 2) for s, t in zip(image.GetSpacing(), spacing, strict=True)]
     if any(sigma):

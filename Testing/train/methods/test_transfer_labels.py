@@ -23,7 +23,8 @@ from vessa.train.methods.vessa_in_the_loop import TRANSFER_LABELS
 
 CPU = Runtime(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 STRUCTURES = ["blob", "ring"]
-FAST = TransferConfig(registration=RegistrationConfig(resolution_mm=1.0, affine_iterations=40, demons_iterations=10))
+FAST = TransferConfig(registration=RegistrationConfig(resolution_mm=1.0, deformable_resolution_mm=1.0,
+                                                          affine_iterations=40, demons_iterations=10))
 
 
 @pytest.fixture
