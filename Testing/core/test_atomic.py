@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import threading
+import time
 
 import pytest
 
@@ -45,6 +47,31 @@ def test_an_interrupt_during_the_renames_waits_until_the_set_is_complete(tmp_pat
         for tmp in temporaries:
             tmp.write_text("new")
     assert [dest.read_text() for dest in dests] == ["new", "new"]
+
+
+def test_an_interrupt_that_lands_on_another_thread_waits_too(tmp_path, monkeypatch):
+    # the kernel hands a signal sent to the process to any thread that does not block it (torch's,
+    # ITK's); its C handler then makes the main thread raise: blocking it in one thread is not enough
+    dests = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    replace, release = os.replace, threading.Event()
+    worker = threading.Thread(target=release.wait)
+    worker.start()
+
+    def interrupted_replace(source, dest):
+        replace(source, dest)
+        signal.pthread_kill(worker.ident, signal.SIGINT)
+        time.sleep(0.05)  # the main thread runs on, between the two renames, while the flag is set
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    try:
+        with pytest.raises(KeyboardInterrupt), atomic_paths(dests) as temporaries:
+            for tmp in temporaries:
+                tmp.write_text("new")
+    finally:
+        release.set()
+        worker.join()
+    assert [dest.read_text() for dest in dests] == ["new", "new"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_an_existing_output_keeps_its_mode_and_a_new_one_gets_the_umask_mode(tmp_path):

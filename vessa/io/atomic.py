@@ -13,6 +13,7 @@ import os
 import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -73,6 +74,32 @@ def _temporary_next_to(dest: Path) -> Path:
 
 
 @contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT / SIGTERM that arrive in the block are handled after it, by the handlers they had.
+
+    Python runs signal handlers in the main thread only, so their Python-level handlers are
+    swapped for one that notes the signal (blocking the signal with `pthread_sigmask` is not
+    enough: it blocks one thread, and the kernel hands a signal sent to the process to any
+    other, e.g. a torch or ITK worker, whose C handler still makes the main thread raise).
+    Elsewhere than the main thread nothing interrupts the block, and it runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {number: signal.getsignal(number) for number in _DEFERRED_SIGNALS}
+    swapped = [number for number, handler in previous.items() if handler is not None]  # None: set outside Python
+    for number in swapped:
+        signal.signal(number, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        for number in swapped:
+            signal.signal(number, previous[number])
+        for number in received:
+            signal.raise_signal(number)
+
+
+@contextlib.contextmanager
 def atomic_paths(dests: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
     """Yield one temporary path next to each of `dests`; rename them all onto their
     destinations only if the block succeeds (SIGINT/SIGTERM wait until the renames are done),
@@ -85,17 +112,12 @@ def atomic_paths(dests: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
         for dest in dests:
             temporaries.append(_temporary_next_to(dest))
         yield temporaries
-        can_block = hasattr(signal, "pthread_sigmask")  # not on Windows
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS) if can_block else None
-        try:
+        with _signals_deferred():
             for tmp, dest in zip(temporaries, dests, strict=True):
                 # mkstemp makes the file private (0600); give it the mode the destination has.
                 os.chmod(tmp, _mode_for(dest))
             for tmp, dest in zip(temporaries, dests, strict=True):
                 os.replace(tmp, dest)
-        finally:
-            if can_block:
-                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     finally:
         for tmp in temporaries:
             tmp.unlink(missing_ok=True)
