@@ -31,13 +31,12 @@ SETS = {"mild": (1.0, False), "strong": (2.0, False), "contrast": (2.0, True)}
 
 def parse_config(text: str) -> RegistrationConfig:
     """A `RegistrationConfig` from "field=value,field=value" (empty: the defaults)."""
-    fields = {field.name: field.type for field in dataclasses.fields(RegistrationConfig)}
+    parsers = {"bool": lambda value: value.lower() == "true", "int": int, "float": float}
+    types = {field.name: field.type for field in dataclasses.fields(RegistrationConfig)}
     values = {}
     for item in filter(None, text.split(",")):
         name, value = item.split("=")
-        values[name] = value.lower() == "true" if fields[name] == "bool" else float(value)
-        if fields[name] == "int":
-            values[name] = int(values[name])
+        values[name] = parsers[types[name]](value)
     return RegistrationConfig(**values)
 
 
@@ -55,6 +54,7 @@ def main() -> None:
     scores = np.zeros((len(args.sets), len(configs)))
     seconds = np.zeros(len(configs))
     count = np.zeros(len(args.sets))
+    registrations = 0
     for atlas in ("aal", "jhu"):
         case = next(c for c in load_manifest("colin27") if c.case_id == f"colin27_{atlas}")
         image = read_volume(case.image)
@@ -75,9 +75,9 @@ def main() -> None:
                             dice(warp_mask(template_masks[n], template, target, transform) >= 0.5, target_masks[n])
                             for n in masks)
                     count[row] += len(masks)
+                    registrations += 1
     print("| configuration | " + " | ".join(args.sets) + " | s per registration |")
     print("|---|" + "---|" * (len(args.sets) + 1))
-    registrations = count.sum() / len(masks)
     for column, text in enumerate(args.configs):
         means = " | ".join(f"{scores[row, column] / count[row]:.3f}" for row in range(len(args.sets)))
         print(f"| {text or 'defaults'} | {means} | {seconds[column] / registrations:.1f} |")

@@ -12,8 +12,14 @@ from shapes import dice, ellipsoid
 
 from vessa.errors import InputError
 from vessa.io import Template, Volume
-from vessa.priors import registration as reg
-from vessa.priors.registration import RegistrationConfig, coarse_image, flatten_bias, register, warp_mask
+from vessa.priors.registration import (
+    RegistrationConfig,
+    coarse_image,
+    coarse_spacing,
+    flatten_bias,
+    register,
+    warp_mask,
+)
 from vessa.priors.transfer import TemplateTransfer, TransferConfig
 
 SHAPE = (24, 48, 48)
@@ -129,9 +135,9 @@ def test_the_deformable_step_runs_on_its_own_finer_grid():
     registration = register(template, target, config)
     assert registration.deformable == "demons"
     field = sitk.DisplacementFieldTransform(registration.transform.GetNthTransform(1)).GetDisplacementField()
-    assert field.GetSpacing() == reg.coarse_spacing(target, 1.0) == coarse_image(target, 1.0).GetSpacing()
+    assert field.GetSpacing() == coarse_spacing(target, 1.0) == coarse_image(target, 1.0).GetSpacing()
     assert field.GetSpacing() == (1.0, 1.0, 2.0)
-    assert reg.coarse_spacing(target, 1.5) == (1.5, 1.5, 2.0)  # the affine step's grid
+    assert coarse_spacing(target, 1.5) == (1.5, 1.5, 2.0)  # the affine step's grid
     assert dice(warp_mask(template_mask, template, target, registration.transform) >= 0.5, target_mask) >= 0.85
 
 

@@ -89,7 +89,7 @@ def _signals_deferred() -> Iterator[None]:
     previous = {number: signal.getsignal(number) for number in _DEFERRED_SIGNALS}
     swapped = [number for number, handler in previous.items() if handler is not None]  # None: set outside Python
     for number in swapped:
-        signal.signal(number, lambda number, frame: received.append(number))
+        signal.signal(number, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
