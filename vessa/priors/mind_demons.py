@@ -28,7 +28,7 @@ from scipy import ndimage
 from vessa.priors.slice_flow import symmetric_forces
 
 NEIGHBOURS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
-PATCH_SIGMA = 0.8  # voxels of the registration grid: a Gaussian patch of about 2.4 mm at 3 mm
+PATCH_SIGMA = 0.8  # voxels of the registration grid: a Gaussian patch of about 1.6 mm on the 2 mm grid
 LEVELS = (2, 1)  # shrink factors, coarse to fine
 MAX_STEP_VOXELS = 0.5
 

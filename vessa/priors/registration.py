@@ -32,7 +32,8 @@ image buffer" on 2 of 11 such blocks), or coarser where the grid would exceed
    16 structure x template pairs each, never the benchmark's regions) demons at 2 mm with
    sigma 1 voxel scored Dice 0.931 / 0.853 on a mild / strong deformation against 0.913 /
    0.783 at 3 mm with sigma 1.5 (the affine step: 0.915 / 0.698), MIND demons across
-   contrasts 0.794 against 0.754, for 3-5 s more per template on a brain.
+   contrasts 0.794 against 0.754; 7.7 against 3.2 s per template on a brain, 2 cores
+   (`benchmarks/bench_registration.py`).
 Every stage stops when `time_limit_s` (for the whole template) has passed, keeping what it has.
 The template's mask is then resampled through the composed transform onto the target grid
 with linear interpolation, so the result is a probability (a soft prior), not a binary mask.
