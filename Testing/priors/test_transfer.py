@@ -53,6 +53,10 @@ def test_the_time_limit_stops_registration_and_keeps_what_it_has():
     registration = register(template, target, RegistrationConfig(resolution_mm=2.0, time_limit_s=1e-4))
     assert registration.stopped_early
     assert warp_mask(template_mask, template, target, registration.transform).shape == SHAPE
+    transfer = TemplateTransfer(None, TransferConfig(registration=RegistrationConfig(time_limit_s=1e-4)))
+    [warning] = transfer.segment(target, [Template(template, template_mask, "organ")]).warnings
+    assert warning == ("registration stopped at its time limit (0.0001 s per template) before it finished; "
+                       "check the result")
 
 
 def test_transfer_without_sam_segments_and_passes_its_notes_on():

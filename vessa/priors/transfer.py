@@ -115,6 +115,9 @@ class TemplateTransfer:
             warnings.append(f"the template images' grey levels do not match this image's (correlation "
                             f"{parts.correlation:.2f} after histogram matching): they were registered {how}, "
                             "which is less accurate than on matching grey levels; check the result")
+        if parts.stopped_early:
+            warnings.append(f"registration stopped at its time limit ({config.time_limit_s:g} s per template) before "
+                            "it finished; check the result")
         warnings += [f"registration failed for {what}; that template was only centred on this image, check the "
                      "result" for what in parts.failed]
         return SegmentResult(out, slice_certainty(probability), 0.0, axis, len(probability), str(self.device),
