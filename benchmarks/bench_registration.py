@@ -3,8 +3,9 @@
 Targets: 4 AAL and 4 JHU regions of Colin27 (drawn at random, seed 0, among each atlas's 40
 largest; never the Harvard-Oxford or Brodmann regions that `bench_quality.py` holds out) in
 Colin27 under random elastic + affine deformations (`bench_quality.deformed`, seeds 4 and 5):
-"mild" (strength 1), "strong" (strength 2) and "contrast" (strength 2 and a new grey-level
-curve, bias field and noise). Templates: Colin27 and its deformation of seed 2. Each
+"mild" (strength 1), "strong" (strength 2), "contrast" (strength 2 and a new grey-level
+curve, bias field and noise) and "noisy" (strength 2 and Gaussian noise of 3 % of the grey-level
+range, the grey levels unchanged). Templates: Colin27 and its deformation of seed 2. Each
 `--configs` item is a set of `RegistrationConfig` fields; every configuration registers every
 pair in the same run, and the table gives the mean Dice of the warped masks (>= 0.5) per set
 and the mean seconds per registration.
@@ -26,7 +27,8 @@ from vessa.io import read_segmentation, read_volume
 from vessa.priors.registration import RegistrationConfig, register, warp_mask
 from vessa.samples import fetch, load_manifest
 
-SETS = {"mild": (1.0, False), "strong": (2.0, False), "contrast": (2.0, True)}
+SETS = {  # name: (deformation strength, new contrast, noise as a fraction of the grey-level range)
+    "mild": (1.0, False, 0.0), "strong": (2.0, False, 0.0), "contrast": (2.0, True, 0.0), "noisy": (2.0, False, 0.03)}
 
 
 def parse_config(text: str) -> RegistrationConfig:
@@ -63,9 +65,13 @@ def main() -> None:
         masks = {segments[i].name: segments[i].mask for i in picks}
         templates = [(image, masks), deformed(image, masks, seed=2)]
         for row, name in enumerate(args.sets):
-            strength, contrast = SETS[name]
+            strength, contrast, noise = SETS[name]
             for seed in (4, 5):
                 target, target_masks = deformed(image, masks, seed=seed, strength=strength, contrast=contrast)
+                if noise:
+                    low, high = np.percentile(target.array, [1, 99.5])
+                    target = target.with_array((target.array + np.random.default_rng(seed).normal(
+                        0.0, noise * (high - low), target.shape)).astype(np.float32))
                 for template, template_masks in templates:
                     for column, config in enumerate(configs):
                         start = time.perf_counter()
