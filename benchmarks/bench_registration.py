@@ -2,7 +2,8 @@
 
 Targets: 4 AAL and 4 JHU regions of Colin27 (drawn at random, seed 0, among each atlas's 40
 largest; never the Harvard-Oxford or Brodmann regions that `bench_quality.py` holds out) in
-Colin27 under random elastic + affine deformations (`bench_quality.deformed`, seeds 4 and 5):
+Colin27 under random elastic + affine deformations (`bench_quality.deformed`, seeds 4 and 5,
+or `--seeds`; each seed also draws its own grey-level curve):
 "mild" (strength 1), "strong" (strength 2), "contrast" (strength 2 and a new grey-level
 curve, bias field and noise) and "noisy" (strength 2 and Gaussian noise of 3 % of the grey-level
 range, the grey levels unchanged). Templates: Colin27 and its deformation of seed 2. Each
@@ -12,6 +13,8 @@ and the mean seconds per registration.
 
     python benchmarks/bench_registration.py --configs "deformable_resolution_mm=3,demons_sigma=1.5" \\
         "deformable_resolution_mm=2,demons_sigma=1"
+    python benchmarks/bench_registration.py --sets contrast --seeds 4 5 6 7 8 9 \\
+        --configs "mind_patch_sigma=0.8,mind_sigma=1" ""
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=[""])
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[4, 5], help="the targets' deformations (and curves)")
     args = parser.parse_args()
     configs = [parse_config(text) for text in args.configs]
     fetch("colin27")
@@ -66,7 +70,7 @@ def main() -> None:
         templates = [(image, masks), deformed(image, masks, seed=2)]
         for row, name in enumerate(args.sets):
             strength, contrast, noise = SETS[name]
-            for seed in (4, 5):
+            for seed in args.seeds:
                 target, target_masks = deformed(image, masks, seed=seed, strength=strength, contrast=contrast)
                 if noise:
                     low, high = np.percentile(target.array, [1, 99.5])

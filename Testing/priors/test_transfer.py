@@ -105,6 +105,21 @@ def test_grey_levels_no_monotonic_map_undoes_are_registered_on_mind_descriptors_
     assert same.correlation > 0.9 and same.deformable == "demons"
 
 
+def test_mind_settings_reach_the_descriptor_and_bad_ones_are_refused(monkeypatch):
+    from vessa.priors import mind_demons as module
+
+    patches = []
+    describe = module.mind_descriptor
+    monkeypatch.setattr(module, "mind_descriptor", lambda array, patch: patches.append(patch) or describe(array, patch))
+    template, _ = subject((0, 0), 1.0, seed=0)
+    target, _ = subject((5, -6), 1.15, seed=1)
+    permuted = target.with_array(np.interp(target.array, [20, 120, 200], [200, 20, 120]).astype(np.float32))
+    assert register(template, permuted, dataclasses.replace(FAST, mind_patch_sigma=0.9)).deformable == "MIND demons"
+    assert set(patches) == {0.9}
+    with pytest.raises(ValueError, match="mind_patch_sigma=0"):
+        RegistrationConfig(mind_patch_sigma=0.0)
+
+
 def test_a_template_whose_grey_levels_do_not_match_is_warned_about():
     template, template_mask = subject((0, 0), 1.0, seed=0)
     target, _ = subject((5, -6), 1.15, seed=1)

@@ -32,8 +32,9 @@ image buffer" on 2 of 11 such blocks), or coarser where the grid would exceed
    16 structure x template pairs each, never the benchmark's regions) demons at 2 mm with
    sigma 1 voxel scored Dice 0.931 / 0.853 on a mild / strong deformation against 0.913 /
    0.783 at 3 mm with sigma 1.5 (the affine step: 0.915 / 0.698), MIND demons across
-   contrasts 0.794 against 0.754; 7.7 against 3.2 s per template on a brain, 2 cores
-   (`benchmarks/bench_registration.py`).
+   contrasts 0.794 against 0.754 (with finer patches and less smoothing since, 0.787 against
+   0.761 on six grey-level curves: `vessa.priors.mind_demons`); 7.7 against 3.2 s per template
+   on a brain, 2 cores (`benchmarks/bench_registration.py`).
 Every stage stops when `time_limit_s` (for the whole template) has passed, keeping what it has.
 The template's mask is then resampled through the composed transform onto the target grid
 with linear interpolation, so the result is a probability (a soft prior), not a binary mask.
@@ -50,7 +51,7 @@ import SimpleITK as sitk
 
 from vessa.errors import InputError
 from vessa.io import Volume
-from vessa.priors.mind_demons import mind_demons
+from vessa.priors.mind_demons import PATCH_SIGMA, mind_demons
 
 SAMPLING_SEED = 1  # the metric's random samples, fixed so that a result can be reproduced (0 = wall clock)
 SAMPLING_FRACTION = 0.2
@@ -68,8 +69,9 @@ class RegistrationConfig:
     only): grey-level demons where the template correlates with the target at >=
     demons_min_correlation after histogram matching, MIND demons (mind_iterations a level, 0:
     none) where it does not, both on a grid of deformable_resolution_mm (the same bounds as
-    resolution_mm's; demons_sigma and mind_sigma in its voxels); bias_sigma_mm: scale of the
-    bias flattening of images other than CT (0: none); time_limit_s: cap for the whole registration of one template."""
+    resolution_mm's; demons_sigma, mind_sigma and MIND's patch, mind_patch_sigma, in its
+    voxels); bias_sigma_mm: scale of the bias flattening of images other than CT (0: none);
+    time_limit_s: cap for the whole registration of one template."""
 
     resolution_mm: float = 3.0
     deformable_resolution_mm: float = 2.0
@@ -79,7 +81,8 @@ class RegistrationConfig:
     demons_sigma: float = 1.0
     demons_min_correlation: float = 0.5
     mind_iterations: int = 30
-    mind_sigma: float = 1.0
+    mind_sigma: float = 0.75
+    mind_patch_sigma: float = PATCH_SIGMA
     bias_sigma_mm: float = 20.0
     time_limit_s: float = 60.0
 
@@ -91,8 +94,9 @@ class RegistrationConfig:
             raise ValueError(f"bias_sigma_mm={self.bias_sigma_mm} must be >= 0")
         if self.affine_iterations < 1 or self.demons_iterations < 0 or self.mind_iterations < 0:
             raise ValueError("affine_iterations must be >= 1, demons_iterations and mind_iterations >= 0")
-        if self.demons_sigma <= 0 or self.mind_sigma <= 0:
-            raise ValueError(f"demons_sigma={self.demons_sigma}, mind_sigma={self.mind_sigma}: must be > 0")
+        if min(self.demons_sigma, self.mind_sigma, self.mind_patch_sigma) <= 0:
+            raise ValueError(f"demons_sigma={self.demons_sigma}, mind_sigma={self.mind_sigma}, mind_patch_sigma="
+                             f"{self.mind_patch_sigma}: must be > 0")
 
 
 @dataclass
@@ -149,7 +153,8 @@ def register(template: Volume, target: Volume, config: RegistrationConfig = Regi
             field, stopped = _demons(fixed, matched, config, deadline)
             registration.deformable = "demons"
         elif correlation < config.demons_min_correlation and config.mind_iterations:
-            field, stopped = mind_demons(fixed, aligned, config.mind_iterations, config.mind_sigma, deadline)
+            field, stopped = mind_demons(fixed, aligned, config.mind_iterations, config.mind_sigma, deadline,
+                                         config.mind_patch_sigma)
             registration.deformable = "MIND demons"
         if registration.deformable:
             composite = sitk.CompositeTransform(3)
