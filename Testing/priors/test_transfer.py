@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 from shapes import dice, ellipsoid
 
 from vessa.errors import InputError
@@ -45,6 +46,31 @@ def test_registration_moves_the_template_mask_with_the_anatomy():
     assert copied < 0.5
     assert dice(warped >= 0.5, target_mask) >= 0.85
     assert not registration.stopped_early
+
+
+def test_warping_a_mask_resamples_only_where_it_reaches_and_matches_the_full_grid():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((30, 40, 50), bool)
+    mask[[3, 8, 26], [36, 2, 20], [45, 3, 2]] = True  # single voxels, which a coarse pass steps over
+    template = Volume(np.zeros(mask.shape, np.float32), spacing=(0.8, 0.9, 2.0), origin=(-5.0, 3.0, 1.0))
+    direction = sitk.VersorTransform((0.1, 0.2, 1.0), 0.3).GetMatrix()
+    target = Volume(np.zeros((40, 64, 60), np.int16), spacing=(0.7, 0.6, 1.5), origin=(-8.0, 0.0, -6.0),
+                    direction=np.reshape(direction, (3, 3)))
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix((1.3, 0.1, 0.0, -0.05, 0.8, 0.1, 0.0, 0.0, 1.1))
+    affine.SetTranslation((2.0, -1.0, 3.0))
+    grid = target.to_sitk()
+    displacement = np.stack([ndimage.gaussian_filter(rng.normal(0, 40, target.shape), 6) for _ in range(3)], -1)
+    field = sitk.GetImageFromArray(displacement, isVector=True)
+    field.CopyInformation(grid)
+    composite = sitk.CompositeTransform([affine, sitk.DisplacementFieldTransform(field)])
+    full = sitk.GetArrayFromImage(sitk.Resample(template.with_array(mask.astype(np.float32)).to_sitk(), grid,
+                                                composite, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    assert 0 < np.count_nonzero(full) < 0.01 * full.size
+    np.testing.assert_allclose(warp_mask(mask, template, target, composite), np.clip(full, 0, 1), atol=1e-6)
+    assert not warp_mask(np.zeros_like(mask), template, target, composite).any()
+    away = sitk.TranslationTransform(3, (500.0, 0.0, 0.0))
+    assert not warp_mask(mask, template, target, away).any()
 
 
 def test_the_time_limit_stops_registration_and_keeps_what_it_has():

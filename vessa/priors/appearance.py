@@ -30,7 +30,7 @@ BLUR_MM = (1.0, 2.0)
 GRADIENT_MM = 1.0
 LAPLACIAN_MM = 1.5
 MIN_BAND_PIXELS = 3
-MAX_TRAINING_PIXELS = 200_000
+MAX_TRAINING_PIXELS = 50_000  # a random subset beyond: on a CT organ 200 k cost 5 s and changed Dice by 0.0006
 
 
 def image_features(unit_slices: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:

@@ -48,9 +48,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from vessa.errors import InputError
 from vessa.io import Volume
+from vessa.priors.drawn_slices import bounding_box
 from vessa.priors.mind_demons import PATCH_SIGMA, mind_demons
 
 SAMPLING_SEED = 1  # the metric's random samples, fixed so that a result can be reproduced (0 = wall clock)
@@ -60,6 +62,7 @@ MIN_COARSE_VOXELS = 32
 MAX_COARSE_VOXELS = 1_000_000  # a brain at 3 mm: 0.26 M; a 200-slice CT at 3 mm: 2.4 M, so 4 mm
 MIN_REGISTERED_SIDE = 4  # ITK's Gaussian smoothing needs 4 voxels along each axis
 SHRINK_FACTORS = (2, 1)
+REACH_STRIDE = 4  # target voxels between the points of `warp_mask`'s coarse pass
 
 
 @dataclass(frozen=True)
@@ -188,10 +191,56 @@ def foreground_correlation(a: sitk.Image, b: sitk.Image) -> float:
 
 
 def warp_mask(mask: np.ndarray, template: Volume, target: Volume, transform: sitk.Transform) -> np.ndarray:
-    """The template's mask resampled onto the target grid (linear: float32 in [0, 1])."""
-    moving = template.with_array(np.asarray(mask, np.float32)).to_sitk()
-    warped = sitk.Resample(moving, target.to_sitk(), transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return np.clip(sitk.GetArrayFromImage(warped), 0.0, 1.0)
+    """The template's mask resampled onto the target grid (linear: float32 in [0, 1]).
+
+    Only the box of the target that the mask can reach is resampled (on a 200 x 512 x 512 CT
+    the full grid took 3.6 s): every `REACH_STRIDE`-th target voxel is first mapped onto the
+    mask dilated by `stride` x the length of a voxel's diagonal plus a template voxel, so a target
+    voxel whose value is not 0 has a hit within half a coarse cell wherever the transform
+    stretches distances by at most 2; the rest of the grid is 0, as the full resampling gives."""
+    mask = np.asarray(mask, bool)
+    out = np.zeros(target.shape, np.float32)
+    if not mask.any():
+        return out
+    reach_mm = REACH_STRIDE * float(np.linalg.norm(target.spacing)) + float(max(template.spacing))
+    moving, reaching = _mask_crops(mask, template, reach_mm)
+    coarse_size = [(n - 1 + REACH_STRIDE - 1) // REACH_STRIDE + 1 for n in target.shape[::-1]]  # past the last voxel
+    hits = sitk.GetArrayFromImage(sitk.Resample(
+        reaching, coarse_size, transform, sitk.sitkNearestNeighbor, target.origin.tolist(),
+        (target.spacing * REACH_STRIDE).tolist(), target.direction.ravel().tolist(), 0, sitk.sitkUInt8))
+    if not hits.any():
+        return out
+    box = bounding_box(hits > 0)
+    start = [max(0, (axis.start - 1) * REACH_STRIDE) for axis in box]
+    stop = [min(n, axis.stop * REACH_STRIDE + 1) for axis, n in zip(box, target.shape, strict=True)]
+    origin = target.origin + target.direction @ (np.asarray(start[::-1]) * target.spacing)
+    warped = sitk.Resample(moving, [b - a for a, b in zip(start, stop, strict=True)][::-1], transform,
+                           sitk.sitkLinear, origin.tolist(), target.spacing.tolist(), target.direction.ravel().tolist(),
+                           0.0, sitk.sitkFloat32)
+    out[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))] = np.clip(sitk.GetArrayFromImage(warped), 0, 1)
+    return out
+
+
+def _mask_crops(mask: np.ndarray, template: Volume, reach_mm: float) -> tuple[sitk.Image, sitk.Image]:
+    """The mask (float32) and the mask dilated by a box of `reach_mm` (uint8), as images of the
+    template's box around the mask grown by the reach (so that both are 0 beyond it)."""
+    spacing = np.asarray(template.spacing, float)[::-1]  # array axis order
+    radius = np.ceil(reach_mm / spacing).astype(int) + 2
+    box = bounding_box(mask)
+    start = [max(0, axis.start - r) for axis, r in zip(box, radius, strict=True)]
+    stop = [min(n, axis.stop + r) for axis, r, n in zip(box, radius, mask.shape, strict=True)]
+    crop = mask[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
+    reaching = ndimage.maximum_filter(crop, size=tuple(2 * (r - 2) + 1 for r in radius), mode="constant")
+    origin = template.origin + template.direction @ (np.asarray(start[::-1]) * template.spacing)
+
+    def image(array: np.ndarray) -> sitk.Image:
+        result = sitk.GetImageFromArray(array)
+        result.SetSpacing(template.spacing.tolist())
+        result.SetOrigin(origin.tolist())
+        result.SetDirection(template.direction.ravel().tolist())
+        return result
+
+    return image(crop.astype(np.float32)), image(reaching.astype(np.uint8))
 
 
 def _histogram_matched(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
