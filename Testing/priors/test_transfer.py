@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from shapes import dice, ellipsoid
 
-from vessa.errors import InputError
+from vessa.errors import GeometryError, InputError
 from vessa.io import Template, Volume
 from vessa.priors.registration import (
     RegistrationConfig,
@@ -64,11 +64,14 @@ def test_warping_a_mask_resamples_only_where_it_reaches_and_matches_the_full_gri
     field = sitk.GetImageFromArray(displacement, isVector=True)
     field.CopyInformation(grid)
     composite = sitk.CompositeTransform([affine, sitk.DisplacementFieldTransform(field)])
-    full = sitk.GetArrayFromImage(sitk.Resample(template.with_array(mask.astype(np.float32)).to_sitk(), grid,
-                                                composite, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-    assert 0 < np.count_nonzero(full) < 0.01 * full.size
-    np.testing.assert_allclose(warp_mask(mask, template, target, composite), np.clip(full, 0, 1), atol=1e-6)
+    for values in (mask, mask * 0.4):  # a binary and a soft mask
+        full = sitk.GetArrayFromImage(sitk.Resample(template.with_array(values.astype(np.float32)).to_sitk(), grid,
+                                                    composite, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        assert 0 < np.count_nonzero(full) < 0.01 * full.size
+        np.testing.assert_allclose(warp_mask(values, template, target, composite), np.clip(full, 0, 1), atol=1e-6)
     assert not warp_mask(np.zeros_like(mask), template, target, composite).any()
+    with pytest.raises(GeometryError, match="does not match the grid"):
+        warp_mask(mask[:-1], template, target, composite)
     away = sitk.TranslationTransform(3, (500.0, 0.0, 0.0))
     assert not warp_mask(mask, template, target, away).any()
 

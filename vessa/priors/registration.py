@@ -191,14 +191,15 @@ def foreground_correlation(a: sitk.Image, b: sitk.Image) -> float:
 
 
 def warp_mask(mask: np.ndarray, template: Volume, target: Volume, transform: sitk.Transform) -> np.ndarray:
-    """The template's mask resampled onto the target grid (linear: float32 in [0, 1]).
+    """The template's mask (binary or soft, on the template's grid) resampled onto the target
+    grid (linear: float32 in [0, 1]).
 
     Only the box of the target that the mask can reach is resampled (on a 200 x 512 x 512 CT
     the full grid took 3.6 s): every `REACH_STRIDE`-th target voxel is first mapped onto the
-    mask dilated by `stride` x the length of a voxel's diagonal plus a template voxel, so a target
-    voxel whose value is not 0 has a hit within half a coarse cell wherever the transform
+    mask dilated by `REACH_STRIDE` x the length of a voxel's diagonal plus a template voxel, so a
+    target voxel whose value is not 0 has a hit within half a coarse cell wherever the transform
     stretches distances by at most 2; the rest of the grid is 0, as the full resampling gives."""
-    mask = np.asarray(mask, bool)
+    mask = template.with_array(np.asarray(mask, np.float32)).array  # GeometryError off the template's grid
     out = np.zeros(target.shape, np.float32)
     if not mask.any():
         return out
@@ -222,15 +223,15 @@ def warp_mask(mask: np.ndarray, template: Volume, target: Volume, transform: sit
 
 
 def _mask_crops(mask: np.ndarray, template: Volume, reach_mm: float) -> tuple[sitk.Image, sitk.Image]:
-    """The mask (float32) and the mask dilated by a box of `reach_mm` (uint8), as images of the
-    template's box around the mask grown by the reach (so that both are 0 beyond it)."""
+    """The mask (float32) and where it is not 0 dilated by a box of `reach_mm` (uint8), as images
+    of the template's box around the mask grown by the reach (so that both are 0 beyond it)."""
     spacing = np.asarray(template.spacing, float)[::-1]  # array axis order
     radius = np.ceil(reach_mm / spacing).astype(int) + 2
-    box = bounding_box(mask)
+    box = bounding_box(mask != 0)
     start = [max(0, axis.start - r) for axis, r in zip(box, radius, strict=True)]
     stop = [min(n, axis.stop + r) for axis, r, n in zip(box, radius, mask.shape, strict=True)]
     crop = mask[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
-    reaching = ndimage.maximum_filter(crop, size=tuple(2 * (r - 2) + 1 for r in radius), mode="constant")
+    reaching = ndimage.maximum_filter(crop != 0, size=tuple(2 * (r - 2) + 1 for r in radius), mode="constant")
     origin = template.origin + template.direction @ (np.asarray(start[::-1]) * template.spacing)
 
     def image(array: np.ndarray) -> sitk.Image:
@@ -240,7 +241,7 @@ def _mask_crops(mask: np.ndarray, template: Volume, reach_mm: float) -> tuple[si
         result.SetDirection(template.direction.ravel().tolist())
         return result
 
-    return image(crop.astype(np.float32)), image(reaching.astype(np.uint8))
+    return image(np.ascontiguousarray(crop)), image(reaching.astype(np.uint8))
 
 
 def _histogram_matched(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
