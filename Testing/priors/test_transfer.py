@@ -14,6 +14,7 @@ from shapes import dice, ellipsoid
 from vessa.errors import GeometryError, InputError
 from vessa.io import Template, Volume
 from vessa.priors.registration import (
+    MAX_MIND_VOXELS,
     RegistrationConfig,
     coarse_image,
     coarse_spacing,
@@ -187,6 +188,23 @@ def test_the_deformable_step_runs_on_its_own_finer_grid():
     assert field.GetSpacing() == (1.0, 1.0, 2.0)
     assert coarse_spacing(target, 1.5) == (1.5, 1.5, 2.0)  # the affine step's grid
     assert dice(warp_mask(template_mask, template, target, registration.transform) >= 0.5, target_mask) >= 0.85
+
+
+def test_mind_demons_run_on_their_own_grid_within_their_voxel_cap():
+    template, _ = subject((0, 0), 1.0, seed=0)
+    target, _ = subject((5, -6), 1.15, seed=1)
+    permuted = target.with_array(np.interp(target.array, [20, 120, 200], [200, 20, 120]).astype(np.float32))
+    config = dataclasses.replace(FAST, resolution_mm=1.5, deformable_resolution_mm=1.5, mind_resolution_mm=1.0)
+    registration = register(template, permuted, config)
+    assert registration.deformable == "MIND demons"
+    field = sitk.DisplacementFieldTransform(registration.transform.GetNthTransform(1)).GetDisplacementField()
+    assert field.GetSpacing() == (1.0, 1.0, 2.0) == coarse_spacing(target, 1.0, MAX_MIND_VOXELS)
+    head = Volume(np.zeros((181, 217, 181), np.uint8))  # Colin27's grid, 1 mm
+    assert np.prod(coarse_image(head, 1.5, MAX_MIND_VOXELS).GetSize()) == 121 * 145 * 121  # 2.1 M voxels: 1.5 mm
+    assert min(coarse_spacing(head, 1.5)) > 1.9  # the other steps' 1 M cap
+    assert np.prod(coarse_image(head, 1.0, MAX_MIND_VOXELS).GetSize()) <= 1.01 * MAX_MIND_VOXELS  # sides rounded
+    with pytest.raises(ValueError, match="mind_resolution_mm=0"):
+        RegistrationConfig(mind_resolution_mm=0.0)
 
 
 def test_an_image_too_thin_to_register_is_refused_with_what_to_do_instead():
