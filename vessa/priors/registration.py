@@ -26,11 +26,12 @@ image buffer" on 2 of 11 such blocks), or coarser where the grid would exceed
    on those grey levels (`demons_iterations`, elastic smoothing `demons_sigma` voxels);
    elsewhere (another contrast: about -0.1 for the new grey-level curve, where
    grey-level demons cost 0.1-0.2 Dice) demons on MIND descriptors (`vessa.priors.mind_demons`,
-   `mind_iterations` a level, smoothing `mind_sigma`), which do not compare grey levels. Both
-   run on a finer grid than the affine step's, `deformable_resolution_mm` (the same bounds),
-   MIND demons on a finer one still, `mind_resolution_mm` (up to `MAX_MIND_VOXELS`; MIND
-   compares each voxel with its neighbours, which a coarse grid blurs together: on the
-   development set's six grey-level curves 1.5 mm scored 0.800 against 2 mm's 0.787):
+   `mind_iterations` a level, smoothing `mind_sigma`), which do not compare grey levels.
+   Grey-level demons run on a finer grid than the affine step's, `deformable_resolution_mm`
+   (the same bounds), MIND demons on a finer one still, `mind_resolution_mm` (up to
+   `MAX_MIND_VOXELS`; on the development set's six grey-level curves 1.5 mm scored 0.791
+   against 2 mm's 0.782, 26 against 10 s per registration; likely because MIND compares each
+   voxel with its neighbours, which a coarse grid blurs together):
    on development targets (AAL and JHU regions of Colin27 under random elastic deformations,
    16 structure x template pairs each, never the benchmark's regions) demons at 2 mm with
    sigma 1 voxel scored Dice 0.931 / 0.853 on a mild / strong deformation against 0.913 /
@@ -236,13 +237,12 @@ def warp_mask(mask: np.ndarray, template: Volume, target: Volume, transform: sit
 def _mask_crops(mask: np.ndarray, template: Volume, reach_mm: float) -> tuple[sitk.Image, sitk.Image]:
     """The mask (float32) and where it is not 0 dilated by a box of `reach_mm` (uint8), as images
     of the template's box around the mask grown by the reach (so that both are 0 beyond it)."""
-    spacing = np.asarray(template.spacing, float)[::-1]  # array axis order
-    radius = np.ceil(reach_mm / spacing).astype(int) + 2
+    reach = np.ceil(reach_mm / np.asarray(template.spacing, float)[::-1]).astype(int)  # voxels, array axis order
     box = bounding_box(mask != 0)
-    start = [max(0, axis.start - r) for axis, r in zip(box, radius, strict=True)]
-    stop = [min(n, axis.stop + r) for axis, r, n in zip(box, radius, mask.shape, strict=True)]
+    start = [max(0, axis.start - r - 2) for axis, r in zip(box, reach, strict=True)]  # 2 more: interpolation's 0s
+    stop = [min(n, axis.stop + r + 2) for axis, r, n in zip(box, reach, mask.shape, strict=True)]
     crop = mask[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
-    reaching = ndimage.maximum_filter(crop != 0, size=tuple(2 * (r - 2) + 1 for r in radius), mode="constant")
+    reaching = ndimage.maximum_filter(crop != 0, size=tuple(2 * reach + 1), mode="constant")
     origin = template.origin + template.direction @ (np.asarray(start[::-1]) * template.spacing)
 
     def image(array: np.ndarray) -> sitk.Image:
