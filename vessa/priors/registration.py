@@ -226,10 +226,9 @@ def warp_mask(mask: np.ndarray, template: Volume, target: Volume, transform: sit
     box = bounding_box(hits > 0)
     start = [max(0, (axis.start - 1) * REACH_STRIDE) for axis in box]
     stop = [min(n, axis.stop * REACH_STRIDE + 1) for axis, n in zip(box, target.shape, strict=True)]
-    origin = target.origin + target.direction @ (np.asarray(start[::-1]) * target.spacing)
     warped = sitk.Resample(moving, [b - a for a, b in zip(start, stop, strict=True)][::-1], transform,
-                           sitk.sitkLinear, origin.tolist(), target.spacing.tolist(), target.direction.ravel().tolist(),
-                           0.0, sitk.sitkFloat32)
+                           sitk.sitkLinear, _position(target, start).tolist(), target.spacing.tolist(),
+                           target.direction.ravel().tolist(), 0.0, sitk.sitkFloat32)
     out[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))] = np.clip(sitk.GetArrayFromImage(warped), 0, 1)
     return out
 
@@ -243,16 +242,14 @@ def _mask_crops(mask: np.ndarray, template: Volume, reach_mm: float) -> tuple[si
     stop = [min(n, axis.stop + r + 2) for axis, r, n in zip(box, reach, mask.shape, strict=True)]
     crop = mask[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
     reaching = ndimage.maximum_filter(crop != 0, size=tuple(2 * reach + 1), mode="constant")
-    origin = template.origin + template.direction @ (np.asarray(start[::-1]) * template.spacing)
+    origin = _position(template, start)
+    return (Volume(crop, template.spacing, origin, template.direction).to_sitk(),
+            Volume(reaching.astype(np.uint8), template.spacing, origin, template.direction).to_sitk())
 
-    def image(array: np.ndarray) -> sitk.Image:
-        result = sitk.GetImageFromArray(array)
-        result.SetSpacing(template.spacing.tolist())
-        result.SetOrigin(origin.tolist())
-        result.SetDirection(template.direction.ravel().tolist())
-        return result
 
-    return image(np.ascontiguousarray(crop)), image(reaching.astype(np.uint8))
+def _position(volume: Volume, index: list[int]) -> np.ndarray:
+    """The LPS position (mm) of the voxel at array index `index` (k, j, i) of `volume`."""
+    return (volume.ijk_to_lps() @ np.array([*index[::-1], 1.0]))[:3]
 
 
 def _histogram_matched(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
