@@ -8,7 +8,7 @@ import numpy as np
 from shapes import dice, ellipsoid
 
 from vessa.io import Volume
-from vessa.priors.mind_demons import mind_demons, mind_descriptor
+from vessa.priors.mind_demons import PAIRS, mind_demons, mind_descriptor
 from vessa.priors.registration import warp_mask
 
 SHAPE = (32, 40, 40)
@@ -30,7 +30,9 @@ def test_the_descriptor_is_the_same_whatever_maps_the_grey_levels():
     inverted = 1000.0 - 3.0 * target.array  # contrast reversed and tripled
     assert np.corrcoef(target.array.ravel(), inverted.ravel())[0, 1] < -0.99
     descriptor, of_inverted = mind_descriptor(target.array), mind_descriptor(inverted)
-    assert descriptor.shape == (6, *SHAPE) and descriptor.max() == 1.0
+    assert descriptor.shape == (12, *SHAPE) and descriptor.max() == 1.0
+    # a channel per pair of face neighbours a face diagonal apart (the self-similarity context)
+    assert len(set(PAIRS)) == 12 and all(np.abs(np.subtract(a, b)).sum() == 2 for a, b in PAIRS)
     np.testing.assert_allclose(descriptor, of_inverted, atol=1e-5)
 
 
