@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vessa.priors.slice_flow import FieldCache, demons, gaussian_blur, neighbour_fields, warp
+from vessa.priors.slice_flow import FieldCache, demons, gaussian_blur, neighbour_fields, symmetric_forces, warp
 
 
 def disc(center: tuple[float, float], radius: float = 8.0, size: int = 48) -> torch.Tensor:
@@ -39,6 +39,27 @@ def test_gaussian_blur_keeps_a_constant_and_spreads_a_point():
 def soft_disc(center: tuple[float, float]) -> torch.Tensor:
     """A disc with a 1-pixel soft edge (images have gradients across edges, not steps)."""
     return gaussian_blur(disc(center), 1.0)
+
+
+def test_symmetric_forces_summed_channel_by_channel_are_the_formula_on_whole_tensors():
+    def gradient_of(images: torch.Tensor) -> torch.Tensor:  # [n, c, h, w] -> [n, 2, c, h, w]
+        return torch.stack(torch.gradient(images, dim=(3, 2)), dim=1)
+
+    def formula(fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
+        gradient = (gradient_of(warped) + gradient_of(fixed)) / 2
+        difference = fixed - warped
+        denominator = (gradient * gradient).sum(dim=(1, 2)) + (difference * difference).sum(dim=1) + 1e-6
+        return (difference[:, None] * gradient).sum(dim=2) / denominator[:, None]
+
+    generator = torch.Generator().manual_seed(0)
+    for channels in (1, 12):
+        fixed, warped = (torch.rand((3, channels, 24, 32), generator=generator) for _ in range(2))
+        update = symmetric_forces(fixed, warped, gradient_of(fixed), gradient_of)
+        assert update.shape == (3, 2, 24, 32)
+        if channels == 1:  # the slice flow's case: the same operations, so the same bits
+            assert torch.equal(update, formula(fixed, warped))
+        else:
+            torch.testing.assert_close(update, formula(fixed, warped), rtol=1e-5, atol=1e-6)
 
 
 def test_demons_registers_a_shifted_disc_in_a_batch():
