@@ -13,12 +13,15 @@ and the mean seconds per registration. The set "ct" (not run unless named) is an
 volume: synthetic 200 x 512 x 512 CTs (`bench_pipeline_speed.synthetic_ct`, 0.7 x 0.7 x 2.5 mm,
 registered at 4 mm, the grid's voxel cap), one per seed, each with a template CT whose organ is
 moved by up to 15 voxels, scaled by 0.8-1.2 and the body by 0.9-1.1 (drawn from the seed).
+`--scale` multiplies every volume's spacing and origin (0.1: the same anatomy at a small
+animal's size, the same voxels).
 
     python benchmarks/bench_registration.py --configs "deformable_resolution_mm=3,demons_sigma=1.5" \\
         "deformable_resolution_mm=2,demons_sigma=1"
     python benchmarks/bench_registration.py --sets contrast --seeds 4 5 6 7 8 9 \\
         --configs "mind_patch_sigma=0.8,mind_sigma=1" ""
     python benchmarks/bench_registration.py --sets ct --seeds 0 1 2 3 4 5
+    python benchmarks/bench_registration.py --sets strong contrast --scale 0.1
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=[""])
     parser.add_argument("--sets", nargs="+", choices=[*SETS, "ct"], default=list(SETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[4, 5], help="the targets' deformations (and curves)")
+    parser.add_argument("--scale", type=float, default=1.0, help="every volume's spacing and origin times this")
     args = parser.parse_args()
     configs = [parse_config(text) for text in args.configs]
     fetch("colin27")
@@ -102,6 +106,8 @@ def main() -> None:
     for row, name in enumerate(args.sets):
         for template, template_masks, target, target_masks in (
                 ct_pairs(args.seeds) if name == "ct" else colin27_pairs(name, args.seeds)):
+            template, target = (Volume(v.array, v.spacing * args.scale, v.origin * args.scale, v.direction)
+                                for v in (template, target))
             for column, config in enumerate(configs):
                 start = time.perf_counter()
                 transform = register(template, target, config, flatten=name != "ct").transform
