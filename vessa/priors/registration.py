@@ -268,8 +268,9 @@ def anatomy_scale(volume: Volume) -> float:
     `REFERENCE_EXTENT_MM`, at most 1. The registration's settings in mm (its grids, the bias
     flattening's scale, the affine step's step length) are multiplied by it, so that a small
     animal's head is registered on as many voxels as a human's, not on a grid too coarse to hold
-    its anatomy (Colin27 scaled to a tenth, the strong development deformation: Dice 0.720
-    against 0.853 at its own size before this)."""
+    its anatomy (Colin27 at a tenth of its size, development seed 4: Dice 0.702 / 0.009 on the
+    strong / new-contrast deformation before this, 0.845 / 0.826 after; 0.853 / 0.845 at its own
+    size; `benchmarks/bench_registration.py --scale`)."""
     extent = np.asarray(volume.array.shape[::-1], float) * np.asarray(volume.spacing, float)
     return float(min(1.0, extent.max() / REFERENCE_EXTENT_MM))
 
