@@ -10,6 +10,7 @@ import pytest
 from shapes import blob_volume, dice, drawn_on, ellipsoid
 
 from vessa.errors import InputError
+from vessa.io import Volume
 from vessa.priors.completion import CompletionConfig, SliceCompleter
 from vessa.priors.fusion import FusionConfig, Gate
 
@@ -69,6 +70,16 @@ def test_voxels_drawn_in_another_orientation_are_kept_and_reported():
     assert result.drawn.axis == 0 and result.drawn.other_voxels > 0
     assert np.all(result.probability[drawn] == 1.0)
     assert any("another orientation" in w for w in result.warnings)
+
+
+def test_a_small_animal_is_completed_like_the_same_anatomy_at_a_human_size(result):
+    # the same voxels at a tenth of the spacing (a 7 mm volume of 0.1 mm voxels): the swell, the
+    # prior's scale and the appearance's blurs (settings in mm) scale with the anatomy; before
+    # they did, the swell alone (0.5 mm, 5 of these pixels) grew the structure between the drawn slices
+    small = Volume(IMAGE.array, IMAGE.spacing * 0.1)
+    shrunk = SliceCompleter().complete(small, drawn_on(TRUTH, [11, 18, 25]))
+    np.testing.assert_allclose(shrunk.probability, result.probability, atol=1e-4)
+    assert shrunk.separability == pytest.approx(result.separability)
 
 
 def test_cropped_parts_give_the_same_probability_as_the_whole():

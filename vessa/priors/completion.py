@@ -11,7 +11,9 @@ Pipeline (`SliceCompleter.complete`):
    slice is outlined by SAM prompted by the box of the estimate of steps 2-3 there;
 5. fusion (`fusion`): logit = d / prior_scale_mm + gated appearance + gated SAM; whatever was
    drawn stays as drawn: drawn slices keep their masks exactly, voxels drawn elsewhere stay in.
-The fusion constants are fitted on structures of the training atlases
+Distances and the appearance's blurs are in mm of the anatomy at a human's size
+(`anatomy_scale.human_size_spacing`: a small animal's own mm over its scale), so the settings
+hold at any size. The fusion constants are fitted on structures of the training atlases
 (`benchmarks/bench_completion.py --fit`) and stored in `FusionConfig`'s defaults.
 """
 
@@ -28,7 +30,7 @@ from vessa.errors import InputError
 from vessa.io import Volume
 from vessa.model.feature_cache import volume_key
 from vessa.model.intensity import intensity_range, to_unit_range
-from vessa.model.slicing import array_spacing
+from vessa.priors.anatomy_scale import human_size_spacing
 from vessa.priors.appearance import fit_appearance, image_features
 from vessa.priors.drawn_slices import DrawnSlices, find_drawn_slices
 from vessa.priors.fusion import FusionConfig, SliceParts, appearance_logits
@@ -127,7 +129,7 @@ class SliceCompleter:
             if axis is None:
                 raise InputError("slices drawn empty need the axis they lie on")
             drawn = dataclasses.replace(drawn, empty=np.setdiff1d(np.asarray(empty, np.int64), drawn.indices))
-        spacing = array_spacing(image.spacing)
+        spacing = human_size_spacing(image)  # the settings in mm hold for a small animal's anatomy too
         spacing = (float(spacing[drawn.axis]), *(float(spacing[a]) for a in range(3) if a != drawn.axis))
         plane = (spacing[1], spacing[2])
         window = intensity_range(image.array, modality)

@@ -3,7 +3,8 @@
 Shared by few-slice completion (`completion`) and templates from other volumes (`transfer`):
 each builds `SliceParts` on the volume cut along one axis, then
     logit = d / prior_scale_mm + w_a(separability) x appearance + w_s(fidelity) x SAM,
-with d the prior's signed distance (mm), and each part's weight a `Gate` of how well that part
+with d the prior's signed distance (mm; on a small animal's scan, mm of its anatomy grown to a
+human's size: `anatomy_scale.human_size_spacing`), and each part's weight a `Gate` of how well that part
 reproduced the known slices: weight x clip((score - threshold) / (1 - threshold), 0, 1).
 probability = sigmoid(logit); 0 where the prior does not reach; known slices as they are.
 """

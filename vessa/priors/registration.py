@@ -59,6 +59,7 @@ from scipy import ndimage
 
 from vessa.errors import InputError
 from vessa.io import Volume
+from vessa.priors.anatomy_scale import anatomy_scale
 from vessa.priors.drawn_slices import bounding_box
 from vessa.priors.mind_demons import PATCH_SIGMA, mind_demons
 
@@ -71,7 +72,6 @@ MAX_MIND_VOXELS = 2_500_000  # MIND demons' grid: Colin27's head at 1.5 mm is 2.
 MIN_REGISTERED_SIDE = 4  # ITK's Gaussian smoothing needs 4 voxels along each axis
 SHRINK_FACTORS = (2, 1)
 REACH_STRIDE = 4  # target voxels between the points of `warp_mask`'s coarse pass
-REFERENCE_EXTENT_MM = 200.0  # the size the mm settings are for: a human head's longest side (Colin27's: 217 mm)
 
 
 @dataclass(frozen=True)
@@ -261,18 +261,6 @@ def _histogram_matched(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
     """`image`'s grey levels mapped onto `reference`'s by histogram matching."""
     return sitk.HistogramMatching(image, reference, numberOfHistogramLevels=64, numberOfMatchPoints=16,
                                   thresholdAtMeanIntensity=True)
-
-
-def anatomy_scale(volume: Volume) -> float:
-    """How much smaller than a human head the volume is: its longest side over
-    `REFERENCE_EXTENT_MM`, at most 1. The registration's settings in mm (its grids, the bias
-    flattening's scale, the affine step's step length) are multiplied by it, so that a small
-    animal's head is registered on as many voxels as a human's, not on a grid too coarse to hold
-    its anatomy (Colin27 at a tenth of its size, development seed 4: Dice 0.702 / 0.009 on the
-    strong / new-contrast deformation before this, 0.845 / 0.826 after; 0.853 / 0.845 at its own
-    size; `benchmarks/bench_registration.py --scale`)."""
-    extent = np.asarray(volume.array.shape[::-1], float) * np.asarray(volume.spacing, float)
-    return float(min(1.0, extent.max() / REFERENCE_EXTENT_MM))
 
 
 def coarse_spacing(volume: Volume, spacing_mm: float, max_voxels: int = MAX_COARSE_VOXELS) -> tuple[float, ...]:

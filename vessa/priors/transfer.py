@@ -30,9 +30,10 @@ import numpy as np
 from vessa.io import Template, Volume
 from vessa.model.feature_cache import volume_key
 from vessa.model.intensity import intensity_range, to_unit_range
-from vessa.model.slicing import array_spacing, orient_like, slicing_axis
+from vessa.model.slicing import orient_like, slicing_axis
 from vessa.model.volume_segmenter import SegmentResult, check_templates
 from vessa.plausibility import image_modality, modality_mismatch
+from vessa.priors.anatomy_scale import human_size_spacing
 from vessa.priors.appearance import fit_appearance, image_features
 from vessa.priors.drawn_slices import DrawnSlices
 from vessa.priors.fusion import FusionConfig, Gate, SliceParts, appearance_logits, slice_certainty
@@ -130,7 +131,7 @@ class TemplateTransfer:
         templates = check_templates(image, templates, self.config.max_templates)
         modality = image_modality(image.array, modality)
         axis = slicing_axis(image.shape, image.spacing)
-        spacing = array_spacing(image.spacing)
+        spacing = human_size_spacing(image)  # the settings in mm hold for a small animal's anatomy too
         plane = tuple(float(spacing[a]) for a in range(3) if a != axis)
         window = intensity_range(image.array, modality)
         unit = np.moveaxis(to_unit_range(image.array, *window), axis, 0)
