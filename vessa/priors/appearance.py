@@ -4,7 +4,8 @@ Fitted at inference on the labelled slices of the case itself (drawn slices, or 
 slices), it classifies each pixel near the structure as inside or outside from local image
 features: the intensity in [0, 1], its Gaussian blurs at 1 and 2 mm, the gradient magnitude
 at 1 mm and the Laplacian of Gaussian at 1.5 mm, plus any extra per-pixel feature maps the
-caller gives (e.g. SAM image embeddings). The classifier is scikit-learn's
+caller gives (e.g. SAM image embeddings); callers pass `anatomy_scale.human_size_spacing`, so
+the blurs follow a small animal's anatomy. The classifier is scikit-learn's
 HistGradientBoostingClassifier, trained on the pixels within a band around the labelled
 masks (the structure and its near background, the only pixels it will be asked about).
 
