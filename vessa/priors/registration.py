@@ -151,7 +151,7 @@ def register(template: Volume, target: Volume, config: RegistrationConfig = Regi
     candidates = [_affine(fixed, moving, config, deadline, scale)]
     flattened = None
     if flatten and config.bias_sigma_mm > 0 and time.perf_counter() < deadline:
-        flattened = (flatten_bias(fixed, config.bias_sigma_mm * scale), flatten_bias(moving, config.bias_sigma_mm * scale))
+        flattened = tuple(flatten_bias(image, config.bias_sigma_mm * scale) for image in (fixed, moving))
         candidates.append(_affine(*flattened, config, deadline, scale))
     scored = []
     for affine, _, _ in candidates:
