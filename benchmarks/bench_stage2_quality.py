@@ -53,6 +53,7 @@ from vessa.train.distributed import Runtime
 from vessa.train.methods import build_setup
 from vessa.train.objective import TrainingSetup
 from vessa.train.trainer import Trainer
+from vessa.train.training_checkpoint import seed_all
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_train import SupervisedPart  # noqa: E402
@@ -94,7 +95,9 @@ def make_cohort(root: Path, labelled: int, unlabelled: int, test: int, seed: int
 
 
 def train_and_test(spec: JobSpec, runtime: Runtime, same_student_supervised: bool) -> dict[str, float]:
-    """Train `spec` for its steps; test Dice of the final models (teacher "dice", student "dice_student")."""
+    """Train `spec` for its steps; test Dice of the final models (teacher "dice", student "dice_student").
+    Seeded before the models are built, as `vessa train` does (`run_job`), so a run can be repeated."""
+    seed_all(spec.seed)
     setup = build_setup(spec, runtime)
     objective = setup.objective
     if same_student_supervised:
