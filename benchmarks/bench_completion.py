@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from bench_quality import scaled
 
 from vessa.io import Volume, read_segmentation, read_volume
 from vessa.priors import load_completer
@@ -76,11 +77,6 @@ def drawn_positions(truth: np.ndarray, count: int) -> list[int]:
     low, high = present[0], present[-1]
     wanted = [low + (high - low) * q for q in np.linspace(0, 1, count + 2)[1:-1]]
     return sorted({int(present[np.argmin(np.abs(present - w))]) for w in wanted})
-
-
-def scaled(image: Volume, scale: float) -> Volume:
-    """The same voxels with spacing and origin times `scale` (0.1: the anatomy at a tenth of its size)."""
-    return image if scale == 1 else Volume(image.array, image.spacing * scale, image.origin * scale, image.direction)
 
 
 def draw(truth: np.ndarray, slices: list[int]) -> np.ndarray:

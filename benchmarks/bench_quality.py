@@ -126,15 +126,15 @@ def lesion_cases() -> list[tuple[str, Volume, np.ndarray, list[Template]]]:
     return out
 
 
-def scaled(target: Volume, templates: list[Template], scale: float) -> tuple[Volume, list[Template]]:
-    """The target and templates with every spacing and origin times `scale` (0.1: a small animal's size)."""
-    if scale == 1:
-        return target, templates
+def scaled(volume: Volume, scale: float) -> Volume:
+    """The same voxels with spacing and origin times `scale` (0.1: the anatomy at a tenth of its size)."""
+    return volume if scale == 1 else Volume(volume.array, volume.spacing * scale, volume.origin * scale,
+                                             volume.direction)
 
-    def resized(volume: Volume) -> Volume:
-        return Volume(volume.array, volume.spacing * scale, volume.origin * scale, volume.direction)
 
-    return resized(target), [dataclasses.replace(t, image=resized(t.image)) for t in templates]
+def scaled_case(target: Volume, templates: list[Template], scale: float) -> tuple[Volume, list[Template]]:
+    """The target and templates, each `scaled`."""
+    return scaled(target, scale), [dataclasses.replace(t, image=scaled(t.image, scale)) for t in templates]
 
 
 def run_case(transfer: TemplateTransfer, starter, group: str, name: str, target: Volume, truth: np.ndarray,
@@ -217,12 +217,12 @@ def main() -> None:
     groups = [("(b) deformed", False)] + ([("(b) deformed + new contrast", True)] if args.contrast else [])
     for group, contrast in groups:
         for name, target, truth, templates in region_cases(args.regions, contrast):
-            target, templates = scaled(target, templates, args.scale)
+            target, templates = scaled_case(target, templates, args.scale)
             for count in (1, 3):
                 rows.append(run_case(transfer, starter, group, name, target, truth, templates[:count]))
     if args.lesions:
         for name, target, truth, templates in lesion_cases():
-            target, templates = scaled(target, templates, args.scale)
+            target, templates = scaled_case(target, templates, args.scale)
             rows.append(run_case(transfer, starter, "(c) lesion across patients", name, target, truth, templates))
     summarise(rows, METHODS + (("starter",) if starter is not None else ()))
     good = [r["vessa"] >= 0.5 for r in rows]

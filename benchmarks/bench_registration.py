@@ -33,7 +33,7 @@ from collections.abc import Iterator
 
 import numpy as np
 from bench_pipeline_speed import SPACING, synthetic_ct
-from bench_quality import deformed
+from bench_quality import deformed, scaled
 
 from vessa.io import Volume, read_segmentation, read_volume
 from vessa.priors.registration import RegistrationConfig, register, warp_mask
@@ -106,8 +106,7 @@ def main() -> None:
     for row, name in enumerate(args.sets):
         for template, template_masks, target, target_masks in (
                 ct_pairs(args.seeds) if name == "ct" else colin27_pairs(name, args.seeds)):
-            template, target = (Volume(v.array, v.spacing * args.scale, v.origin * args.scale, v.direction)
-                                for v in (template, target))
+            template, target = scaled(template, args.scale), scaled(target, args.scale)
             for column, config in enumerate(configs):
                 start = time.perf_counter()
                 transform = register(template, target, config, flatten=name != "ct").transform
