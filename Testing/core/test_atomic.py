@@ -34,7 +34,16 @@ def test_a_set_is_renamed_only_when_every_file_is_written(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_an_interrupt_during_the_renames_waits_until_the_set_is_complete(tmp_path, monkeypatch):
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test: a process started in the background by a shell
+    without job control inherits SIGINT ignored, and then Ctrl-C raises nothing at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_during_the_renames_waits_until_the_set_is_complete(tmp_path, monkeypatch, python_sigint):
     dests = [tmp_path / "a.txt", tmp_path / "b.txt"]
     replace = os.replace
 
@@ -49,7 +58,7 @@ def test_an_interrupt_during_the_renames_waits_until_the_set_is_complete(tmp_pat
     assert [dest.read_text() for dest in dests] == ["new", "new"]
 
 
-def test_an_interrupt_that_lands_on_another_thread_waits_too(tmp_path, monkeypatch):
+def test_an_interrupt_that_lands_on_another_thread_waits_too(tmp_path, monkeypatch, python_sigint):
     # the kernel hands a signal sent to the process to any thread that does not block it (torch's,
     # ITK's); its C handler then makes the main thread raise: blocking it in one thread is not enough
     dests = [tmp_path / "a.txt", tmp_path / "b.txt"]
