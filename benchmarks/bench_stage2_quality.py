@@ -46,7 +46,7 @@ from monai.transforms import (
 from vessa.io import Volume, read_segmentation, read_volume, write_volume
 from vessa.jobs import JobSpec
 from vessa.jobs.progress import ProgressWriter
-from vessa.samples.sets import sample_path
+from vessa.samples import fetch
 from vessa.train.data.cohort import load_cohort
 from vessa.train.data.slices import SliceDataset
 from vessa.train.distributed import Runtime
@@ -64,7 +64,7 @@ BLOCK = (slice(56, 100), slice(82, 162), slice(32, 112))
 
 def make_cohort(root: Path, labelled: int, unlabelled: int, test: int, seed: int = 0) -> Path:
     """Write the deformed Colin27 subjects and `manifest.json` (module docstring)."""
-    folder = sample_path("colin27")
+    folder = fetch("colin27")
     image = read_volume(folder / "colin27.nrrd").array[BLOCK].astype(np.float32)
     segmentation = read_segmentation(folder / "colin27_aal.seg.nrrd")
     labels = np.zeros(image.shape, np.uint8)
