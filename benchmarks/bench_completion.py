@@ -20,12 +20,17 @@ true volume, between the outermost drawn slices and beyond them.
 Structure sets: atlases of Colin27 (`vessa samples fetch colin27`): AAL and JHU are the
 training families (the fusion constants are fitted on them with `--fit`, with the brain mask
 and the stardist nuclei, objects with edges), Harvard-Oxford and Brodmann never touch training
-or fitting; `--lesions` adds the pyradiomics lesions. `--scale` multiplies every volume's spacing and origin
-(0.1: the same anatomy at a tenth of its size, as in a small animal).
+or fitting; `--lesions` adds the pyradiomics lesions; `--volume IMAGE LABELS` adds structures of any
+image with a label volume or `.seg.nrrd` on it (data never used for fitting: the INIA19 macaque
+template and NeuroMaps labels that mricron-data ships, AICHA on Colin27, a user's own cohort).
+`--scale` multiplies every volume's spacing and origin (0.1: the same anatomy at a tenth of its
+size, as in a small animal).
 
     python benchmarks/bench_completion.py --atlases harvardoxford brodmann --per-atlas 8 --lesions --slices 1 3 5
     python benchmarks/bench_completion.py --atlases harvardoxford brodmann --per-atlas 6 --lesions --slices 1 3 5 \
         --scale 0.1
+    python benchmarks/bench_completion.py --atlases --volume inia19-t1-brain.nii.gz inia19-NeuroMaps.nii.gz \
+        --per-atlas 30 --slices 1 3 5
     python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 12 --per-atlas 12 --fit
     python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 8 --per-atlas 10 --slices 1 3 \
         --fit-reach --no-sam
@@ -42,12 +47,14 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from bench_quality import scaled
 
-from vessa.io import Volume, read_segmentation, read_volume
+from vessa.io import Segmentation, Volume, read_segmentation, read_volume
 from vessa.priors import load_completer
 from vessa.priors.completion import CompletionConfig, SliceCompleter
 from vessa.priors.fusion import FusionConfig, Gate, SliceParts
@@ -110,18 +117,38 @@ def copy_nearest(truth: np.ndarray, slices: list[int], spacing_kji: np.ndarray) 
     return out
 
 
-def atlas_cases(atlas: str, count: int, seed: int = 0) -> Iterator[Case]:
-    """`count` structures of a Colin27 atlas picked at random (seeded) among those spanning
-    at least 12 axial slices."""
-    fetch("colin27")
-    case = next(c for c in load_manifest("colin27") if c.case_id == f"colin27_{atlas}")
-    image = read_volume(case.image)
-    segments = [s for s in read_segmentation(case.segmentation).segments
+def structure_cases(group: str, image: Volume, labels: Segmentation, count: int, modality: str,
+                    seed: int = 0) -> Iterator[Case]:
+    """`count` segments of `labels` picked at random (seeded) among those spanning at least 12
+    axial slices."""
+    segments = [s for s in labels.segments
                 if s.mask.any() and np.ptp(np.flatnonzero(s.mask.any(axis=(1, 2)))) >= 12]
     picked = np.random.default_rng(seed).choice(len(segments), min(count, len(segments)), replace=False)
     for index in sorted(picked):
         segment = segments[index]
-        yield Case(atlas, segment.name, image, segment.mask.astype(bool), "MR")
+        yield Case(group, segment.name, image, segment.mask.astype(bool), modality)
+
+
+def atlas_cases(atlas: str, count: int) -> Iterator[Case]:
+    """`count` structures of a Colin27 atlas (`structure_cases`)."""
+    fetch("colin27")
+    case = next(c for c in load_manifest("colin27") if c.case_id == f"colin27_{atlas}")
+    yield from structure_cases(atlas, read_volume(case.image), read_segmentation(case.segmentation), count, "MR")
+
+
+def volume_cases(image_path: str, labels_path: str, count: int, modality: str) -> Iterator[Case]:
+    """`count` structures of any image and its label volume or `.seg.nrrd` (`structure_cases`);
+    masks on another grid are resampled onto the image's (nearest neighbour)."""
+    image = read_volume(image_path)
+    labels = read_segmentation(labels_path)
+    if not labels.geometry().same_grid(image):
+        on_image = Segmentation.on_grid(image)
+        for segment in labels.segments:
+            mask = sitk.Resample(labels.mask_volume(segment.name).to_sitk(), image.to_sitk(), sitk.Transform(),
+                                 sitk.sitkNearestNeighbor, 0)
+            on_image.add(segment.name, sitk.GetArrayFromImage(mask) > 0)
+        labels = on_image
+    yield from structure_cases(Path(image_path).name.split(".")[0], image, labels, count, modality)
 
 
 def lesion_cases() -> Iterator[Case]:
@@ -324,6 +351,10 @@ def main() -> None:
                         choices=["aal", "jhu", "harvardoxford", "brodmann", "brain"])
     parser.add_argument("--per-atlas", type=int, default=8, help="structures per atlas (random, seed 0)")
     parser.add_argument("--lesions", action="store_true", help="add the pyradiomics lesions")
+    parser.add_argument("--volume", nargs=2, action="append", default=[], metavar=("IMAGE", "LABELS"),
+                        help="add --per-atlas structures of any image and its label volume or .seg.nrrd "
+                             "(repeatable; e.g. data never used for fitting)")
+    parser.add_argument("--modality", default="MR", help="modality of the --volume images (MR, CT, ...)")
     parser.add_argument("--slices", type=int, nargs="+", default=[3], help="drawn slices per structure")
     parser.add_argument("--correction", action="store_true", help="one correction round per case")
     parser.add_argument("--nuclei", type=int, default=0, help="add this many stardist nuclei (fitting set)")
@@ -337,6 +368,8 @@ def main() -> None:
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
     cases = [c for atlas in args.atlases for c in atlas_cases(atlas, args.per_atlas)]
+    for image_path, labels_path in args.volume:
+        cases += list(volume_cases(image_path, labels_path, args.per_atlas, args.modality))
     if args.lesions:
         cases += list(lesion_cases())
     cases += list(nuclei_cases(args.nuclei)) if args.nuclei else []
