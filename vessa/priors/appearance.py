@@ -13,7 +13,8 @@ How much the appearance can be trusted differs from case to case (a brain mask h
 grey levels; a cortical parcel looks like its neighbours), so `separability` measures it on
 the labelled slices themselves: fitted on all labelled slices but one, the Dice of its
 prediction in the band of the held-out slice, averaged over held-out slices (with a single
-labelled slice, over the two halves of a checkerboard of 16-pixel blocks). A caller that uses
+labelled slice, over the two halves of a checkerboard of 16-pixel blocks; 0, unknown, where
+no held-out part shows the structure). A caller that uses
 the model only above a separability threshold (a fusion gate) passes it, and the folds stop as
 soon as that decision is settled; the classifier on all labelled slices is trained only when
 its log-odds are asked for.
@@ -153,7 +154,9 @@ def _separability(features: np.ndarray, masks: np.ndarray, near: np.ndarray, see
         left = len(folds) - done
         if gate is not None and scores and (sum(scores) + left) / (len(scores) + left) <= gate:
             break  # the gate stays shut whatever the other folds score
-        if not test.any() or not masks[train].any() or masks[train].all():
+        # a held-out part that shows none of the structure cannot score it (Dice of nothing
+        # against nothing would read 1: a structure inside one block of a single slice)
+        if not masks[test].any() or not masks[train].any() or masks[train].all():
             continue
         predicted = _logits(_train(features[train], masks[train], seed), features[test]) > 0
         truth = masks[test]
