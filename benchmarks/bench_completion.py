@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from bench_quality import scaled
 
@@ -62,6 +61,7 @@ from vessa.priors.sam_refine import SliceSam
 from vessa.priors.slice_flow import FieldCache
 from vessa.priors.slice_prior import SlicePriorConfig
 from vessa.samples import fetch, load_manifest
+from vessa.samples.colin27 import onto_grid
 
 
 @dataclass
@@ -144,9 +144,7 @@ def volume_cases(image_path: str, labels_path: str, count: int, modality: str) -
     if not labels.geometry().same_grid(image):
         on_image = Segmentation.on_grid(image)
         for segment in labels.segments:
-            mask = sitk.Resample(labels.mask_volume(segment.name).to_sitk(), image.to_sitk(), sitk.Transform(),
-                                 sitk.sitkNearestNeighbor, 0)
-            on_image.add(segment.name, sitk.GetArrayFromImage(mask) > 0)
+            on_image.add(segment.name, onto_grid(labels.mask_volume(segment.name), image).array > 0)
         labels = on_image
     yield from structure_cases(Path(image_path).name.split(".")[0], image, labels, count, modality)
 

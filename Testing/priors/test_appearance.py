@@ -47,7 +47,6 @@ def test_one_labelled_slice_is_cross_validated_on_blocks():
     assert model.separability > 0.9
 
 
-
 def test_one_labelled_slice_too_small_to_split_into_blocks_is_not_trusted():
     # 3 x 3 px inside one 16-px block, its band reaching into the next: one half of the
     # checkerboard shows none of the structure. Scoring that half (nothing predicted, nothing
@@ -57,6 +56,7 @@ def test_one_labelled_slice_too_small_to_split_into_blocks_is_not_trusted():
     tiny[0, 12:15, 12:15] = True
     unit = slices_with(tiny, 0.8, 0.2)
     assert fit_appearance(image_features(unit, (1.0, 1.0)), tiny, (1.0, 1.0)).separability == 0.0
+
 
 def test_the_band_is_half_the_radius_and_at_least_three_pixels():
     masks = np.zeros((1, 50, 50), bool)

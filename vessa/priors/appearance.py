@@ -160,6 +160,5 @@ def _separability(features: np.ndarray, masks: np.ndarray, near: np.ndarray, see
             continue
         predicted = _logits(_train(features[train], masks[train], seed), features[test]) > 0
         truth = masks[test]
-        total = predicted.sum() + truth.sum()
-        scores.append(2.0 * (predicted & truth).sum() / total if total else 1.0)
+        scores.append(2.0 * (predicted & truth).sum() / (predicted.sum() + truth.sum()))
     return float(np.mean(scores)) if scores else 0.0
