@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_quality import scaled
+from bench_quality import labelled_volume, scaled
 
 from vessa.io import Segmentation, Volume, read_segmentation, read_volume
 from vessa.priors import load_completer
@@ -61,7 +61,6 @@ from vessa.priors.sam_refine import SliceSam
 from vessa.priors.slice_flow import FieldCache
 from vessa.priors.slice_prior import SlicePriorConfig
 from vessa.samples import fetch, load_manifest
-from vessa.samples.colin27 import onto_grid
 
 
 @dataclass
@@ -137,15 +136,9 @@ def atlas_cases(atlas: str, count: int) -> Iterator[Case]:
 
 
 def volume_cases(image_path: str, labels_path: str, count: int, modality: str) -> Iterator[Case]:
-    """`count` structures of any image and its label volume or `.seg.nrrd` (`structure_cases`);
-    masks on another grid are resampled onto the image's (nearest neighbour)."""
-    image = read_volume(image_path)
-    labels = read_segmentation(labels_path)
-    if not labels.geometry().same_grid(image):
-        on_image = Segmentation.on_grid(image)
-        for segment in labels.segments:
-            on_image.add(segment.name, onto_grid(labels.mask_volume(segment.name), image).array > 0)
-        labels = on_image
+    """`count` structures of any image and its label volume or `.seg.nrrd` (`structure_cases`,
+    `bench_quality.labelled_volume`)."""
+    image, labels = labelled_volume(image_path, labels_path)
     yield from structure_cases(Path(image_path).name.split(".")[0], image, labels, count, modality)
 
 

@@ -49,6 +49,7 @@ from vessa.priors import load_transfer
 from vessa.priors.fusion import Gate
 from vessa.priors.transfer import TemplateTransfer
 from vessa.samples import fetch, load_manifest
+from vessa.samples.colin27 import onto_grid
 
 METHODS = ("copy", "registration", "+appearance", "vessa")
 
@@ -101,12 +102,23 @@ Subjects = tuple[Volume, dict[str, np.ndarray], list[tuple[Volume, dict[str, np.
 def deformed_subjects(image: Volume, segmentation: Segmentation, regions: int, contrast: bool = False) -> Subjects:
     """A synthetic target subject and its masks of the `regions` largest segments (largest first),
     and the template subjects: the image itself and two other deformations."""
-    if segmentation.shape != image.shape:
-        raise SystemExit(f"labels of shape {segmentation.shape} on an image of shape {image.shape}")
     segments = sorted(segmentation.segments, key=lambda s: -int(s.mask.sum()))
     masks = {s.name: s.mask for s in segments[:regions]}
     target, target_masks = deformed(image, masks, seed=1, strength=2.0 if contrast else 1.0, contrast=contrast)
     return target, target_masks, [(image, masks)] + [deformed(image, masks, seed=seed) for seed in (2, 3)]
+
+
+def labelled_volume(image_path: str, labels_path: str) -> tuple[Volume, Segmentation]:
+    """An image and its label volume or `.seg.nrrd`, the masks on the image's grid (resampled,
+    nearest neighbour, where they are on another)."""
+    image = read_volume(image_path)
+    labels = read_segmentation(labels_path)
+    if labels.geometry().same_grid(image):
+        return image, labels
+    on_image = Segmentation.on_grid(image)
+    for segment in labels.segments:
+        on_image.add(segment.name, onto_grid(labels.mask_volume(segment.name), image).array > 0)
+    return image, on_image
 
 
 def colin27_atlas(atlas: str) -> tuple[Volume, Segmentation]:
@@ -124,7 +136,7 @@ def region_cases(regions: int, contrast: bool, volumes: list[tuple[str, str]] = 
     labelled = [(atlas, "colin27", *colin27_atlas(atlas)) for atlas in ("harvardoxford", "brodmann")]
     for image, labels in volumes:
         stem = os.path.basename(labels).split(".")[0]
-        labelled.append((stem, stem, read_volume(image), read_segmentation(labels)))
+        labelled.append((stem, stem, *labelled_volume(image, labels)))
     cases = []
     for group, subject, image, segmentation in labelled:
         target, target_masks, copies = deformed_subjects(image, segmentation, regions, contrast)
@@ -224,7 +236,7 @@ def main() -> None:
     parser.add_argument("--contrast", action="store_true", help="also the new-contrast, stronger-deformation targets")
     parser.add_argument("--lesions", action="store_true", help="add protocol (c), lesions across patients")
     parser.add_argument("--volume", nargs=2, action="append", default=[], metavar=("IMAGE", "LABELS"),
-                        help="also the --regions largest segments of this MR image and its labels on the same grid "
+                        help="also the --regions largest segments of this MR image and its labels "
                              "(repeatable; e.g. data never used for fitting)")
     parser.add_argument("--starter", action="store_true", help="add the sam2 starter checkpoint's row")
     parser.add_argument("--scale", type=float, default=1.0, help="every volume's spacing and origin times this")
