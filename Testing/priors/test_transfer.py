@@ -183,7 +183,8 @@ def test_grey_levels_no_monotonic_map_undoes_are_registered_on_mind_descriptors_
     permuted = target.with_array(np.interp(target.array, [20, 120, 200], [200, 20, 120]).astype(np.float32))
     # without a bias field the affine step on bias-flattened copies fails on these three flat grey
     # levels (Dice 0.00 at any size): of the two affine candidates, neither correlating, the one
-    # under which the clipped images share the most information is kept, here the raw one
+    # under which the clipped and the clipped flattened images share the most information (summed)
+    # is kept, here the raw one
     registration = register(template, permuted, FAST)
     assert registration.correlation < FAST.demons_min_correlation and registration.deformable == "MIND demons"
     affine_only = register(template, permuted, dataclasses.replace(FAST, mind_iterations=0))
