@@ -31,7 +31,7 @@ image buffer" on 2 of 11 such blocks), or coarser where the grid would exceed
    pair (the old unclipped candidates and pick: 0.636). Whole registrations on the development
    set's new contrasts (its 24 pairs, before and after side by side under the same CPU load):
    0.758 before, 0.760 after; the INIA19 macaque, held out, where the affine step had failed:
-   0.294 / 0.295 -> 0.816 / 0.826 (K = 1 / 3; RESULTS.md (b));
+   0.294 / 0.295 -> 0.834 / 0.834 (K = 1 / 3; RESULTS.md (b)), Colin27's 0.932 / 0.931 -> 0.949 / 0.948;
 2. deformable (with templates of the same modality): where the affine-resampled template,
    histogram-matched, correlates with the target (Pearson r >= `demons_min_correlation` over
    their foreground: 0.94-0.99 for a same-contrast template), ITK's fast symmetric-forces demons
