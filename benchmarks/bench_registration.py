@@ -33,11 +33,11 @@ from collections.abc import Iterator
 
 import numpy as np
 from bench_pipeline_speed import SPACING, synthetic_ct
-from bench_quality import deformed, scaled
+from bench_quality import colin27_atlas, deformed, scaled
 
-from vessa.io import Volume, read_segmentation, read_volume
+from vessa.io import Volume
 from vessa.priors.registration import RegistrationConfig, register, warp_mask
-from vessa.samples import fetch, load_manifest
+from vessa.samples import fetch
 
 SETS = {  # name: (deformation strength, new contrast, noise as a fraction of the grey-level range)
     "mild": (1.0, False, 0.0), "strong": (2.0, False, 0.0), "contrast": (2.0, True, 0.0), "noisy": (2.0, False, 0.03)}
@@ -63,9 +63,8 @@ def colin27_pairs(name: str, seeds: list[int]) -> Iterator[Pair]:
     """The set `name` of `SETS` (module docstring): every template with every seed's target."""
     strength, contrast, noise = SETS[name]
     for atlas in ("aal", "jhu"):
-        case = next(c for c in load_manifest("colin27") if c.case_id == f"colin27_{atlas}")
-        image = read_volume(case.image)
-        segments = sorted(read_segmentation(case.segmentation).segments, key=lambda s: -int(s.mask.sum()))
+        image, segmentation = colin27_atlas(atlas)
+        segments = sorted(segmentation.segments, key=lambda s: -int(s.mask.sum()))
         picks = sorted(np.random.default_rng(0).choice(min(40, len(segments)), 4, replace=False))
         masks = {segments[i].name: segments[i].mask for i in picks}
         templates = [(image, masks), deformed(image, masks, seed=2)]
