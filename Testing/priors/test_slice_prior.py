@@ -9,7 +9,15 @@ import pytest
 from shapes import dice, drawn_on, ellipsoid
 
 from vessa.priors.drawn_slices import find_drawn_slices
-from vessa.priors.slice_prior import ABSENT, SlicePriorConfig, signed_distance, slice_prior
+from vessa.priors.slice_prior import (
+    ABSENT,
+    TAPER_EXPONENTS,
+    SlicePriorConfig,
+    closing,
+    signed_distance,
+    slice_prior,
+    taper_exponent,
+)
 
 SHAPE = (40, 48, 48)
 SPACING = (2.0, 1.0, 1.0)
@@ -106,3 +114,38 @@ def test_one_drawn_slice_closes_like_a_flatter_superellipsoid_and_more_slices_li
     assert np.array_equal(prior([13, 20, 27], 3.0), prior([13, 20, 27], 2.0))
     with pytest.raises(ValueError, match="single_end_exponent"):
         SlicePriorConfig(single_end_exponent=0.5)
+
+
+def test_the_closing_exponent_is_the_superellipse_through_the_last_two_drawn_slices():
+    assert closing(0.0, 1.5) == 1.0 and closing(1.0, 1.5) == 0.0
+    assert closing(0.5, 1.0) == pytest.approx(0.5) and closing(0.6, 2.0) == pytest.approx(0.8)
+    start = 1 / 3
+    assert taper_exponent(closing(start, 1.5), start) == pytest.approx(1.5, abs=1e-6)
+    assert taper_exponent(0.1, start) == TAPER_EXPONENTS[0]  # narrows faster than a cone: as a cone
+    assert taper_exponent(1.2, start) == TAPER_EXPONENTS[1]  # widens towards the end: as an ellipsoid
+
+
+def _double_cone(shape: tuple[int, int, int], center: int, half_height: float, radius: float) -> np.ndarray:
+    """A boolean (k, j, i) double cone along k: radius `radius` at slice `center`, 0 `half_height` away."""
+    k, j, i = np.meshgrid(*(np.arange(n, dtype=float) for n in shape), indexing="ij")
+    allowed = radius * (1 - np.abs(k - center) / half_height)
+    return np.hypot(j - shape[1] / 2, i - shape[2] / 2) <= allowed
+
+
+@pytest.mark.parametrize("shape_name", ["cone", "ellipsoid"])
+def test_the_end_beyond_the_drawn_slices_continues_their_taper(shape_name):
+    truth = (_double_cone(SHAPE, 20, 17, 15) if shape_name == "cone"
+             else ellipsoid(SHAPE, (20, 24, 24), (16, 15, 15)))
+    unit = truth.astype(np.float32) * 0.8 + 0.1
+    drawn = find_drawn_slices(drawn_on(truth, [12, 20, 28]))
+
+    def beyond_dice(follow_taper: bool) -> float:
+        config = SlicePriorConfig(follow_anatomy=False, follow_taper=follow_taper)
+        prior = slice_prior(unit, drawn, SPACING, config) > 0
+        return dice(np.concatenate([prior[:12], prior[29:]]), np.concatenate([truth[:12], truth[29:]]))
+
+    # the old end (an ellipsoid's, widest at the end slice) reaches too wide on both: 0.59 and 0.82
+    assert beyond_dice(True) > max(0.9, beyond_dice(False) + 0.1)
+    single = find_drawn_slices(drawn_on(truth, [20]))  # nothing behind one drawn slice: no taper to follow
+    assert np.array_equal(*(slice_prior(unit, single, SPACING, SlicePriorConfig(follow_anatomy=False, follow_taper=f))
+                            for f in (True, False)))
