@@ -14,9 +14,9 @@ from vessa.priors.slice_prior import (
     TAPER_EXPONENTS,
     SlicePriorConfig,
     closing,
+    closing_shape,
     signed_distance,
     slice_prior,
-    taper_exponent,
 )
 
 SHAPE = (40, 48, 48)
@@ -116,13 +116,21 @@ def test_one_drawn_slice_closes_like_a_flatter_superellipsoid_and_more_slices_li
         SlicePriorConfig(single_end_exponent=0.5)
 
 
-def test_the_closing_exponent_is_the_superellipse_through_the_last_two_drawn_slices():
+def test_the_closing_passes_through_the_last_two_drawn_slices_and_the_tip():
     assert closing(0.0, 1.5) == 1.0 and closing(1.0, 1.5) == 0.0
     assert closing(0.5, 1.0) == pytest.approx(0.5) and closing(0.6, 2.0) == pytest.approx(0.8)
-    start = 1 / 3
-    assert taper_exponent(closing(start, 1.5), start) == pytest.approx(1.5, abs=1e-6)
-    assert taper_exponent(0.1, start) == TAPER_EXPONENTS[0]  # narrows faster than a cone: as a cone
-    assert taper_exponent(1.2, start) == TAPER_EXPONENTS[1]  # widens towards the end: as an ellipsoid
+    end = 1 / 3  # the end slice a third of the way from the slice behind to the tip
+    assert closing_shape(closing(end, 1.5), end) == pytest.approx((end, 1.5))  # widest behind: q fits the taper
+    assert closing_shape(0.1, end) == (end, TAPER_EXPONENTS[0])  # narrows faster than a cone: as a cone
+    # narrowing less than an ellipse widest behind: an ellipse widest between the slices; both
+    # radii (1 behind, the taper at the end slice) lie on it
+    for taper in (0.95, 1.0, 1.1):
+        x, q = closing_shape(taper, end)
+        assert q == 2.0 and 0 < x < end
+        widest = (end - x) / (1 - x)  # where the ellipse is widest, from the slice behind (0) to the tip (1)
+        behind = widest / (1 - widest)  # the slice behind in the ellipse's own x (its widest 0, the tip 1)
+        assert closing(x, 2.0) / closing(behind, 2.0) == pytest.approx(taper)
+    assert closing_shape(5.0, end) == (0.0, 2.0)  # far wider at the end: widest there, as without a taper
 
 
 def _double_cone(shape: tuple[int, int, int], center: int, half_height: float, radius: float) -> np.ndarray:

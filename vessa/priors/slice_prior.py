@@ -13,14 +13,14 @@ around it; the prior of slice z is then
   near one end changes that end only) and `single_extent` x z_e's equivalent radius (the
   structure's own size), closing before any slice drawn empty: the carried distance of z_e
   minus r (1 - c(x) / c(x_e)), r the drawn mask's inscribed radius and c(x) = (1 - x^q)^(1/q)
-  a superellipse (`closing`). With a drawn slice z_b behind z_e (`follow_taper`), the end
-  continues the taper the drawn slices show: x runs from 0 at z_b through x_e at z_e to 1 at
-  the extent's end, and q (in `TAPER_EXPONENTS`) is the one for which c(x_e) is z_e's
-  equivalent radius over z_b's (`taper_exponent`): an end that narrows fast between the last
-  two drawn slices closes like a cone (q = 1), one that narrows little, like an ellipsoid
-  (q = 2). With a single drawn slice (or `follow_taper` off), x_e = 0: the end closes from z_e
-  like an ellipsoid's end (q = 2), or, with a single drawn slice, a flatter superellipsoid's
-  (q = `single_end_exponent`);
+  a superellipse (`closing`) of x, 0 at its widest and 1 at the extent's end. With a drawn
+  slice z_b behind z_e (`follow_taper`), the end continues the taper the drawn slices show: the
+  closing passes through z_b, z_e (at x_e) and the extent's end, with z_e's equivalent radius
+  over z_b's (`closing_shape`): an end that narrows between the last two drawn slices is widest
+  at z_b, with q in `TAPER_EXPONENTS` (q = 1 a cone's straight taper, q = 2 an ellipsoid's
+  end); one that narrows less, or widens, is an ellipse widest between them. With a single
+  drawn slice (or `follow_taper` off), x_e = 0: the end closes from z_e like an ellipsoid's end
+  (q = 2), or, with a single drawn slice, a flatter superellipsoid's (q = `single_end_exponent`);
 - elsewhere: absent (`ABSENT`).
 "Carried" follows the anatomy: with `follow_anatomy` a distance map moves from slice to
 slice along the demons fields between neighbouring image slices (`slice_flow`), inside a box
@@ -42,7 +42,7 @@ from vessa.priors.drawn_slices import DrawnSlices
 from vessa.priors.slice_flow import FieldCache, neighbour_fields, warp
 
 ABSENT = -1e4  # signed distance (mm) on slices the prior does not reach
-TAPER_EXPONENTS = (1.0, 2.0)  # the closing's exponent where it follows the drawn slices' taper (fitted, config)
+TAPER_EXPONENTS = (1.0, 2.0)  # the closing's exponent where it follows a taper ([1, 3], [1, 4] scored lower)
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,9 @@ class SlicePriorConfig:
     (fitted the same way: 1.5 / 2 / 3 scored 0.564 / 0.591 / 0.605 with one drawn slice, and q = 3
     for every count cost 0.015 at 3 slices, so it applies to a single slice only); follow_taper:
     the end beyond several drawn slices continues their taper (module docstring; on the training
-    structures, the prior alone, 3 / 5 drawn slices: AAL and JHU x 12 and the brain mask 0.831 /
-    0.872 -> 0.830 / 0.877, 12 stardist nuclei (7 at 5 slices) 0.840 / 0.855 -> 0.883 / 0.909, all
-    37 at 3 slices 0.834 -> 0.847; the exponent's upper bound 2 against 3 and 4: 0.847 / 0.845 /
-    0.844)."""
+    structures, the prior alone, 2 / 3 / 5 drawn slices: 0.799 / 0.834 / 0.869 -> 0.803 / 0.848 /
+    0.884, the nuclei gaining most, the atlas regions 0.779 / 0.831 / 0.872 -> 0.776 / 0.830 /
+    0.877; benchmarks/RESULTS.md (a))."""
 
     extrapolation: float = 1.0
     single_extent: float = 0.5
@@ -137,8 +136,7 @@ def slice_prior(
         radius = max(float(own[end.slice].max()), min(plane_spacing))
         start, q = 0.0, exponent  # the end slice as the closing's widest point
         if config.follow_taper and end.gap and end.taper:
-            start = end.gap / (end.gap + end.reach + 1)  # the slice behind as the widest point
-            q = taper_exponent(end.taper, start)
+            start, q = closing_shape(end.taper, end.gap / (end.gap + end.reach + 1))
         for z, distance in carrier.carry(own[end.slice], end.slice, stop).items():
             u = abs(z - end.slice) / (end.reach + 1)
             if u < 1:
@@ -153,16 +151,27 @@ def closing(x: float, q: float) -> float:
     return max(0.0, 1.0 - x**q) ** (1.0 / q)
 
 
-def taper_exponent(taper: float, start: float) -> float:
-    """The exponent q in `TAPER_EXPONENTS` for which closing(start, q) = taper (clipped to the
-    range): the superellipse through the drawn slice behind (x = 0, radius 1), the end slice
-    (x = start, radius `taper`) and the tip (x = 1)."""
+def closing_shape(taper: float, end: float) -> tuple[float, float]:
+    """(x at the end slice, q) of the closing through the drawn slice behind (radius 1), the end
+    slice (`end` of the way from the slice behind to the tip, radius `taper`) and the tip.
+    Narrowing towards the end: the slice behind is the widest point (x_end = `end`) and q in
+    `TAPER_EXPONENTS` makes closing(end, q) = taper. Narrowing less than an ellipse with its
+    widest point there (q = 2): an ellipse whose widest point lies between the two slices (x_end
+    in [0, `end`)), as far towards the end as the two radii need."""
     low, high = TAPER_EXPONENTS
-    if taper <= closing(start, low):
-        return low
-    if taper >= closing(start, high):
-        return high
-    return float(optimize.brentq(lambda q: closing(start, q) - taper, low, high))
+    if taper <= closing(end, low):
+        return end, low
+    if taper <= closing(end, high):
+        return end, float(optimize.brentq(lambda q: closing(end, q) - taper, low, high))
+
+    def ratio(x: float) -> float:  # end over behind, the widest point placed so that the end is at x
+        behind = closing((end - x) / (1 - end), high)
+        return closing(x, high) / behind if behind > 0 else np.inf
+
+    lowest = 0.0 if end < 0.5 else 2 * end - 1 + 1e-9  # 2 end - 1: the slice behind at the ellipse's other tip
+    if taper >= ratio(lowest):
+        return lowest, high
+    return float(optimize.brentq(lambda x: ratio(x) - taper, lowest, end)), high
 
 
 class _End(NamedTuple):
