@@ -135,12 +135,13 @@ def slice_prior(
             continue
         radius = max(float(own[end.slice].max()), min(plane_spacing))
         start, q = 0.0, exponent  # the end slice as the closing's widest point
-        if config.follow_taper and end.gap and end.taper:
+        if config.follow_taper and end.gap:
             start, q = closing_shape(end.taper, end.gap / (end.gap + end.reach + 1))
+        at_end = closing(start, q)  # the end slice's radius, relative to the closing's widest
         for z, distance in carrier.carry(own[end.slice], end.slice, stop).items():
             u = abs(z - end.slice) / (end.reach + 1)
             if u < 1:
-                region[z] = distance - radius * (1 - closing(start + (1 - start) * u, q) / closing(start, q))
+                region[z] = distance - radius * (1 - closing(start + (1 - start) * u, q) / at_end)
     prior[(slice(None), *box)] = region
     return prior
 
