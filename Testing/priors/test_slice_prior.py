@@ -15,6 +15,7 @@ from vessa.priors.slice_prior import (
     SlicePriorConfig,
     closing,
     closing_shape,
+    flow_weight,
     signed_distance,
     slice_prior,
 )
@@ -54,6 +55,32 @@ def test_following_the_anatomy_tracks_a_structure_that_moves_across_slices():
     outside = [z for z in range(SHAPE[0]) if z < 12 or z > 28]
     assert dice(carried[outside] > 0, truth[outside]) > dice(copied[outside] > 0, truth[outside]) + 0.1
 
+
+
+def test_a_structure_that_does_not_move_with_the_image_is_copied_more_than_carried():
+    truth = ellipsoid(SHAPE, (20, 24, 24), (14, 10, 10))
+    moving_blob = ellipsoid(SHAPE, (20, 24, 24), (18, 10, 10), drift=(0.0, 1.2))  # the image moves, the mask not
+    unit = moving_blob.astype(np.float32) * 0.8 + 0.1
+    drawn = find_drawn_slices(drawn_on(truth, [12, 20, 28]))
+    beyond = [z for z in range(SHAPE[0]) if z < 12 or z > 28]
+
+    def beyond_dice(config: SlicePriorConfig) -> float:
+        return dice(slice_prior(unit, drawn, SPACING, config)[beyond] > 0, truth[beyond])
+
+    carried = beyond_dice(SlicePriorConfig(flow_weight=1.0, flow_gate=0.0))
+    copied = beyond_dice(SlicePriorConfig(follow_anatomy=False))
+    assert carried < copied - 0.03  # the flow drags the ends along the blob (0.71 against 0.76)
+    assert beyond_dice(SlicePriorConfig()) > copied - 0.01  # the drawn slices show it: copied
+
+
+def test_the_flow_s_weight_follows_how_well_it_reproduces_the_drawn_slices():
+    config = SlicePriorConfig(flow_weight=0.75, flow_gate=0.4)
+    assert flow_weight(None, None, config) == 0.75  # one drawn slice: nothing to compare
+    assert flow_weight(0.8, 0.8, config) == 0.75
+    assert flow_weight(0.9, 0.7, config) == 1.0 and flow_weight(0.3, 0.8, config) == 0.0
+    assert flow_weight(0.3, 0.8, SlicePriorConfig(flow_weight=0.5, flow_gate=0.0)) == 0.5
+    with pytest.raises(ValueError, match="flow_weight"):
+        SlicePriorConfig(flow_weight=1.5)
 
 def test_one_drawn_slice_reaches_about_its_radius():
     truth = ellipsoid(SHAPE, (20, 24, 24), (8, 8, 8))  # 8 slices of 2 mm = 16 mm half-height

@@ -24,8 +24,13 @@ around it; the prior of slice z is then
 - elsewhere: absent (`ABSENT`).
 "Carried" follows the anatomy: with `follow_anatomy` a distance map moves from slice to
 slice along the demons fields between neighbouring image slices (`slice_flow`), inside a box
-around the drawn masks; without it, it is copied unchanged. The defaults were chosen on
-structures of the training atlases (AAL, JHU; `benchmarks/bench_completion.py`).
+around the drawn masks; without it, it is copied unchanged. Not every structure moves with the
+image (a parcel drawn on another brain and resampled does not): with `follow_anatomy` the prior
+is built both ways and blended, the carried one weighted by `flow_weight`, plus the difference
+between how well each reproduces the drawn slices (each drawn mask carried, or copied, onto the
+neighbouring drawn slices: mean Dice) over `flow_gate`, clipped to [0, 1]. The defaults were
+chosen on structures of the training atlases (AAL, JHU, the brain mask, stardist nuclei;
+`benchmarks/bench_completion.py`).
 """
 
 from __future__ import annotations
@@ -61,7 +66,9 @@ class SlicePriorConfig:
     the end beyond several drawn slices continues their taper (module docstring; on the training
     structures, the prior alone, 2 / 3 / 5 drawn slices: 0.799 / 0.834 / 0.869 -> 0.803 / 0.848 /
     0.884, the nuclei gaining most, the atlas regions 0.779 / 0.831 / 0.872 -> 0.776 / 0.830 /
-    0.877; benchmarks/RESULTS.md (a))."""
+    0.877; benchmarks/RESULTS.md (a)).; flow_weight, flow_gate: the weight of the masks carried
+    along the anatomy against the masks copied, and how it moves with their agreement with the
+    drawn slices (module docstring; flow_gate 0: the weight is fixed)."""
 
     extrapolation: float = 1.0
     single_extent: float = 0.5
@@ -70,11 +77,15 @@ class SlicePriorConfig:
     swell_mm: float = 0.5
     single_end_exponent: float = 3.0
     follow_taper: bool = True
+    flow_weight: float = 0.75
+    flow_gate: float = 0.4
 
     def __post_init__(self) -> None:
         if self.single_end_exponent < 1:
             raise ValueError(f"single_end_exponent={self.single_end_exponent}: must be >= 1")
-        for name in ("extrapolation", "single_extent", "margin", "swell_mm"):
+        if not 0 <= self.flow_weight <= 1:
+            raise ValueError(f"flow_weight={self.flow_weight}: must be in [0, 1]")
+        for name in ("extrapolation", "single_extent", "margin", "swell_mm", "flow_gate"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
 
@@ -115,16 +126,42 @@ def slice_prior(
     ends = _ends(drawn, spacing, config)
     low = max(0, min(end.slice - int(np.ceil(end.reach)) for end in ends if end.sign < 0) - 1)
     high = min(count - 1, max(end.slice + int(np.ceil(end.reach)) for end in ends if end.sign > 0) + 1)
-    carrier = _Carrier(unit_slices[low : high + 1][(slice(None), *box)], low, config.follow_anatomy, cache,
-                       (key, *((b.start, b.stop) for b in box)))
+    region, copied_agreement = _region(_Carrier(low), count, own, drawn, ends, plane_spacing, config)
+    if config.follow_anatomy:
+        fields = _neighbour_fields(unit_slices[low : high + 1][(slice(None), *box)], low, cache,
+                                   (key, *((b.start, b.stop) for b in box)))
+        carried, agreement = _region(_Carrier(low, fields), count, own, drawn, ends, plane_spacing, config)
+        weight = flow_weight(agreement, copied_agreement, config)
+        region = np.where(carried <= ABSENT, ABSENT, weight * carried + (1 - weight) * region)  # the same reach
+    prior[(slice(None), *box)] = region
+    return prior
+
+
+def flow_weight(carried: float | None, copied: float | None, config: SlicePriorConfig) -> float:
+    """The weight of the masks carried along the anatomy against the masks copied (module
+    docstring): `config.flow_weight`, moved by the difference of their agreements with the drawn
+    slices over `config.flow_gate`, in [0, 1] (None: nothing to compare, the base weight)."""
+    if carried is None or copied is None or config.flow_gate == 0:
+        return config.flow_weight
+    return float(np.clip(config.flow_weight + (carried - copied) / config.flow_gate, 0.0, 1.0))
+
+
+def _region(carrier: _Carrier, count: int, own: dict[int, np.ndarray], drawn: DrawnSlices, ends: list[_End],
+            plane_spacing: tuple[float, float], config: SlicePriorConfig) -> tuple[np.ndarray, float | None]:
+    """The prior in the box of the drawn masks `own` [count, rows, cols], the masks moved from
+    slice to slice by `carrier`, and its agreement with the drawn slices: the mean Dice of each
+    drawn mask carried onto its interpolated neighbours' slices against their masks (None: no
+    two drawn slices are interpolated)."""
     region = np.full((count, *own[int(drawn.indices[0])].shape), ABSENT, np.float32)
     for z, distance in own.items():
         region[z] = distance
+    agreements = []
     for a, b in zip(drawn.indices[:-1], drawn.indices[1:], strict=True):
         a, b = int(a), int(b)
         if b - a < 2 or _empty_between(drawn.empty, a, b):
             continue
-        forward, backward = carrier.carry(own[a], a, b - 1), carrier.carry(own[b], b, a + 1)
+        forward, backward = carrier.carry(own[a], a, b), carrier.carry(own[b], b, a)
+        agreements += [_dice(forward[b] > 0, own[b] > 0), _dice(backward[a] > 0, own[a] > 0)]
         for z in range(a + 1, b):
             t = (z - a) / (b - a)
             region[z] = (1 - t) * forward[z] + t * backward[z] + config.swell_mm * 4 * t * (1 - t)
@@ -142,8 +179,12 @@ def slice_prior(
             u = abs(z - end.slice) / (end.reach + 1)
             if u < 1:
                 region[z] = distance - radius * (1 - closing(start + (1 - start) * u, q) / at_end)
-    prior[(slice(None), *box)] = region
-    return prior
+    return region, float(np.mean(agreements)) if agreements else None
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def closing(x: float, q: float) -> float:
@@ -226,22 +267,26 @@ def _box(masks: np.ndarray, margin: float, least: int = 8) -> tuple[slice, slice
     return box[0], box[1]
 
 
-class _Carrier:
-    """Moves in-plane maps from slice to slice along the image's neighbour deformations
-    (computed once per direction for the slices [offset, offset + len(slices)), or taken from
-    `cache` under `key`)."""
+def _neighbour_fields(slices: np.ndarray, offset: int, cache: FieldCache | None,
+                      key: Hashable) -> dict[int, torch.Tensor]:
+    """The image's neighbour deformations in each direction (step +1 / -1) for `slices` (the
+    volume's slices offset .. offset + len(slices) - 1), computed or taken from `cache` under `key`."""
+    if len(slices) < 2:
+        return {}
+    stack = torch.from_numpy(np.ascontiguousarray(slices, np.float32))[:, None]
+    with torch.inference_mode():
+        if cache is None:
+            return {step: neighbour_fields(stack, step) for step in (+1, -1)}
+        return {step: cache.fields(key, stack, offset, step) for step in (+1, -1)}
 
-    def __init__(self, slices: np.ndarray, offset: int, follow_anatomy: bool, cache: FieldCache | None,
-                 key: Hashable):
+
+class _Carrier:
+    """Moves in-plane maps from slice to slice along `fields` (`_neighbour_fields` of the slices
+    from `offset` on), or copies them unchanged (no fields)."""
+
+    def __init__(self, offset: int, fields: dict[int, torch.Tensor] | None = None):
         self.offset = offset
-        self.fields: dict[int, torch.Tensor] = {}
-        if follow_anatomy and len(slices) > 1:
-            stack = torch.from_numpy(np.ascontiguousarray(slices, np.float32))[:, None]
-            with torch.inference_mode():
-                if cache is None:
-                    self.fields = {step: neighbour_fields(stack, step) for step in (+1, -1)}
-                else:
-                    self.fields = {step: cache.fields(key, stack, offset, step) for step in (+1, -1)}
+        self.fields = fields or {}
 
     def carry(self, plane: np.ndarray, start: int, stop: int) -> dict[int, np.ndarray]:
         """`plane` (a map on slice `start`) on every slice from start +- 1 to `stop` inclusive."""
