@@ -34,6 +34,8 @@ size, as in a small animal).
     python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 12 --per-atlas 12 --fit
     python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 8 --per-atlas 10 --slices 1 3 \
         --fit-reach --no-sam
+    python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 12 --per-atlas 12 --slices 2 3 5 \
+        --fit-flow --no-sam
 """
 
 from __future__ import annotations
@@ -311,29 +313,36 @@ def fit(sam: SliceSam | None, cases: list[Case], counts: list[int]) -> None:
         print(f"best with {label}: {best}: {np.mean(overall[best]):.4f}")
 
 
-def fit_reach(cases: list[Case], counts: list[int]) -> None:
-    """Grid-search how far the shape prior reaches beyond the outermost drawn slices (the prior
-    alone: `extrapolation` x gap and `single_extent` x radius), by mean Dice."""
-    extrapolations, singles = (0.5, 0.75, 1.0, 1.25), (0.25, 0.5, 0.75, 1.0, 1.5)
+PRIOR_GRIDS = {  # SlicePriorConfig fields searched by --fit-reach and --fit-flow
+    "reach": {"extrapolation": (0.5, 0.75, 1.0, 1.25), "single_extent": (0.25, 0.5, 0.75, 1.0, 1.5)},
+    "flow": {"flow_weight": (0.0, 0.5, 0.75, 1.0), "flow_gate": (0.0, 0.2, 0.4)},
+}
+
+
+def fit_prior(cases: list[Case], counts: list[int], grid: dict[str, tuple[float, ...]]) -> None:
+    """Grid-search fields of the shape prior (`SlicePriorConfig`; the prior alone, without the
+    appearance and SAM), by mean Dice: `PRIOR_GRIDS["reach"]`, how far it reaches beyond the
+    outermost drawn slices; `PRIOR_GRIDS["flow"]`, the weight of the masks carried along the anatomy."""
+    names = list(grid)
     scores: dict[tuple, list[float]] = {}
-    fields = FieldCache()  # the image's deformations do not depend on the reach: computed once per case
+    fields = FieldCache()  # the image's deformations do not depend on these fields: computed once per case
     for case, count in itertools.product(cases, counts):
         drawn = draw(case.truth, drawn_positions(case.truth, count))
-        for extrapolation, single in itertools.product(extrapolations, singles):
-            completer = SliceCompleter(None, CompletionConfig(SlicePriorConfig(extrapolation=extrapolation,
-                                                                               single_extent=single),
-                                                              appearance=False, sam=False))
+        for values in itertools.product(*grid.values()):
+            prior = SlicePriorConfig(**dict(zip(names, values, strict=True)))
+            completer = SliceCompleter(None, CompletionConfig(prior, appearance=False, sam=False))
             completer.fields = fields
-            predicted = completer.complete(case.image, drawn, case.modality).probability >= 0.5
-            scores.setdefault((count, extrapolation, single), []).append(dice(predicted, case.truth))
+            # drawn on axial slices (axis 0): a brain drawn on 5 slices has runs too long to find it
+            predicted = completer.complete(case.image, drawn, case.modality, axis=0).probability >= 0.5
+            scores.setdefault((count, *values), []).append(dice(predicted, case.truth))
         print(f"{case.group}/{case.name} ({count} slices) done", flush=True)
-    print("\nextrapolation, single_extent: mean Dice over every case and drawn-slice count, then per count")
-    pairs = sorted({key[1:] for key in scores}, key=lambda pair: -np.mean([v for k, vs in scores.items()
-                                                                           if k[1:] == pair for v in vs]))
-    for pair in pairs[:10]:
-        per_count = ", ".join(f"{c}: {np.mean(scores[(c, *pair)]):.4f}" for c in counts)
-        mean = np.mean([v for c in counts for v in scores[(c, *pair)]])
-        print(f"  {pair}: {mean:.4f} ({per_count})")
+    print(f"\n{', '.join(names)}: mean Dice over every case and drawn-slice count, then per count")
+    keys = sorted({key[1:] for key in scores}, key=lambda key: -np.mean([v for k, vs in scores.items()
+                                                                         if k[1:] == key for v in vs]))
+    for key in keys:
+        per_count = ", ".join(f"{c}: {np.mean(scores[(c, *key)]):.4f}" for c in counts)
+        mean = np.mean([v for c in counts for v in scores[(c, *key)]])
+        print(f"  {key}: {mean:.4f} ({per_count})")
 
 
 def main() -> None:
@@ -352,6 +361,8 @@ def main() -> None:
     parser.add_argument("--fit", action="store_true", help="grid-search the fusion constants (training atlases)")
     parser.add_argument("--fit-reach", action="store_true",
                         help="grid-search the shape prior's reach beyond the drawn slices (training atlases)")
+    parser.add_argument("--fit-flow", action="store_true",
+                        help="grid-search the weight of the masks carried along the anatomy (training atlases)")
     parser.add_argument("--sam-size", type=int, default=512, help="SAM input side (crops are resized to it)")
     parser.add_argument("--no-sam", action="store_true", help="complete without the SAM step")
     parser.add_argument("--scale", type=float, default=1.0, help="every volume's spacing and origin times this")
@@ -367,8 +378,8 @@ def main() -> None:
     cases = [dataclasses.replace(c, image=scaled(c.image, args.scale)) for c in cases]
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     sam = None if args.no_sam else load_completer(device=args.device, image_size=args.sam_size).sam
-    if args.fit_reach:
-        fit_reach(cases, args.slices)
+    if args.fit_reach or args.fit_flow:
+        fit_prior(cases, args.slices, PRIOR_GRIDS["reach" if args.fit_reach else "flow"])
     elif args.fit:
         fit(sam, cases, args.slices)
     else:
