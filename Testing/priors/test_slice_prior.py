@@ -56,7 +56,6 @@ def test_following_the_anatomy_tracks_a_structure_that_moves_across_slices():
     assert dice(carried[outside] > 0, truth[outside]) > dice(copied[outside] > 0, truth[outside]) + 0.1
 
 
-
 def test_a_structure_that_does_not_move_with_the_image_is_copied_more_than_carried():
     truth = ellipsoid(SHAPE, (20, 24, 24), (14, 10, 10))
     moving_blob = ellipsoid(SHAPE, (20, 24, 24), (18, 10, 10), drift=(0.0, 1.2))  # the image moves, the mask not
@@ -81,6 +80,7 @@ def test_the_flow_s_weight_follows_how_well_it_reproduces_the_drawn_slices():
     assert flow_weight(0.3, 0.8, SlicePriorConfig(flow_weight=0.5, flow_gate=0.0)) == 0.5
     with pytest.raises(ValueError, match="flow_weight"):
         SlicePriorConfig(flow_weight=1.5)
+
 
 def test_one_drawn_slice_reaches_about_its_radius():
     truth = ellipsoid(SHAPE, (20, 24, 24), (8, 8, 8))  # 8 slices of 2 mm = 16 mm half-height

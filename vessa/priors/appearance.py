@@ -28,6 +28,8 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage
 
+from vessa.priors.drawn_slices import mask_dice
+
 BLUR_MM = (1.0, 2.0)
 GRADIENT_MM = 1.0
 LAPLACIAN_MM = 1.5
@@ -159,6 +161,5 @@ def _separability(features: np.ndarray, masks: np.ndarray, near: np.ndarray, see
         if not masks[test].any() or not masks[train].any() or masks[train].all():
             continue
         predicted = _logits(_train(features[train], masks[train], seed), features[test]) > 0
-        truth = masks[test]
-        scores.append(2.0 * (predicted & truth).sum() / (predicted.sum() + truth.sum()))
+        scores.append(mask_dice(predicted, masks[test]))
     return float(np.mean(scores)) if scores else 0.0

@@ -76,6 +76,11 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
     return tuple(box)
 
 
+def mask_dice(predicted: np.ndarray, reference: np.ndarray) -> float:
+    """Dice of two boolean masks of one shape (a drawn or held-out reference: non-empty)."""
+    return 2.0 * float((predicted & reference).sum()) / max(float(predicted.sum() + reference.sum()), 1.0)
+
+
 def find_drawn_slices(mask: np.ndarray, axis: int | None = None) -> DrawnSlices:
     """The drawn slices of a (k, j, i) mask; `axis` forces the drawn axis.
 

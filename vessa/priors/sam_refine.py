@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from vessa.model.device import autocast
 from vessa.model.feature_cache import FeatureCache
 from vessa.model.minisam import MiniSam
-from vessa.priors.drawn_slices import bounding_box
+from vessa.priors.drawn_slices import bounding_box, mask_dice
 
 MIN_CROP_PIXELS = 64
 CROP_ROUNDING = 8
@@ -196,5 +196,5 @@ def fidelity(sam: SliceSam, key: tuple, unit: np.ndarray, slices: np.ndarray, ma
         rows = np.asarray(slices)[missing]
         predicted = sam.outline(sam.embeddings(key, unit, rows, box), masks[missing], box, unit.shape[1:]) > 0
         for i, p in zip(missing, predicted, strict=True):
-            sam.remember_score(names[i], 2.0 * (p & masks[i]).sum() / max(p.sum() + masks[i].sum(), 1))
+            sam.remember_score(names[i], mask_dice(p, masks[i]))
     return float(np.mean([sam.scores[name] for name in names]))

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from scipy import ndimage, optimize
 
-from vessa.priors.drawn_slices import DrawnSlices
+from vessa.priors.drawn_slices import DrawnSlices, mask_dice
 from vessa.priors.slice_flow import FieldCache, neighbour_fields, warp
 
 ABSENT = -1e4  # signed distance (mm) on slices the prior does not reach
@@ -66,7 +66,7 @@ class SlicePriorConfig:
     the end beyond several drawn slices continues their taper (module docstring; on the training
     structures, the prior alone, 2 / 3 / 5 drawn slices: 0.799 / 0.834 / 0.869 -> 0.803 / 0.848 /
     0.884, the nuclei gaining most, the atlas regions 0.779 / 0.831 / 0.872 -> 0.776 / 0.830 /
-    0.877; benchmarks/RESULTS.md (a)).; flow_weight, flow_gate: the weight of the masks carried
+    0.877; benchmarks/RESULTS.md (a)); flow_weight, flow_gate: the weight of the masks carried
     along the anatomy against the masks copied, and how it moves with their agreement with the
     drawn slices (module docstring; flow_gate 0: the weight is fixed; fitted on the training
     structures, `bench_completion.py --fit-flow`: every blend with flow_weight >= 0.5 within 0.001
@@ -164,7 +164,7 @@ def _region(carrier: _Carrier, count: int, own: dict[int, np.ndarray], drawn: Dr
         if b - a < 2 or _empty_between(drawn.empty, a, b):
             continue
         forward, backward = carrier.carry(own[a], a, b), carrier.carry(own[b], b, a)
-        agreements += [_dice(forward[b] > 0, own[b] > 0), _dice(backward[a] > 0, own[a] > 0)]
+        agreements += [mask_dice(forward[b] > 0, own[b] > 0), mask_dice(backward[a] > 0, own[a] > 0)]
         for z in range(a + 1, b):
             t = (z - a) / (b - a)
             region[z] = (1 - t) * forward[z] + t * backward[z] + config.swell_mm * 4 * t * (1 - t)
@@ -183,11 +183,6 @@ def _region(carrier: _Carrier, count: int, own: dict[int, np.ndarray], drawn: Dr
             if u < 1:
                 region[z] = distance - radius * (1 - closing(start + (1 - start) * u, q) / at_end)
     return region, float(np.mean(agreements)) if agreements else None
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def closing(x: float, q: float) -> float:
