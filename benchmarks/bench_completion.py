@@ -337,12 +337,10 @@ def fit_prior(cases: list[Case], counts: list[int], grid: dict[str, tuple[float,
             scores.setdefault((count, *values), []).append(dice(predicted, case.truth))
         print(f"{case.group}/{case.name} ({count} slices) done", flush=True)
     print(f"\n{', '.join(names)}: mean Dice over every case and drawn-slice count, then per count")
-    keys = sorted({key[1:] for key in scores}, key=lambda key: -np.mean([v for k, vs in scores.items()
-                                                                         if k[1:] == key for v in vs]))
-    for key in keys:
+    overall = {key: np.mean([v for c in counts for v in scores[(c, *key)]]) for key in {k[1:] for k in scores}}
+    for key in sorted(overall, key=lambda key: -overall[key]):
         per_count = ", ".join(f"{c}: {np.mean(scores[(c, *key)]):.4f}" for c in counts)
-        mean = np.mean([v for c in counts for v in scores[(c, *key)]])
-        print(f"  {key}: {mean:.4f} ({per_count})")
+        print(f"  {key}: {overall[key]:.4f} ({per_count})")
 
 
 def main() -> None:

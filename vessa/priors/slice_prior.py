@@ -129,13 +129,18 @@ def slice_prior(
     ends = _ends(drawn, spacing, config)
     low = max(0, min(end.slice - int(np.ceil(end.reach)) for end in ends if end.sign < 0) - 1)
     high = min(count - 1, max(end.slice + int(np.ceil(end.reach)) for end in ends if end.sign > 0) + 1)
-    region, copied_agreement = _region(_Carrier(low), count, own, drawn, ends, plane_spacing, config)
+    weight = 0.0
     if config.follow_anatomy:
         fields = _neighbour_fields(unit_slices[low : high + 1][(slice(None), *box)], low, cache,
                                    (key, *((b.start, b.stop) for b in box)))
-        carried, agreement = _region(_Carrier(low, fields), count, own, drawn, ends, plane_spacing, config)
+        region, agreement = _region(_Carrier(low, fields), count, own, drawn, ends, plane_spacing, config)
+        pairs = _interpolated_pairs(drawn)  # copied, a mask's agreement with its neighbour is their own Dice
+        copied_agreement = float(np.mean([mask_dice(own[a] > 0, own[b] > 0) for a, b in pairs])) if pairs else None
         weight = flow_weight(agreement, copied_agreement, config)
-        region = np.where(carried <= ABSENT, ABSENT, weight * carried + (1 - weight) * region)  # the same reach
+    if weight < 1:
+        copied, _ = _region(_Carrier(low), count, own, drawn, ends, plane_spacing, config)
+        region = copied if weight == 0 else np.where(copied <= ABSENT, ABSENT,  # the same reach either way
+                                                     weight * region + (1 - weight) * copied)
     prior[(slice(None), *box)] = region
     return prior
 
@@ -159,10 +164,7 @@ def _region(carrier: _Carrier, count: int, own: dict[int, np.ndarray], drawn: Dr
     for z, distance in own.items():
         region[z] = distance
     agreements = []
-    for a, b in zip(drawn.indices[:-1], drawn.indices[1:], strict=True):
-        a, b = int(a), int(b)
-        if b - a < 2 or _empty_between(drawn.empty, a, b):
-            continue
+    for a, b in _interpolated_pairs(drawn):
         forward, backward = carrier.carry(own[a], a, b), carrier.carry(own[b], b, a)
         agreements += [mask_dice(forward[b] > 0, own[b] > 0), mask_dice(backward[a] > 0, own[a] > 0)]
         for z in range(a + 1, b):
@@ -246,6 +248,12 @@ def _ends(drawn: DrawnSlices, spacing: tuple[float, float, float], config: Slice
             taper = float(np.sqrt(drawn.masks[position].sum() / drawn.masks[behind].sum())) if gap else 0.0
             ends.append(_End(z, sign, min([reach, *walls]), gap, taper))
     return ends
+
+
+def _interpolated_pairs(drawn: DrawnSlices) -> list[tuple[int, int]]:
+    """Neighbouring drawn slices a < b with slices between them and none drawn empty there."""
+    pairs = zip(drawn.indices[:-1].tolist(), drawn.indices[1:].tolist(), strict=True)
+    return [(a, b) for a, b in pairs if b - a >= 2 and not _empty_between(drawn.empty, a, b)]
 
 
 def _empty_between(empty: np.ndarray, a: int, b: int) -> bool:
