@@ -36,6 +36,8 @@ size, as in a small animal).
         --fit-reach --no-sam
     python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 12 --per-atlas 12 --slices 2 3 5 \
         --fit-flow --no-sam
+    python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 12 --per-atlas 12 --slices 2 3 5 \
+        --fit-bulge --correction --no-sam
 """
 
 from __future__ import annotations
@@ -313,33 +315,43 @@ def fit(sam: SliceSam | None, cases: list[Case], counts: list[int]) -> None:
         print(f"best with {label}: {best}: {np.mean(overall[best]):.4f}")
 
 
-PRIOR_GRIDS = {  # SlicePriorConfig fields searched by --fit-reach and --fit-flow
+PRIOR_GRIDS = {  # SlicePriorConfig fields searched by --fit-reach, --fit-flow and --fit-bulge
     "reach": {"extrapolation": (0.5, 0.75, 1.0, 1.25), "single_extent": (0.25, 0.5, 0.75, 1.0, 1.5)},
     "flow": {"flow_weight": (0.0, 0.5, 0.75, 1.0), "flow_gate": (0.0, 0.2, 0.4)},
+    "bulge": {"bulge": (0.0, 0.5, 0.8, 1.0)},
 }
 
 
-def fit_prior(cases: list[Case], counts: list[int], grid: dict[str, tuple[float, ...]]) -> None:
+def fit_prior(cases: list[Case], counts: list[int], grid: dict[str, tuple[float, ...]], correction: bool) -> None:
     """Grid-search fields of the shape prior (`SlicePriorConfig`; the prior alone, without the
     appearance and SAM), by mean Dice: `PRIOR_GRIDS["reach"]`, how far it reaches beyond the
-    outermost drawn slices; `PRIOR_GRIDS["flow"]`, the weight of the masks carried along the anatomy."""
+    outermost drawn slices; `PRIOR_GRIDS["flow"]`, the weight of the masks carried along the
+    anatomy; `PRIOR_GRIDS["bulge"]`, the least area between drawn slices. With `correction`, each
+    case is also scored with one more drawn slice: the one where the grid's first point is worst."""
     names = list(grid)
     scores: dict[tuple, list[float]] = {}
     fields = FieldCache()  # the image's deformations do not depend on these fields: computed once per case
     for case, count in itertools.product(cases, counts):
-        drawn = draw(case.truth, drawn_positions(case.truth, count))
+        slices = drawn_positions(case.truth, count)
+        drawn_sets = {count: slices}
         for values in itertools.product(*grid.values()):
             prior = SlicePriorConfig(**dict(zip(names, values, strict=True)))
             completer = SliceCompleter(None, CompletionConfig(prior, appearance=False, sam=False))
             completer.fields = fields
-            # drawn on axial slices (axis 0): a brain drawn on 5 slices has runs too long to find it
-            predicted = completer.complete(case.image, drawn, case.modality, axis=0).probability >= 0.5
-            scores.setdefault((count, *values), []).append(dice(predicted, case.truth))
+            for label in (count, f"{count}+worst") if correction else (count,):
+                # drawn on axial slices (axis 0): a brain drawn on 5 slices has runs too long to find it
+                predicted = completer.complete(case.image, draw(case.truth, drawn_sets[label]), case.modality,
+                                               axis=0).probability >= 0.5
+                scores.setdefault((label, *values), []).append(dice(predicted, case.truth))
+                if correction and len(drawn_sets) == 1:  # the grid's first point, without the correction
+                    drawn_sets[f"{count}+worst"] = sorted([*slices, worst_slice(predicted, case.truth, slices)])
         print(f"{case.group}/{case.name} ({count} slices) done", flush=True)
-    print(f"\n{', '.join(names)}: mean Dice over every case and drawn-slice count, then per count")
+    labels = [*counts, *(f"{c}+worst" for c in counts if correction)]
+    print(f"\n{', '.join(names)}: mean Dice over every case and drawn-slice count, then per count"
+          + (" (and with the worst slice drawn too)" if correction else ""))
     overall = {key: np.mean([v for c in counts for v in scores[(c, *key)]]) for key in {k[1:] for k in scores}}
     for key in sorted(overall, key=lambda key: -overall[key]):
-        per_count = ", ".join(f"{c}: {np.mean(scores[(c, *key)]):.4f}" for c in counts)
+        per_count = ", ".join(f"{c}: {np.mean(scores[(c, *key)]):.4f}" for c in labels)
         print(f"  {key}: {overall[key]:.4f} ({per_count})")
 
 
@@ -354,13 +366,16 @@ def main() -> None:
                              "(repeatable; e.g. data never used for fitting)")
     parser.add_argument("--modality", default="MR", help="modality of the --volume images (MR, CT, ...)")
     parser.add_argument("--slices", type=int, nargs="+", default=[3], help="drawn slices per structure")
-    parser.add_argument("--correction", action="store_true", help="one correction round per case")
+    parser.add_argument("--correction", action="store_true",
+                        help="one correction round per case (with --fit-*: the worst slice drawn too)")
     parser.add_argument("--nuclei", type=int, default=0, help="add this many stardist nuclei (fitting set)")
     parser.add_argument("--fit", action="store_true", help="grid-search the fusion constants (training atlases)")
     parser.add_argument("--fit-reach", action="store_true",
                         help="grid-search the shape prior's reach beyond the drawn slices (training atlases)")
     parser.add_argument("--fit-flow", action="store_true",
                         help="grid-search the weight of the masks carried along the anatomy (training atlases)")
+    parser.add_argument("--fit-bulge", action="store_true",
+                        help="grid-search the least area between drawn slices (training atlases)")
     parser.add_argument("--sam-size", type=int, default=512, help="SAM input side (crops are resized to it)")
     parser.add_argument("--no-sam", action="store_true", help="complete without the SAM step")
     parser.add_argument("--scale", type=float, default=1.0, help="every volume's spacing and origin times this")
@@ -376,8 +391,9 @@ def main() -> None:
     cases = [dataclasses.replace(c, image=scaled(c.image, args.scale)) for c in cases]
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     sam = None if args.no_sam else load_completer(device=args.device, image_size=args.sam_size).sam
-    if args.fit_reach or args.fit_flow:
-        fit_prior(cases, args.slices, PRIOR_GRIDS["reach" if args.fit_reach else "flow"])
+    grids = [name for name in PRIOR_GRIDS if getattr(args, f"fit_{name}")]
+    if grids:
+        fit_prior(cases, args.slices, PRIOR_GRIDS[grids[0]], args.correction)
     elif args.fit:
         fit(sam, cases, args.slices)
     else:

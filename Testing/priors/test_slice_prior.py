@@ -16,6 +16,7 @@ from vessa.priors.slice_prior import (
     closing,
     closing_shape,
     flow_weight,
+    profile_area,
     signed_distance,
     slice_prior,
 )
@@ -112,7 +113,8 @@ def test_bad_configuration_is_refused():
 
 
 def test_the_interpolated_distance_swells_midway_between_drawn_slices_only():
-    truth = ellipsoid(SHAPE, (20, 24, 24), (14, 15, 15))
+    disc = ellipsoid(SHAPE, (20, 24, 24), (14, 15, 15))[20]
+    truth = np.repeat(disc[None], SHAPE[0], axis=0)  # a cylinder: the least area between is each drawn one's
     unit = truth.astype(np.float32) * 0.8 + 0.1
     drawn = find_drawn_slices(drawn_on(truth, [12, 20, 28]))
     plain = slice_prior(unit, drawn, SPACING, SlicePriorConfig(follow_anatomy=False, swell_mm=0.0))
@@ -124,6 +126,41 @@ def test_the_interpolated_distance_swells_midway_between_drawn_slices_only():
         assert np.array_equal(swollen[z], plain[z])
     with pytest.raises(ValueError, match="swell_mm"):
         SlicePriorConfig(swell_mm=-1.0)
+
+
+def test_the_least_area_between_drawn_slices_bulges_from_the_chord_towards_an_ellipse():
+    for bulge in (0.0, 0.5, 1.0):
+        assert profile_area(400, 100, 0.0, bulge) == pytest.approx(400)  # the drawn areas at the drawn slices
+        assert profile_area(400, 100, 1.0, bulge) == pytest.approx(100)
+        assert profile_area(100, 400, 0.25, bulge) == pytest.approx(profile_area(400, 100, 0.75, bulge))
+        assert profile_area(300, 300, 0.5, bulge) == pytest.approx(300)
+    assert profile_area(400, 100, 0.5, 0.0) == pytest.approx(400 * 0.75**2)  # radii 1 -> 0.5: the chord's 0.75
+    # the ellipse widest at the larger mask through the smaller: x = sqrt(1 - 0.5^2) there, half of it midway
+    assert profile_area(400, 100, 0.5, 1.0) == pytest.approx(400 * (1 - 0.75 / 4))
+    assert profile_area(400, 100, 0.5, 0.5) == pytest.approx(400 * ((0.75 + np.sqrt(1 - 0.75 / 4)) / 2) ** 2)
+    assert profile_area(0, 0, 0.5, 0.5) == 0.0
+    with pytest.raises(ValueError, match="bulge"):
+        SlicePriorConfig(bulge=-0.5)
+
+
+def test_a_structure_s_tip_drawn_is_reached_like_an_ellipsoid_s_end_not_a_cone():
+    truth = ellipsoid(SHAPE, (20, 24, 24), (15, 15, 15))
+    unit = truth.astype(np.float32) * 0.8 + 0.1
+    present = np.flatnonzero(truth.any(axis=(1, 2)))
+    drawn = find_drawn_slices(drawn_on(truth, [20, int(present[-1])]))  # the middle and the tip (a few pixels)
+    between = slice(21, int(present[-1]))
+
+    def prior(bulge: float) -> np.ndarray:
+        return slice_prior(unit, drawn, SPACING, SlicePriorConfig(follow_anatomy=False, bulge=bulge)) > 0
+
+    areas = drawn.masks.sum(axis=(1, 2))
+    for z in range(between.start, between.stop):
+        wanted = profile_area(*areas, (z - 20) / (present[-1] - 20), 0.5)
+        assert prior(0.5)[z].sum() >= round(wanted)  # covers at least the profile's area
+    chord, bulged = prior(0.0), prior(0.5)
+    assert dice(bulged[between], truth[between]) > dice(chord[between], truth[between]) + 0.05
+    for z in drawn.indices:
+        assert np.array_equal(bulged[z], truth[z])
 
 
 def test_one_drawn_slice_closes_like_a_flatter_superellipsoid_and_more_slices_like_an_ellipsoid():

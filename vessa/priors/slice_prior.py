@@ -7,7 +7,11 @@ around it; the prior of slice z is then
   (1 - t) d_a + t d_b with t = (z - a) / (b - a) (shape-based interpolation), plus
   `swell_mm` x 4 t (1 - t): a linear blend of distances shrinks a shape that moves or turns
   between the two slices (held-out structures, 3 drawn slices: 0.112 of the volume missed
-  between them against 0.042 added), and this bump, 0 on the drawn slices, offsets it;
+  between them against 0.042 added), and this bump, 0 on the drawn slices, offsets it. The
+  blend of a large mask and a small one narrows like a cone (the chord between their radii),
+  where structures narrow like an ellipsoid's end: the blend is raised until it covers at least
+  `profile_area` (equivalent radius on the chord, bulged by `bulge` towards an ellipse widest
+  at the larger mask and through the smaller one), most where one is a structure's tip;
 - beyond the outermost drawn slice z_e (and towards a slice drawn empty), over the larger of
   `extrapolation` x the gap between z_e and its neighbouring drawn slice (a correction drawn
   near one end changes that end only) and `single_extent` x z_e's equivalent radius (the
@@ -71,7 +75,10 @@ class SlicePriorConfig:
     drawn slices (module docstring; flow_gate 0: the weight is fixed; fitted on the training
     structures, `bench_completion.py --fit-flow`: every blend with flow_weight >= 0.5 within 0.001
     of the flow alone there, the gate for structures that do not move with the image, such as
-    AICHA's parcels: 0.773 -> 0.796 at 3 drawn slices, held out)."""
+    AICHA's parcels: 0.773 -> 0.796 at 3 drawn slices, held out); bulge: how far the least area
+    between two drawn slices bulges from the chord between their radii towards an ellipse
+    (`profile_area`; fitted on the training structures, `bench_completion.py --fit-bulge
+    --correction`: see benchmarks/RESULTS.md (a))."""
 
     extrapolation: float = 1.0
     single_extent: float = 0.5
@@ -82,13 +89,14 @@ class SlicePriorConfig:
     follow_taper: bool = True
     flow_weight: float = 0.75
     flow_gate: float = 0.4
+    bulge: float = 0.5
 
     def __post_init__(self) -> None:
         if self.single_end_exponent < 1:
             raise ValueError(f"single_end_exponent={self.single_end_exponent}: must be >= 1")
         if not 0 <= self.flow_weight <= 1:
             raise ValueError(f"flow_weight={self.flow_weight}: must be in [0, 1]")
-        for name in ("extrapolation", "single_extent", "margin", "swell_mm", "flow_gate"):
+        for name in ("extrapolation", "single_extent", "margin", "swell_mm", "flow_gate", "bulge"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
 
@@ -167,9 +175,11 @@ def _region(carrier: _Carrier, count: int, own: dict[int, np.ndarray], drawn: Dr
     for a, b in _interpolated_pairs(drawn):
         forward, backward = carrier.carry(own[a], a, b), carrier.carry(own[b], b, a)
         agreements += [mask_dice(forward[b] > 0, own[b] > 0), mask_dice(backward[a] > 0, own[a] > 0)]
+        areas = (int((own[a] > 0).sum()), int((own[b] > 0).sum()))
         for z in range(a + 1, b):
             t = (z - a) / (b - a)
-            region[z] = (1 - t) * forward[z] + t * backward[z] + config.swell_mm * 4 * t * (1 - t)
+            blend = (1 - t) * forward[z] + t * backward[z] + config.swell_mm * 4 * t * (1 - t)
+            region[z] = _raised_to_cover(blend, profile_area(*areas, t, config.bulge))
     exponent = config.single_end_exponent if drawn.count == 1 else 2.0
     for end in ends:
         stop = int(np.clip(end.slice + end.sign * int(np.ceil(end.reach)), 0, count - 1))
@@ -185,6 +195,34 @@ def _region(carrier: _Carrier, count: int, own: dict[int, np.ndarray], drawn: Dr
             if u < 1:
                 region[z] = distance - radius * (1 - closing(start + (1 - start) * u, q) / at_end)
     return region, float(np.mean(agreements)) if agreements else None
+
+
+def profile_area(first: float, second: float, t: float, bulge: float) -> float:
+    """The area at `t` (0: the `first` drawn mask's slice, 1: the `second`'s; areas in pixels) of
+    a structure whose equivalent radius follows the chord between the two masks' radii (a cone's
+    taper), moved by `bulge` towards an ellipse widest at the larger mask and through the smaller
+    one (0: the chord, 1: the ellipse); the larger area where both are equal."""
+    larger, smaller = max(first, second), min(first, second)
+    if larger == 0:
+        return 0.0
+    s = t if first >= second else 1 - t  # from the larger mask's slice
+    ratio = np.sqrt(smaller / larger)
+    chord = 1 - s * (1 - ratio)
+    ellipse = closing(s * np.sqrt(1 - ratio**2), 2.0)  # closing(sqrt(1 - ratio^2), 2) = ratio: the smaller
+    return larger * (chord + bulge * (ellipse - chord)) ** 2
+
+
+def _raised_to_cover(distance: np.ndarray, area: float) -> np.ndarray:
+    """`distance` raised by a constant until at least `area` pixels are inside (> 0), the new
+    boundary midway between the last value in (ties included) and the next lower one; unchanged
+    where it covers the area already."""
+    wanted = min(int(round(area)), distance.size)
+    if wanted <= int((distance > 0).sum()):
+        return distance
+    rank = distance.size - wanted  # the wanted-th largest, in ascending order
+    last_in = float(np.partition(distance, rank, axis=None)[rank])
+    below = distance[distance < last_in]
+    return distance - 0.5 * (last_in + (float(below.max()) if below.size else last_in - 1.0))
 
 
 def closing(x: float, q: float) -> float:
