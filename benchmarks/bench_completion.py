@@ -24,13 +24,16 @@ or fitting; `--lesions` adds the pyradiomics lesions; `--volume IMAGE LABELS` ad
 image with a label volume or `.seg.nrrd` on it (data never used for fitting: the INIA19 macaque
 template and NeuroMaps labels that mricron-data ships, AICHA on Colin27, a user's own cohort).
 `--scale` multiplies every volume's spacing and origin (0.1: the same anatomy at a tenth of its
-size, as in a small animal).
+size, as in a small animal); `--slab N` makes each volume a scan with N times thicker axial slices
+(N slices averaged into one, the labels those of its centre; the structures are then picked among
+those spanning 12 of these slices), as clinical scans with 3-5 mm slices are.
 
     python benchmarks/bench_completion.py --atlases harvardoxford brodmann --per-atlas 8 --lesions --slices 1 3 5
     python benchmarks/bench_completion.py --atlases harvardoxford brodmann --per-atlas 6 --lesions --slices 1 3 5 \
         --scale 0.1
     python benchmarks/bench_completion.py --atlases --volume inia19-t1-brain.nii.gz inia19-NeuroMaps.nii.gz \
         --per-atlas 30 --slices 1 3 5
+    python benchmarks/bench_completion.py --atlases harvardoxford brodmann --per-atlas 6 --lesions --slices 3 5 --slab 3
     python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 12 --per-atlas 12 --fit
     python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 8 --per-atlas 10 --slices 1 3 \
         --fit-reach --no-sam
@@ -120,39 +123,59 @@ def copy_nearest(truth: np.ndarray, slices: list[int], spacing_kji: np.ndarray) 
     return out
 
 
+def slabbed(image: Volume, slab: int) -> Volume:
+    """`image` as a scan with axial slices `slab` times as thick (a clinical scan's 3-5 mm): each
+    run of `slab` slices averaged into one, centred where they were (1: unchanged)."""
+    if slab == 1:
+        return image
+    count = image.shape[0] // slab
+    array = image.array[: count * slab].astype(np.float32).reshape(count, slab, *image.shape[1:]).mean(axis=1)
+    spacing = image.spacing * (1, 1, slab)
+    origin = image.origin + image.direction[:, 2] * image.spacing[2] * (slab - 1) / 2
+    return Volume(array, spacing, origin, image.direction)
+
+
+def slabbed_mask(mask: np.ndarray, slab: int) -> np.ndarray:
+    """A structure's mask (k, j, i) on the slices of `slabbed`: as drawn at each slab's centre."""
+    return mask[slab // 2 :: slab][: mask.shape[0] // slab]
+
+
 def structure_cases(group: str, image: Volume, labels: Segmentation, count: int, modality: str,
-                    seed: int = 0) -> Iterator[Case]:
+                    seed: int = 0, slab: int = 1) -> Iterator[Case]:
     """`count` segments of `labels` picked at random (seeded) among those spanning at least 12
-    axial slices."""
-    segments = [s for s in labels.segments
-                if s.mask.any() and np.ptp(np.flatnonzero(s.mask.any(axis=(1, 2)))) >= 12]
+    axial slices (of the `slabbed` image)."""
+    masks = [(s.name, slabbed_mask(s.mask, slab)) for s in labels.segments]
+    segments = [(name, m) for name, m in masks if m.any() and np.ptp(np.flatnonzero(m.any(axis=(1, 2)))) >= 12]
     picked = np.random.default_rng(seed).choice(len(segments), min(count, len(segments)), replace=False)
+    image = slabbed(image, slab)
     for index in sorted(picked):
-        segment = segments[index]
-        yield Case(group, segment.name, image, segment.mask.astype(bool), modality)
+        name, mask = segments[index]
+        yield Case(group, name, image, mask.astype(bool), modality)
 
 
-def atlas_cases(atlas: str, count: int) -> Iterator[Case]:
+def atlas_cases(atlas: str, count: int, slab: int = 1) -> Iterator[Case]:
     """`count` structures of a Colin27 atlas (`structure_cases`)."""
     fetch("colin27")
     case = next(c for c in load_manifest("colin27") if c.case_id == f"colin27_{atlas}")
-    yield from structure_cases(atlas, read_volume(case.image), read_segmentation(case.segmentation), count, "MR")
+    yield from structure_cases(atlas, read_volume(case.image), read_segmentation(case.segmentation), count, "MR",
+                               slab=slab)
 
 
-def volume_cases(image_path: str, labels_path: str, count: int, modality: str) -> Iterator[Case]:
+def volume_cases(image_path: str, labels_path: str, count: int, modality: str, slab: int = 1) -> Iterator[Case]:
     """`count` structures of any image and its label volume or `.seg.nrrd` (`structure_cases`,
     `bench_quality.labelled_volume`)."""
     image, labels = labelled_volume(image_path, labels_path)
-    yield from structure_cases(Path(image_path).name.split(".")[0], image, labels, count, modality)
+    yield from structure_cases(Path(image_path).name.split(".")[0], image, labels, count, modality, slab=slab)
 
 
-def lesion_cases() -> Iterator[Case]:
-    """The pyradiomics lesions spanning at least 5 slices (real CT and MR of patients)."""
+def lesion_cases(slab: int = 1) -> Iterator[Case]:
+    """The pyradiomics lesions spanning at least 5 slices (real CT and MR of patients; of the
+    `slabbed` image)."""
     fetch("pyradiomics")
     for case in load_manifest("pyradiomics"):
-        truth = read_segmentation(case.segmentation).segments[0].mask.astype(bool)
+        truth = slabbed_mask(read_segmentation(case.segmentation).segments[0].mask.astype(bool), slab)
         if np.ptp(np.flatnonzero(truth.any(axis=(1, 2)))) >= 4:
-            yield Case("lesion", case.case_id, read_volume(case.image), truth, case.modality)
+            yield Case("lesion", case.case_id, slabbed(read_volume(case.image), slab), truth, case.modality)
 
 
 def nuclei_cases(count: int, seed: int = 0) -> Iterator[Case]:
@@ -379,14 +402,18 @@ def main() -> None:
     parser.add_argument("--sam-size", type=int, default=512, help="SAM input side (crops are resized to it)")
     parser.add_argument("--no-sam", action="store_true", help="complete without the SAM step")
     parser.add_argument("--scale", type=float, default=1.0, help="every volume's spacing and origin times this")
+    parser.add_argument("--slab", type=int, default=1,
+                        help="axial slices this many times as thick (each run averaged, labels at its centre)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
-    cases = [c for atlas in args.atlases for c in atlas_cases(atlas, args.per_atlas)]
+    if args.slab < 1:
+        parser.error("--slab must be >= 1")
+    cases = [c for atlas in args.atlases for c in atlas_cases(atlas, args.per_atlas, args.slab)]
     for image_path, labels_path in args.volume:
-        cases += list(volume_cases(image_path, labels_path, args.per_atlas, args.modality))
+        cases += list(volume_cases(image_path, labels_path, args.per_atlas, args.modality, args.slab))
     if args.lesions:
-        cases += list(lesion_cases())
+        cases += list(lesion_cases(args.slab))
     cases += list(nuclei_cases(args.nuclei)) if args.nuclei else []
     cases = [dataclasses.replace(c, image=scaled(c.image, args.scale)) for c in cases]
     torch.set_num_threads(max(1, os.cpu_count() or 1))
