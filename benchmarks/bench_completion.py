@@ -33,7 +33,8 @@ those spanning 12 of these slices), as clinical scans with 3-5 mm slices are.
         --scale 0.1
     python benchmarks/bench_completion.py --atlases --volume inia19-t1-brain.nii.gz inia19-NeuroMaps.nii.gz \
         --per-atlas 30 --slices 1 3 5
-    python benchmarks/bench_completion.py --atlases harvardoxford brodmann --per-atlas 6 --lesions --slices 3 5 --slab 3
+    python benchmarks/bench_completion.py --atlases harvardoxford brodmann --per-atlas 6 --lesions --slices 1 3 5 \
+        --slab 3 --correction
     python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 12 --per-atlas 12 --fit
     python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 8 --per-atlas 10 --slices 1 3 \
         --fit-reach --no-sam
