@@ -42,6 +42,8 @@ those spanning 12 of these slices), as clinical scans with 3-5 mm slices are.
         --fit-flow --no-sam
     python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 12 --per-atlas 12 --slices 2 3 5 \
         --fit-bulge --correction --no-sam
+    python benchmarks/bench_completion.py --atlases aal jhu brain --nuclei 12 --per-atlas 12 --slices 1 3 5 \
+        --fit-doubling --no-sam
 """
 
 from __future__ import annotations
@@ -379,6 +381,42 @@ def fit_prior(cases: list[Case], counts: list[int], grid: dict[str, tuple[float,
         print(f"  {key}: {overall[key]:.4f} ({per_count})")
 
 
+DOUBLING_GRID = (float("inf"), 5.0, 10.0, 20.0, 40.0)  # FusionConfig.prior_doubling_mm searched by --fit-doubling
+
+
+def fit_doubling(cases: list[Case], counts: list[int]) -> None:
+    """Grid-search `FusionConfig.prior_doubling_mm` (`DOUBLING_GRID`; the prior alone) by the
+    Dice gained when the slice each value suggests (`next_slice`) is drawn too; it moves no
+    boundary of the prior alone, only the probability and so the suggestion."""
+    gains: dict[tuple[int, float], list[float]] = {}
+    fields = FieldCache()
+    for case, count in itertools.product(cases, counts):
+        slices = drawn_positions(case.truth, count)
+        completers = {value: SliceCompleter(None, CompletionConfig(fusion=FusionConfig(prior_doubling_mm=value),
+                                                                   appearance=False, sam=False))
+                      for value in DOUBLING_GRID}
+        for completer in completers.values():
+            completer.fields = fields
+        drawn = draw(case.truth, slices)
+        parts = completers[DOUBLING_GRID[0]].parts(case.image, drawn, case.modality, axis=0)
+        base = dice(completers[DOUBLING_GRID[0]].result(drawn, parts).probability >= 0.5, case.truth)
+        corrected: dict[int, float] = {}  # Dice with each suggested slice drawn too
+        for value, completer in completers.items():
+            extra = completer.result(drawn, parts).next_slice
+            if extra is not None and extra not in corrected:
+                again = draw(case.truth, sorted([*slices, extra]))
+                corrected[extra] = dice(completer.complete(case.image, again, case.modality, axis=0).probability
+                                        >= 0.5, case.truth)
+            gains.setdefault((count, value), []).append(corrected.get(extra, base) - base)
+        print(f"{case.group}/{case.name} ({count} slices) done", flush=True)
+    print("\nprior_doubling_mm: mean Dice gain of a correction at the suggested slice over every case and "
+          "drawn-slice count, then per count")
+    overall = {value: np.mean([g for c in counts for g in gains[(c, value)]]) for value in DOUBLING_GRID}
+    for value in sorted(overall, key=lambda v: -overall[v]):
+        print(f"  {value}: {overall[value]:+.4f} (" + ", ".join(f"{c}: {np.mean(gains[(c, value)]):+.4f}"
+                                                              for c in counts) + ")")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--atlases", nargs="*", default=["harvardoxford", "brodmann"],
@@ -400,6 +438,9 @@ def main() -> None:
                         help="grid-search the weight of the masks carried along the anatomy (training atlases)")
     parser.add_argument("--fit-bulge", action="store_true",
                         help="grid-search the least area between drawn slices (training atlases)")
+    parser.add_argument("--fit-doubling", action="store_true",
+                        help="grid-search how fast the prior's scale grows away from the drawn slices, by the gain "
+                             "of a correction at the suggested slice (training atlases)")
     parser.add_argument("--sam-size", type=int, default=512, help="SAM input side (crops are resized to it)")
     parser.add_argument("--no-sam", action="store_true", help="complete without the SAM step")
     parser.add_argument("--scale", type=float, default=1.0, help="every volume's spacing and origin times this")
@@ -422,6 +463,8 @@ def main() -> None:
     grids = [name for name in PRIOR_GRIDS if getattr(args, f"fit_{name}")]
     if grids:
         fit_prior(cases, args.slices, PRIOR_GRIDS[grids[0]], args.correction)
+    elif args.fit_doubling:
+        fit_doubling(cases, args.slices)
     elif args.fit:
         fit(sam, cases, args.slices)
     else:

@@ -12,7 +12,7 @@ from shapes import blob_volume, dice, drawn_on, ellipsoid
 from vessa.errors import InputError
 from vessa.io import Volume
 from vessa.priors.completion import CompletionConfig, SliceCompleter
-from vessa.priors.fusion import FusionConfig, Gate
+from vessa.priors.fusion import FusionConfig, Gate, SliceParts
 
 SHAPE = (36, 44, 40)
 TRUTH = ellipsoid(SHAPE, (18, 22, 20), (13, 14, 12), drift=(0.3, 0.0))
@@ -115,6 +115,32 @@ def test_gates_grow_with_the_score_from_their_threshold():
         Gate(1.0, 1.0)
     with pytest.raises(ValueError, match="prior_scale_mm"):
         FusionConfig(prior_scale_mm=0)
+    with pytest.raises(ValueError, match="prior_doubling_mm"):
+        FusionConfig(prior_doubling_mm=0)
+
+
+def test_the_prior_s_scale_doubles_at_the_doubling_distance_from_the_known_slices():
+    drawn = COMPLETER.parts(IMAGE, drawn_on(TRUTH, [11, 18, 25])).fixed
+    distance = np.full((3, 2, 2), 4.0, np.float32)
+    known = SliceParts(drawn, distance, None, 0.0, None, 0.0, np.array([0.0, 10.0, 20.0]))
+    fusion = FusionConfig(prior_scale_mm=2.0, prior_doubling_mm=10.0)
+    np.testing.assert_allclose(known.logits(fusion)[:, 0, 0], [2.0, 1.0, 2.0 / 3.0], rtol=1e-6)
+    unknown = SliceParts(drawn, distance, None, 0.0, None, 0.0)  # templates of other volumes: no known slice
+    np.testing.assert_allclose(unknown.logits(fusion), 2.0)
+
+
+def test_away_from_the_drawn_slices_the_prior_is_less_sure_and_the_suggestion_moves_there():
+    # one drawn slice: with the same scale everywhere the most uncertain slice is the widest, next
+    # to the drawn one, where a correction adds little; a scale growing with the distance moves
+    # the suggestion away, and no boundary of the prior alone moves
+    drawn = drawn_on(TRUTH, [18])
+    same = SliceCompleter(config=CompletionConfig(fusion=FusionConfig(prior_doubling_mm=np.inf), appearance=False))
+    growing = SliceCompleter(config=CompletionConfig(appearance=False))
+    flat, grown = same.complete(IMAGE, drawn), growing.complete(IMAGE, drawn)
+    assert np.array_equal(flat.probability >= 0.5, grown.probability >= 0.5)
+    assert abs(grown.next_slice - 18) > abs(flat.next_slice - 18)
+    doubt = grown.slice_uncertainty / np.maximum(flat.slice_uncertainty, 1e-9)
+    assert 1.0 < doubt[19] < doubt[20] < doubt[22]  # the further from the drawn slice (2 mm apart), the less sure
 
 
 def test_without_the_appearance_the_prior_decides():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from shapes import drawn_on, ellipsoid
@@ -60,3 +62,10 @@ def test_run_lengths_along_each_axis():
     assert run_lengths(mask, 2)[1, 2, 1] == 4
     assert run_lengths(mask, 1)[1, 2, 1] == 1
     assert run_lengths(mask, 0)[0, 0, 0] == 0
+
+
+def test_the_distance_to_the_nearest_known_slice_counts_slices_drawn_empty_too():
+    drawn = find_drawn_slices(drawn_on(ellipsoid((12, 20, 20), (6, 10, 10), (5, 6, 6)), [3, 6]))
+    assert drawn.slices_to_known(12).tolist() == [3, 2, 1, 0, 1, 1, 0, 1, 2, 3, 4, 5]
+    marked = dataclasses.replace(drawn, empty=np.array([10]))
+    assert marked.slices_to_known(12).tolist() == [3, 2, 1, 0, 1, 1, 0, 1, 2, 1, 0, 1]

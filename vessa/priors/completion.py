@@ -9,8 +9,9 @@ Pipeline (`SliceCompleter.complete`):
 4. SAM (`sam_refine`, when the completer has a model): scored by its fidelity (how well it
    reproduces the drawn slices from their boxes); where that earns it a weight, each other
    slice is outlined by SAM prompted by the box of the estimate of steps 2-3 there;
-5. fusion (`fusion`): logit = d / prior_scale_mm + gated appearance + gated SAM; whatever was
-   drawn stays as drawn: drawn slices keep their masks exactly, voxels drawn elsewhere stay in.
+5. fusion (`fusion`): logit = d / s + gated appearance + gated SAM, the prior's scale s growing
+   with the distance to the nearest drawn slice; whatever was drawn stays as drawn: drawn slices
+   keep their masks exactly, voxels drawn elsewhere stay in.
 Distances and the appearance's blurs are in mm of the anatomy at a human's size
 (`anatomy_scale.human_size_spacing`: a small animal's own mm over its scale), so the settings
 hold at any size. The fusion constants are fitted on structures of the training atlases
@@ -146,7 +147,8 @@ class SliceCompleter:
             if every_part or self.config.fusion.appearance(separability) > 0:
                 appearance = appearance_logits(distance, unit, model, plane)
         _report(progress, 0.6)
-        parts = SliceParts(drawn, distance, appearance, separability, None, 0.0)
+        parts = SliceParts(drawn, distance, appearance, separability, None, 0.0,
+                           drawn.slices_to_known(len(unit)) * spacing[0])
         if self.sam is not None and self.config.sam:
             key = (*key, self.sam.model.image_size)
             estimate = parts.probability(self.config.fusion) >= 0.5

@@ -44,6 +44,12 @@ class DrawnSlices:
     def count(self) -> int:
         return len(self.indices)
 
+    def slices_to_known(self, count: int) -> np.ndarray:
+        """For each of `count` slices along the axis, how many slices away the nearest known one
+        is (drawn, or drawn empty; 0 on them) [count]."""
+        known = np.concatenate([self.indices, self.empty])
+        return np.abs(np.arange(count)[:, None] - known[None, :]).min(axis=1)
+
     def plane(self, index: int) -> np.ndarray:
         """The drawn mask of slice `index` (which must be drawn)."""
         position = int(np.searchsorted(self.indices, index))

@@ -2,10 +2,15 @@
 
 Shared by few-slice completion (`completion`) and templates from other volumes (`transfer`):
 each builds `SliceParts` on the volume cut along one axis, then
-    logit = d / prior_scale_mm + w_a(separability) x appearance + w_s(fidelity) x SAM,
+    logit = d / s + w_a(separability) x appearance + w_s(fidelity) x SAM,
 with d the prior's signed distance (mm; on a small animal's scan, mm of its anatomy grown to a
-human's size: `anatomy_scale.human_size_spacing`), and each part's weight a `Gate` of how well that part
-reproduced the known slices: weight x clip((score - threshold) / (1 - threshold), 0, 1).
+human's size: `anatomy_scale.human_size_spacing`), s = prior_scale_mm x (1 + D / prior_doubling_mm)
+its scale, D the distance (mm) from the slice to the nearest known slice (0 without known slices:
+templates of other volumes), and each part's weight a `Gate` of how well that part reproduced
+the known slices: weight x clip((score - threshold) / (1 - threshold), 0, 1). The prior's scale
+grows away from the known slices because its boundary is less sure there: a drawn mask carried
+further has drifted further. It moves no boundary where the prior decides alone, but the
+probability (the confidence shown) and the slice suggested for checking follow the errors.
 probability = sigmoid(logit); 0 where the prior does not reach; known slices as they are.
 """
 
@@ -39,15 +44,20 @@ class Gate:
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """How the parts are combined (module docstring)."""
+    """How the parts are combined (module docstring). prior_doubling_mm: the distance from the
+    nearest known slice at which the prior's scale has doubled (inf: the same everywhere; fitted
+    on the training structures by the gain of a correction at the suggested slice,
+    `bench_completion.py --fit-doubling`)."""
 
     prior_scale_mm: float = 2.0
+    prior_doubling_mm: float = 10.0
     appearance: Gate = Gate(0.5, 0.9)
     sam: Gate = Gate(0.5, 0.9)
 
     def __post_init__(self) -> None:
-        if self.prior_scale_mm <= 0:
-            raise ValueError(f"prior_scale_mm={self.prior_scale_mm}: must be > 0")
+        for name in ("prior_scale_mm", "prior_doubling_mm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be > 0")
 
 
 @dataclass
@@ -56,7 +66,8 @@ class SliceParts:
     `fixed`, slices whose masks are known (drawn slices; none for templates of other volumes),
     distance (mm, the prior; ABSENT where it does not reach), appearance (log-odds, 0 outside
     its band) and sam (log-odds on the slices SAM outlined, else None), with the scores their
-    weights come from."""
+    weights come from; known_mm: per slice, the distance (mm) to the nearest known slice (None:
+    no slice is known)."""
 
     fixed: DrawnSlices
     distance: np.ndarray
@@ -64,10 +75,14 @@ class SliceParts:
     separability: float
     sam: np.ndarray | None
     fidelity: float
+    known_mm: np.ndarray | None = None
 
     def logits(self, fusion: FusionConfig) -> np.ndarray:
-        """The fused log-odds (module docstring, step 5)."""
-        logits = self.distance / fusion.prior_scale_mm
+        """The fused log-odds (module docstring)."""
+        scale = fusion.prior_scale_mm
+        if self.known_mm is not None:
+            scale = scale * (1.0 + self.known_mm / fusion.prior_doubling_mm)[:, None, None].astype(np.float32)
+        logits = self.distance / scale
         if self.appearance is not None and fusion.appearance(self.separability) > 0:
             logits = logits + fusion.appearance(self.separability) * self.appearance
         if self.sam is not None and fusion.sam(self.fidelity) > 0:
@@ -86,7 +101,8 @@ class SliceParts:
                             self.fixed.masks[inside][:, box[1], box[2]], self.fixed.other_voxels,
                             empty - box[0].start)
         return SliceParts(fixed, self.distance[box], None if self.appearance is None else self.appearance[box],
-                               self.separability, None if self.sam is None else self.sam[box], self.fidelity)
+                          self.separability, None if self.sam is None else self.sam[box], self.fidelity,
+                          None if self.known_mm is None else self.known_mm[box[0]])
 
     def probability(self, fusion: FusionConfig) -> np.ndarray:
         """sigmoid(logits), 0 where the prior does not reach, fixed slices as they are (slices
