@@ -11,11 +11,10 @@ masks (the structure and its near background, the only pixels it will be asked a
 
 How much the appearance can be trusted differs from case to case (a brain mask has its own
 grey levels; a cortical parcel looks like its neighbours), so `separability` measures it on
-the labelled slices themselves: fitted on all labelled slices but one, its prediction in the
-band of the held-out slice, scored by the Dice pooled over held-out slices (overlaps and sizes
-summed, so a structure's 6-pixel tip, whose own Dice is noise, weighs as little as it covers;
-with a single labelled slice, over the two halves of a checkerboard of 16-pixel blocks; 0,
-unknown, where no held-out part shows the structure). A caller that uses
+the labelled slices themselves: fitted on all labelled slices but one, the Dice of its
+prediction in the band of the held-out slice, averaged over held-out slices (with a single
+labelled slice, over the two halves of a checkerboard of 16-pixel blocks; 0, unknown, where
+no held-out part shows the structure). A caller that uses
 the model only above a separability threshold (a fusion gate) passes it, and the folds stop as
 soon as that decision is settled; the classifier on all labelled slices is trained only when
 its log-odds are asked for.
@@ -28,6 +27,8 @@ from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
+
+from vessa.priors.drawn_slices import mask_dice
 
 BLUR_MM = (1.0, 2.0)
 GRADIENT_MM = 1.0
@@ -90,8 +91,8 @@ def fit_appearance(
     """Fit on labelled slices: `features` [m, rows, cols, F] and their masks [m, rows, cols].
 
     gate: the separability at or below which the caller does not use the model; held-out
-    folds stop once the rest could not lift the pooled Dice above it even at Dice 1 (the
-    separability is then that of the folds run, and no use of the model changes)."""
+    folds stop once the rest could not lift the mean above it even at Dice 1 (the separability
+    is then the mean of the folds run, and no use of the model changes)."""
     masks = np.asarray(masks, bool)
     band = band_width(masks, spacing)
     near = np.stack([_near(mask, band, spacing) for mask in masks])
@@ -150,17 +151,15 @@ def _separability(features: np.ndarray, masks: np.ndarray, near: np.ndarray, see
         rows, cols = masks.shape[1:]
         blocks = ((np.arange(rows)[:, None] // 16) + (np.arange(cols)[None, :] // 16)) % 2 == 0
         folds = [(near & blocks[None], near & ~blocks[None]), (near & ~blocks[None], near & blocks[None])]
-    # a held-out part that shows none of the structure cannot score it (Dice of nothing against
-    # nothing would read 1: a structure inside one block of a single slice)
-    folds = [(train, test) for train, test in folds
-             if masks[test].any() and masks[train].any() and not masks[train].all()]
-    overlap = total = 0  # pooled over the folds: 2 x overlap / total
-    left = 2 * sum(int(masks[test].sum()) for _, test in folds)  # what the folds not run add at Dice 1
-    for train, test in folds:
-        if gate is not None and total and (2 * overlap + left) / (total + left) <= gate:
+    scores: list[float] = []
+    for done, (train, test) in enumerate(folds):
+        left = len(folds) - done
+        if gate is not None and scores and (sum(scores) + left) / (len(scores) + left) <= gate:
             break  # the gate stays shut whatever the other folds score
+        # a held-out part that shows none of the structure cannot score it (Dice of nothing
+        # against nothing would read 1: a structure inside one block of a single slice)
+        if not masks[test].any() or not masks[train].any() or masks[train].all():
+            continue
         predicted = _logits(_train(features[train], masks[train], seed), features[test]) > 0
-        overlap += int((predicted & masks[test]).sum())
-        total += int(predicted.sum() + masks[test].sum())
-        left -= 2 * int(masks[test].sum())
-    return 2.0 * overlap / total if total else 0.0
+        scores.append(mask_dice(predicted, masks[test]))
+    return float(np.mean(scores)) if scores else 0.0
