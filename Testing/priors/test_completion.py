@@ -12,6 +12,7 @@ from shapes import blob_volume, dice, drawn_on, ellipsoid
 from vessa.errors import InputError
 from vessa.io import Volume
 from vessa.priors.completion import CompletionConfig, SliceCompleter
+from vessa.priors.drawn_slices import find_drawn_slices
 from vessa.priors.fusion import FusionConfig, Gate, SliceParts
 
 SHAPE = (36, 44, 40)
@@ -120,7 +121,7 @@ def test_gates_grow_with_the_score_from_their_threshold():
 
 
 def test_the_prior_s_scale_doubles_at_the_doubling_distance_from_the_known_slices():
-    drawn = COMPLETER.parts(IMAGE, drawn_on(TRUTH, [11, 18, 25])).fixed
+    drawn = find_drawn_slices(drawn_on(TRUTH, [11, 18, 25]))
     distance = np.full((3, 2, 2), 4.0, np.float32)
     known = SliceParts(drawn, distance, None, 0.0, None, 0.0, np.array([0.0, 10.0, 20.0]))
     fusion = FusionConfig(prior_scale_mm=2.0, prior_doubling_mm=10.0)
