@@ -389,20 +389,21 @@ def fit_doubling(cases: list[Case], counts: list[int]) -> None:
     Dice gained when the slice each value suggests (`next_slice`) is drawn too; it moves no
     boundary of the prior alone, only the probability and so the suggestion."""
     gains: dict[tuple[int, float], list[float]] = {}
-    fields = FieldCache()
+    fields = FieldCache()  # the image's deformations, shared by every value and kept across calls
+    completers = {value: SliceCompleter(None, CompletionConfig(fusion=FusionConfig(prior_doubling_mm=value),
+                                                               appearance=False, sam=False))
+                  for value in DOUBLING_GRID}
+    for completer in completers.values():
+        completer.fields = fields
     for case, count in itertools.product(cases, counts):
         slices = drawn_positions(case.truth, count)
-        completers = {value: SliceCompleter(None, CompletionConfig(fusion=FusionConfig(prior_doubling_mm=value),
-                                                                   appearance=False, sam=False))
-                      for value in DOUBLING_GRID}
-        for completer in completers.values():
-            completer.fields = fields
         drawn = draw(case.truth, slices)
         parts = completers[DOUBLING_GRID[0]].parts(case.image, drawn, case.modality, axis=0)
-        base = dice(completers[DOUBLING_GRID[0]].result(drawn, parts).probability >= 0.5, case.truth)
+        results = {value: completer.result(drawn, parts) for value, completer in completers.items()}
+        base = dice(results[DOUBLING_GRID[0]].probability >= 0.5, case.truth)  # the same mask for every value
         corrected: dict[int, float] = {}  # Dice with each suggested slice drawn too
         for value, completer in completers.items():
-            extra = completer.result(drawn, parts).next_slice
+            extra = results[value].next_slice
             if extra is not None and extra not in corrected:
                 again = draw(case.truth, sorted([*slices, extra]))
                 corrected[extra] = dice(completer.complete(case.image, again, case.modality, axis=0).probability
