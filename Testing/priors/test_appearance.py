@@ -58,6 +58,21 @@ def test_one_labelled_slice_too_small_to_split_into_blocks_is_not_trusted():
     assert fit_appearance(image_features(unit, (1.0, 1.0)), tiny, (1.0, 1.0)).separability == 0.0
 
 
+def test_pooled_a_tiny_tip_that_looks_like_its_surroundings_weighs_as_little_as_it_covers():
+    # three slices of a blob with its own grey level, and its tip: 4 px as dark as the background
+    # (a brain's last slice of grey matter, all partial volume). Held out, the tip scores Dice 0.
+    masks = np.zeros((4, 40, 40), bool)
+    masks[:3] = BLOB[1:4]
+    masks[3, 19:21, 19:21] = True
+    bright = masks.copy()
+    bright[3] = False  # the tip's slice shows background only
+    features = image_features(slices_with(bright, 0.8, 0.2), (1.0, 1.0))
+    assert fit_appearance(features, masks, (1.0, 1.0), pooled=True).separability > 0.9
+    assert fit_appearance(features, masks, (1.0, 1.0)).separability < 0.8  # the mean: Dice 0 counts a quarter
+    masks[3] = BLOB[2]  # a whole slice that looks like the background is no noise: shut either way
+    assert fit_appearance(features, masks, (1.0, 1.0), pooled=True).separability < 0.9
+
+
 def test_the_band_is_half_the_radius_and_at_least_three_pixels():
     masks = np.zeros((1, 50, 50), bool)
     masks[0, 5:45, 5:45] = True  # 40 x 40 px of 0.5 mm: area 400 mm2, radius ~11.3 mm
@@ -96,6 +111,10 @@ def test_held_out_folds_stop_once_the_rest_could_not_open_the_gate(monkeypatch):
     trained.clear()
     blob = image_features(slices_with(BLOB, 0.8, 0.2)[:4], (1.0, 1.0))
     assert fit_appearance(blob, BLOB[:4], (1.0, 1.0), gate=0.9).separability > 0.9 and len(trained) == 4
+    trained.clear()
+    gated = fit_appearance(flat, BLOB[:4], (1.0, 1.0), gate=0.9, pooled=True)
+    assert len(trained) < 4 and gated.separability <= 0.9  # pooled, the same bound
+    assert fit_appearance(flat, BLOB[:4], (1.0, 1.0), pooled=True).separability < 0.6
 
 
 def test_log_odds_are_computed_on_the_band_only_with_the_same_values_as_on_whole_slices():

@@ -53,6 +53,18 @@ def test_the_appearance_helps_where_the_structure_has_its_own_grey_level():
     assert dice(parts.probability(fusion) >= 0.5, TRUTH) > dice(prior_only, TRUTH)
 
 
+def test_a_tip_of_a_few_pixels_drawn_as_a_correction_does_not_shut_the_appearance_s_gate(result):
+    # the user draws the structure's last slice: 9 px that show only background (partial volume).
+    # Held out, the appearance scores Dice 0 there; averaged per drawn slice that shut the gate
+    # (tissue classes: the worst slice drawn as a correction lost 0.19 Dice), pooled it weighs
+    # as little as it covers.
+    drawn = drawn_on(TRUTH, [11, 18, 25])
+    drawn[5, 21:24, 19:22] = True
+    corrected = COMPLETER.complete(IMAGE, drawn)
+    assert corrected.separability > 0.9 and corrected.appearance_weight > 0
+    assert corrected.separability < result.separability  # the tip was scored, not skipped
+
+
 def test_drawn_slices_along_another_axis_are_completed_along_it():
     result = COMPLETER.complete(IMAGE, drawn_on(TRUTH, [12, 20, 28], axis=1))
     assert result.drawn.axis == 1

@@ -14,7 +14,12 @@ grey levels; a cortical parcel looks like its neighbours), so `separability` mea
 the labelled slices themselves: fitted on all labelled slices but one, the Dice of its
 prediction in the band of the held-out slice, averaged over held-out slices (with a single
 labelled slice, over the two halves of a checkerboard of 16-pixel blocks; 0, unknown, where
-no held-out part shows the structure). A caller that uses
+no held-out part shows the structure). With `pooled`, the Dice is pooled over the held-out
+slices instead (overlaps and sizes summed), so a slice weighs as much as it covers: a user's
+drawn slices, where a structure's tip of a few pixels drawn as a correction, whose own Dice is
+noise, would otherwise shut the gate. Templates' slices spread over a registered estimate keep
+the mean: their gate was calibrated on it, and pooled it opens where the appearance lowers the
+result (the macaque of protocol (b), benchmarks/RESULTS.md). A caller that uses
 the model only above a separability threshold (a fusion gate) passes it, and the folds stop as
 soon as that decision is settled; the classifier on all labelled slices is trained only when
 its log-odds are asked for.
@@ -27,8 +32,6 @@ from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
-
-from vessa.priors.drawn_slices import mask_dice
 
 BLUR_MM = (1.0, 2.0)
 GRADIENT_MM = 1.0
@@ -86,17 +89,20 @@ class AppearanceModel:
 
 
 def fit_appearance(
-    features: np.ndarray, masks: np.ndarray, spacing: tuple[float, float], seed: int = 0, gate: float | None = None
+    features: np.ndarray, masks: np.ndarray, spacing: tuple[float, float], seed: int = 0, gate: float | None = None,
+    pooled: bool = False,
 ) -> AppearanceModel:
     """Fit on labelled slices: `features` [m, rows, cols, F] and their masks [m, rows, cols].
 
     gate: the separability at or below which the caller does not use the model; held-out
-    folds stop once the rest could not lift the mean above it even at Dice 1 (the separability
-    is then the mean of the folds run, and no use of the model changes)."""
+    folds stop once the rest could not lift the separability above it even at Dice 1 (it is
+    then that of the folds run, and no use of the model changes). pooled: the held-out Dice
+    pooled over slices instead of averaged (module docstring)."""
     masks = np.asarray(masks, bool)
     band = band_width(masks, spacing)
     near = np.stack([_near(mask, band, spacing) for mask in masks])
-    return AppearanceModel(features[near], masks[near], band, _separability(features, masks, near, seed, gate), seed)
+    separability = _separability(features, masks, near, seed, gate, pooled)
+    return AppearanceModel(features[near], masks[near], band, separability, seed)
 
 
 def _logits(classifier, features: np.ndarray) -> np.ndarray:
@@ -137,7 +143,7 @@ class _Constant:
 
 
 def _separability(features: np.ndarray, masks: np.ndarray, near: np.ndarray, seed: int,
-                  gate: float | None = None) -> float:
+                  gate: float | None, pooled: bool) -> float:
     """Held-out Dice of the appearance alone in the band of labelled slices (module docstring)."""
     folds: list[tuple[np.ndarray, np.ndarray]] = []
     if len(masks) > 1:
@@ -151,15 +157,23 @@ def _separability(features: np.ndarray, masks: np.ndarray, near: np.ndarray, see
         rows, cols = masks.shape[1:]
         blocks = ((np.arange(rows)[:, None] // 16) + (np.arange(cols)[None, :] // 16)) % 2 == 0
         folds = [(near & blocks[None], near & ~blocks[None]), (near & ~blocks[None], near & blocks[None])]
-    scores: list[float] = []
+    # a held-out part that shows none of the structure cannot score it (Dice of nothing against
+    # nothing would read 1: a structure inside one block of a single slice)
+    folds = [(train, test) for train, test in folds
+             if masks[test].any() and masks[train].any() and not masks[train].all()]
+    sizes = [int(masks[test].sum()) for _, test in folds]
+    scored: list[tuple[int, int]] = []  # per fold run: overlap, predicted + true size
     for done, (train, test) in enumerate(folds):
-        left = len(folds) - done
-        if gate is not None and scores and (sum(scores) + left) / (len(scores) + left) <= gate:
+        perfect = [(size, 2 * size) for size in sizes[done:]]  # the folds not run, at Dice 1
+        if gate is not None and scored and _dice(scored + perfect, pooled) <= gate:
             break  # the gate stays shut whatever the other folds score
-        # a held-out part that shows none of the structure cannot score it (Dice of nothing
-        # against nothing would read 1: a structure inside one block of a single slice)
-        if not masks[test].any() or not masks[train].any() or masks[train].all():
-            continue
         predicted = _logits(_train(features[train], masks[train], seed), features[test]) > 0
-        scores.append(mask_dice(predicted, masks[test]))
-    return float(np.mean(scores)) if scores else 0.0
+        scored.append((int((predicted & masks[test]).sum()), int(predicted.sum()) + sizes[done]))
+    return _dice(scored, pooled) if scored else 0.0
+
+
+def _dice(scored: list[tuple[int, int]], pooled: bool) -> float:
+    """Dice of (overlap, size sum) pairs: pooled over them, or their mean."""
+    if pooled:
+        return 2.0 * sum(overlap for overlap, _ in scored) / sum(total for _, total in scored)
+    return float(np.mean([2.0 * overlap / total for overlap, total in scored]))

@@ -142,7 +142,8 @@ class SliceCompleter:
         appearance, separability = None, 0.0
         if self.config.appearance:
             gate = None if every_part else self.config.fusion.appearance.threshold
-            model = fit_appearance(image_features(unit[drawn.indices], plane), drawn.masks, plane, gate=gate)
+            model = fit_appearance(image_features(unit[drawn.indices], plane), drawn.masks, plane, gate=gate,
+                                   pooled=True)
             separability = model.separability
             if every_part or self.config.fusion.appearance(separability) > 0:
                 appearance = appearance_logits(distance, unit, model, plane)
